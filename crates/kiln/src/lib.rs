@@ -1,0 +1,13 @@
+//! kiln: Keras's workflow for Rust. Declare a network once with `model!`, have its shapes
+//! checked at compile time, then `compile`, `fit`, `evaluate` and `predict`.
+//!
+//! This crate re-exports the workspace: [`tape`] (tensors, kernels, autograd) and
+//! [`train`] (the training loop). Layers, the `model!` macro, datasets and checkpoints
+//! arrive with the issues that build them.
+
+#![warn(missing_docs)]
+
+pub use kiln_tape as tape;
+pub use kiln_train as train;
+
+pub use kiln_tape::{Tape, TapeError, Tensor, Var};
