@@ -1,0 +1,350 @@
+//! Activation functions with their derivatives, and the row-wise softmax family.
+//!
+//! Each activation is written once, here; the tape's ops and the fused layer passes
+//! both call these loops, so a fix or a speed-up lands everywhere.
+
+use crate::error::{Result, TapeError};
+use crate::scalar::Scalar;
+
+/// SELU's fixed scale (Klambauer et al. 2017), as Keras.
+pub const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
+/// SELU's fixed alpha, as Keras.
+pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
+
+/// An elementwise activation, by Keras's name and defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    /// `x` ("linear", Keras's default for Dense).
+    #[default]
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` for x ≥ 0, else `negative_slope·x`.
+    LeakyRelu(f64),
+    /// `x` for x > 0, else `alpha·(eˣ − 1)`.
+    Elu(f64),
+    /// `scale·elu(x, alpha)` with SELU's fixed constants.
+    Selu,
+    /// Gaussian error linear unit; `approximate` uses the tanh form.
+    Gelu {
+        /// Use the tanh approximation instead of the exact erf form.
+        approximate: bool,
+    },
+    /// `1 / (1 + e⁻ˣ)`, computed without overflow.
+    Sigmoid,
+    /// `clip(x/6 + 1/2, 0, 1)` (Keras 3's definition).
+    HardSigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `ln(1 + eˣ)`, computed without overflow.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x·sigmoid(x)` (also called SiLU).
+    Swish,
+}
+
+impl Activation {
+    /// Every name [`Activation::from_name`] accepts, for error messages.
+    pub const NAMES: &'static [&'static str] = &[
+        "linear",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "gelu",
+        "sigmoid",
+        "hard_sigmoid",
+        "tanh",
+        "softplus",
+        "softsign",
+        "swish",
+        "silu",
+    ];
+
+    /// Looks an activation up by its Keras name, with Keras's default parameters
+    /// (`leaky_relu` slope 0.2, `elu` alpha 1.0, exact `gelu`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "linear" | "None" | "none" => Activation::Linear,
+            "relu" => Activation::Relu,
+            "leaky_relu" => Activation::LeakyRelu(0.2),
+            "elu" => Activation::Elu(1.0),
+            "selu" => Activation::Selu,
+            "gelu" => Activation::Gelu { approximate: false },
+            "sigmoid" => Activation::Sigmoid,
+            "hard_sigmoid" => Activation::HardSigmoid,
+            "tanh" => Activation::Tanh,
+            "softplus" => Activation::Softplus,
+            "softsign" => Activation::Softsign,
+            "swish" | "silu" => Activation::Swish,
+            _ => return None,
+        })
+    }
+
+    /// The Keras name of this activation.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Linear => "linear",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu(_) => "leaky_relu",
+            Activation::Elu(_) => "elu",
+            Activation::Selu => "selu",
+            Activation::Gelu { .. } => "gelu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Softplus => "softplus",
+            Activation::Softsign => "softsign",
+            Activation::Swish => "swish",
+        }
+    }
+
+    /// The activation of one value.
+    #[inline]
+    pub fn apply<T: Scalar>(self, x: T) -> T {
+        let zero = T::zero();
+        let one = T::one();
+        match self {
+            Activation::Linear => x,
+            Activation::Relu => x.max(zero),
+            Activation::LeakyRelu(s) => {
+                if x >= zero {
+                    x
+                } else {
+                    T::of(s) * x
+                }
+            }
+            Activation::Elu(a) => {
+                if x > zero {
+                    x
+                } else {
+                    T::of(a) * x.exp_m1()
+                }
+            }
+            Activation::Selu => {
+                let e = if x > zero { x } else { T::of(SELU_ALPHA) * x.exp_m1() };
+                T::of(SELU_SCALE) * e
+            }
+            Activation::Gelu { approximate: false } => {
+                T::of(0.5) * x * (one + erf(x * T::of(std::f64::consts::FRAC_1_SQRT_2)))
+            }
+            Activation::Gelu { approximate: true } => {
+                let c = T::of((2.0 / std::f64::consts::PI).sqrt());
+                let inner = c * (x + T::of(0.044715) * x * x * x);
+                T::of(0.5) * x * (one + inner.tanh())
+            }
+            Activation::Sigmoid => sigmoid(x),
+            Activation::HardSigmoid => (x / T::of(6.0) + T::of(0.5)).max(zero).min(one),
+            Activation::Tanh => x.tanh(),
+            Activation::Softplus => x.max(zero) + (-x.abs()).exp().ln_1p(),
+            Activation::Softsign => x / (one + x.abs()),
+            Activation::Swish => x * sigmoid(x),
+        }
+    }
+
+    /// The derivative dy/dx at pre-activation `x` whose activation is `y`.
+    ///
+    /// Taking both lets each rule use the cheaper one (sigmoid and tanh reuse `y`).
+    #[inline]
+    pub fn derivative<T: Scalar>(self, x: T, y: T) -> T {
+        let zero = T::zero();
+        let one = T::one();
+        match self {
+            Activation::Linear => one,
+            Activation::Relu => {
+                if x > zero {
+                    one
+                } else {
+                    zero
+                }
+            }
+            Activation::LeakyRelu(s) => {
+                if x >= zero {
+                    one
+                } else {
+                    T::of(s)
+                }
+            }
+            Activation::Elu(a) => {
+                if x > zero {
+                    one
+                } else {
+                    y + T::of(a)
+                }
+            }
+            Activation::Selu => {
+                if x > zero {
+                    T::of(SELU_SCALE)
+                } else {
+                    y + T::of(SELU_SCALE * SELU_ALPHA)
+                }
+            }
+            Activation::Gelu { approximate: false } => {
+                let cdf = T::of(0.5) * (one + erf(x * T::of(std::f64::consts::FRAC_1_SQRT_2)));
+                let pdf =
+                    (T::of(-0.5) * x * x).exp() * T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+                cdf + x * pdf
+            }
+            Activation::Gelu { approximate: true } => {
+                let c = T::of((2.0 / std::f64::consts::PI).sqrt());
+                let k = T::of(0.044715);
+                let t = (c * (x + k * x * x * x)).tanh();
+                T::of(0.5) * (one + t)
+                    + T::of(0.5) * x * (one - t * t) * c * (one + T::of(3.0) * k * x * x)
+            }
+            Activation::Sigmoid => y * (one - y),
+            Activation::HardSigmoid => {
+                if x > T::of(-3.0) && x < T::of(3.0) {
+                    T::of(1.0 / 6.0)
+                } else {
+                    zero
+                }
+            }
+            Activation::Tanh => one - y * y,
+            Activation::Softplus => sigmoid(x),
+            Activation::Softsign => {
+                let d = one + x.abs();
+                one / (d * d)
+            }
+            Activation::Swish => {
+                let s = sigmoid(x);
+                s + x * s * (one - s)
+            }
+        }
+    }
+
+    /// `y[i] = act(x[i])`.
+    pub fn forward<T: Scalar>(self, x: &[T], y: &mut [T]) -> Result<()> {
+        same_len("activation forward", &[x.len(), y.len()])?;
+        if self == Activation::Linear {
+            y.copy_from_slice(x);
+            return Ok(());
+        }
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = self.apply(v);
+        }
+        Ok(())
+    }
+
+    /// Applies the activation in place (the fused layer passes use this on a GEMM output).
+    pub fn forward_inplace<T: Scalar>(self, x: &mut [T]) {
+        if self != Activation::Linear {
+            for v in x.iter_mut() {
+                *v = self.apply(*v);
+            }
+        }
+    }
+
+    /// `dx[i] = dy[i] · act'(x[i])`, given the forward's input `x` and output `y`.
+    pub fn backward<T: Scalar>(self, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
+        same_len("activation backward", &[x.len(), y.len(), dy.len(), dx.len()])?;
+        for i in 0..dx.len() {
+            dx[i] = dy[i] * self.derivative(x[i], y[i]);
+        }
+        Ok(())
+    }
+}
+
+/// Logistic sigmoid, exact for large |x| (no overflow in either tail).
+#[inline]
+pub fn sigmoid<T: Scalar>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// The error function, via libm's double-precision `erf` (exact to the last bit in f64).
+#[inline]
+pub fn erf<T: Scalar>(x: T) -> T {
+    T::of(libm::erf(x.to_f64().unwrap_or(f64::NAN)))
+}
+
+fn same_len(op: &'static str, lens: &[usize]) -> Result<()> {
+    if lens.windows(2).any(|w| w[0] != w[1]) {
+        return Err(TapeError::InvalidArgument {
+            op,
+            message: format!("buffers have lengths {lens:?}; they must all be equal"),
+        });
+    }
+    Ok(())
+}
+
+fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
+    if cols == 0 || len % cols != 0 {
+        return Err(TapeError::InvalidArgument {
+            op,
+            message: format!(
+                "{len} elements do not split into rows of {cols}; the last axis must be non-empty"
+            ),
+        });
+    }
+    Ok(len / cols)
+}
+
+/// Softmax over each row of `cols` elements, max-subtracted so logits of ±1e4 stay finite.
+pub fn softmax<T: Scalar>(x: &[T], cols: usize, y: &mut [T]) -> Result<()> {
+    same_len("softmax", &[x.len(), y.len()])?;
+    rows_of("softmax", x.len(), cols)?;
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let m = xr.iter().copied().fold(T::neg_infinity(), T::max);
+        let mut s = T::zero();
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = (v - m).exp();
+            s += *o;
+        }
+        let inv = T::one() / s;
+        for o in yr.iter_mut() {
+            *o *= inv;
+        }
+    }
+    Ok(())
+}
+
+/// Gradient of softmax: `dx = y ⊙ (dy − Σ dy⊙y)` per row, from the forward's output `y`.
+pub fn softmax_backward<T: Scalar>(y: &[T], dy: &[T], cols: usize, dx: &mut [T]) -> Result<()> {
+    same_len("softmax backward", &[y.len(), dy.len(), dx.len()])?;
+    rows_of("softmax backward", y.len(), cols)?;
+    for ((yr, dyr), dxr) in
+        y.chunks_exact(cols).zip(dy.chunks_exact(cols)).zip(dx.chunks_exact_mut(cols))
+    {
+        let dot: T = yr.iter().zip(dyr).map(|(&a, &b)| a * b).sum();
+        for ((o, &yv), &g) in dxr.iter_mut().zip(yr).zip(dyr) {
+            *o = yv * (g - dot);
+        }
+    }
+    Ok(())
+}
+
+/// Log-softmax over each row: `x − max − ln Σ e^(x − max)`, finite for any finite logits.
+pub fn log_softmax<T: Scalar>(x: &[T], cols: usize, y: &mut [T]) -> Result<()> {
+    same_len("log_softmax", &[x.len(), y.len()])?;
+    rows_of("log_softmax", x.len(), cols)?;
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let m = xr.iter().copied().fold(T::neg_infinity(), T::max);
+        let s: T = xr.iter().map(|&v| (v - m).exp()).sum();
+        let lse = m + s.ln();
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = v - lse;
+        }
+    }
+    Ok(())
+}
+
+/// Gradient of log-softmax: `dx = dy − softmax(x)·Σ dy` per row, from the forward's output.
+pub fn log_softmax_backward<T: Scalar>(y: &[T], dy: &[T], cols: usize, dx: &mut [T]) -> Result<()> {
+    same_len("log_softmax backward", &[y.len(), dy.len(), dx.len()])?;
+    rows_of("log_softmax backward", y.len(), cols)?;
+    for ((yr, dyr), dxr) in
+        y.chunks_exact(cols).zip(dy.chunks_exact(cols)).zip(dx.chunks_exact_mut(cols))
+    {
+        let s: T = dyr.iter().copied().sum();
+        for ((o, &yv), &g) in dxr.iter_mut().zip(yr).zip(dyr) {
+            *o = g - yv.exp() * s;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! 2-D convolution on NHWC inputs with HWIO kernels (Keras's layouts), via im2col + GEMM.
+//!
+//! The im2col matrix has one row per output pixel and `kh·kw·c` columns in (ky, kx, c)
+//! order, which is exactly an HWIO kernel viewed as a `[kh·kw·c, o]` matrix, so the
+//! forward pass is a single GEMM whose output is already NHWC.
+
+use crate::error::{Result, TapeError};
+use crate::kernels::gemm::{Trans, gemm};
+use crate::scalar::Scalar;
+
+/// How a window treats the border, as Keras's `padding` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// No padding: only windows that fit entirely (Keras's default).
+    #[default]
+    Valid,
+    /// Zero padding so the output has `ceil(input / stride)` positions, extra on the
+    /// bottom/right when odd, as TensorFlow.
+    Same,
+}
+
+/// Output size and leading pad of one spatial axis under Keras's rules, or `None` when
+/// the window does not fit (valid padding and a window larger than the input).
+pub fn window_output(
+    input: usize,
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> Option<(usize, usize)> {
+    if window == 0 || stride == 0 || input == 0 {
+        return None;
+    }
+    match padding {
+        Padding::Valid => (input >= window).then(|| ((input - window) / stride + 1, 0)),
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out - 1) * stride + window).saturating_sub(input);
+            Some((out, total / 2))
+        }
+    }
+}
+
+/// Every size of one convolution: input `[n, h, w, c]`, kernel `[kh, kw, c, o]`, output
+/// `[n, oh, ow, o]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output channels (filters).
+    pub o: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Rows of zero padding above the input.
+    pub pad_top: usize,
+    /// Columns of zero padding left of the input.
+    pub pad_left: usize,
+}
+
+impl Conv2dGeometry {
+    /// Checks an input shape `[n, h, w, c]` against a kernel shape `[kh, kw, c, o]`.
+    pub fn new(
+        input: &[usize],
+        kernel: &[usize],
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Result<Self> {
+        let err = |hint: String| TapeError::ShapeMismatch {
+            op: "conv2d",
+            lhs: input.to_vec(),
+            rhs: kernel.to_vec(),
+            hint,
+        };
+        let (&[n, h, w, c], &[kh, kw, kc, o]) = (input, kernel) else {
+            return Err(err(
+                "conv2d takes an NHWC input [n, h, w, c] and an HWIO kernel [kh, kw, c, o]".into(),
+            ));
+        };
+        if kc != c {
+            return Err(err(format!(
+                "the kernel expects {kc} input channels but the input has {c}"
+            )));
+        }
+        if strides.0 == 0 || strides.1 == 0 || kh == 0 || kw == 0 || o == 0 {
+            return Err(err(format!(
+                "kernel sizes, filters and strides {strides:?} must all be at least 1"
+            )));
+        }
+        let fit = |i, k, s| window_output(i, k, s, padding);
+        let (Some((oh, pad_top)), Some((ow, pad_left))) =
+            (fit(h, kh, strides.0), fit(w, kw, strides.1))
+        else {
+            return Err(err(format!(
+                "the {kh}x{kw} window does not fit the {h}x{w} input with valid padding; use padding same or a smaller kernel"
+            )));
+        };
+        Ok(Conv2dGeometry {
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            o,
+            sh: strides.0,
+            sw: strides.1,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+        })
+    }
+
+    /// Output shape `[n, oh, ow, o]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.oh, self.ow, self.o]
+    }
+
+    /// Rows of the im2col matrix (output pixels over the batch).
+    pub fn rows(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+
+    /// Columns of the im2col matrix (`kh·kw·c`).
+    pub fn patch(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    /// Elements the im2col workspace must hold.
+    pub fn col_len(&self) -> usize {
+        self.rows() * self.patch()
+    }
+
+    fn check(&self, what: &'static str, len: usize, expected: usize) -> Result<()> {
+        if len != expected {
+            return Err(TapeError::InvalidArgument {
+                op: "conv2d",
+                message: format!(
+                    "{what} must hold {expected} elements for {self:?}, but holds {len}"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Writes the im2col matrix of `x` into `col` (`rows × patch`), zeros where the window
+/// hangs over the padding.
+pub fn im2col<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) -> Result<()> {
+    g.check("input", x.len(), g.n * g.h * g.w * g.c)?;
+    g.check("im2col workspace", col.len(), g.col_len())?;
+    let c = g.c;
+    let mut r = 0;
+    for b in 0..g.n {
+        let img = &x[b * g.h * g.w * c..(b + 1) * g.h * g.w * c];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let row = &mut col[r * g.patch()..(r + 1) * g.patch()];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                    let dst = &mut row[ky * g.kw * c..(ky + 1) * g.kw * c];
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let ix0 = (ox * g.sw) as isize - g.pad_left as isize;
+                    if ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                        // The whole kernel row is inside: one contiguous copy.
+                        let s = (iy as usize * g.w + ix0 as usize) * c;
+                        dst.copy_from_slice(&img[s..s + g.kw * c]);
+                    } else {
+                        for kx in 0..g.kw {
+                            let ix = ix0 + kx as isize;
+                            let d = &mut dst[kx * c..(kx + 1) * c];
+                            if ix < 0 || ix >= g.w as isize {
+                                d.fill(T::zero());
+                            } else {
+                                let s = (iy as usize * g.w + ix as usize) * c;
+                                d.copy_from_slice(&img[s..s + c]);
+                            }
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scatter-adds an im2col-shaped gradient back onto the input gradient `dx` (zeroed first).
+pub fn col2im<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) -> Result<()> {
+    g.check("input gradient", dx.len(), g.n * g.h * g.w * g.c)?;
+    g.check("im2col workspace", col.len(), g.col_len())?;
+    dx.fill(T::zero());
+    let c = g.c;
+    let mut r = 0;
+    for b in 0..g.n {
+        let img = &mut dx[b * g.h * g.w * c..(b + 1) * g.h * g.w * c];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let row = &col[r * g.patch()..(r + 1) * g.patch()];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                        if ix < 0 || ix >= g.w as isize {
+                            continue;
+                        }
+                        let s = (iy as usize * g.w + ix as usize) * c;
+                        let src = &row[(ky * g.kw + kx) * c..(ky * g.kw + kx + 1) * c];
+                        for (d, &v) in img[s..s + c].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Convolution forward: `y = im2col(x) · kernel (+ bias)`, `y` in NHWC.
+///
+/// The bias is broadcast into `y` first and the GEMM accumulates onto it, so it costs
+/// no extra pass. `col` is a caller-owned workspace of [`Conv2dGeometry::col_len`].
+pub fn conv2d_forward<T: Scalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    kernel: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+    col: &mut [T],
+) -> Result<()> {
+    g.check("kernel", kernel.len(), g.patch() * g.o)?;
+    g.check("output", y.len(), g.rows() * g.o)?;
+    im2col(g, x, col)?;
+    let beta = match bias {
+        Some(b) => {
+            g.check("bias", b.len(), g.o)?;
+            for row in y.chunks_exact_mut(g.o) {
+                row.copy_from_slice(b);
+            }
+            T::one()
+        }
+        None => T::zero(),
+    };
+    gemm(g.rows(), g.o, g.patch(), T::one(), col, Trans::No, kernel, Trans::No, beta, y)
+}
+
+/// Convolution backward from the output gradient `dy`: overwrites `dkernel`, `dbias` (if
+/// given) and `dx` (if given; the first layer of a network passes `None`).
+///
+/// `col` must hold im2col(x) on entry when `col_ready` is true (a training pass that
+/// kept it); otherwise it is recomputed. It is overwritten by the input gradient's
+/// columns when `dx` is requested.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward<T: Scalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    kernel: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dkernel: &mut [T],
+    dbias: Option<&mut [T]>,
+    col: &mut [T],
+    col_ready: bool,
+) -> Result<()> {
+    g.check("kernel", kernel.len(), g.patch() * g.o)?;
+    g.check("kernel gradient", dkernel.len(), g.patch() * g.o)?;
+    g.check("output gradient", dy.len(), g.rows() * g.o)?;
+    if !col_ready {
+        im2col(g, x, col)?;
+    }
+    g.check("im2col workspace", col.len(), g.col_len())?;
+    // dK[patch, o] = colᵀ · dY
+    gemm(g.patch(), g.o, g.rows(), T::one(), col, Trans::Yes, dy, Trans::No, T::zero(), dkernel)?;
+    if let Some(db) = dbias {
+        g.check("bias gradient", db.len(), g.o)?;
+        db.fill(T::zero());
+        for row in dy.chunks_exact(g.o) {
+            for (d, &v) in db.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+    }
+    if let Some(dx) = dx {
+        // dcol[rows, patch] = dY · Kᵀ, then scatter back onto the input.
+        gemm(
+            g.rows(),
+            g.patch(),
+            g.o,
+            T::one(),
+            dy,
+            Trans::No,
+            kernel,
+            Trans::Yes,
+            T::zero(),
+            col,
+        )?;
+        col2im(g, col, dx)?;
+    }
+    Ok(())
+}

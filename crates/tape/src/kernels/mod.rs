@@ -1,0 +1,26 @@
+//! CPU kernels as plain functions over slices.
+//!
+//! The tape's operations and the fused layer passes of `kiln` call these same functions,
+//! so each piece of arithmetic exists once. Every kernel checks the lengths it is given
+//! and returns an error rather than panicking.
+
+pub mod activation;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod layout;
+pub mod pool;
+pub mod reduce;
+
+pub use activation::{
+    Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,
+};
+pub use conv::{Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, im2col};
+pub use elementwise::{broadcast_binary, sum_to_shape};
+pub use gemm::{Trans, gemm};
+pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};
+pub use pool::{
+    Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
+    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+};
+pub use reduce::{Reduce, argmax_all, argmax_axis, reduce_all, reduce_axis};

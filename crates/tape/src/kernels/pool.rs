@@ -1,0 +1,287 @@
+//! Max and average pooling over NHWC inputs, and global average pooling.
+
+use crate::error::{Result, TapeError};
+use crate::kernels::conv::{Padding, window_output};
+use crate::scalar::Scalar;
+
+/// Every size of one pooling: input `[n, h, w, c]`, output `[n, oh, ow, c]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dGeometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+    /// Window height.
+    pub ph: usize,
+    /// Window width.
+    pub pw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Rows of padding above the input (ignored by both poolings, as TensorFlow).
+    pub pad_top: usize,
+    /// Columns of padding left of the input.
+    pub pad_left: usize,
+}
+
+impl Pool2dGeometry {
+    /// Checks an input shape `[n, h, w, c]` against a window and strides.
+    pub fn new(
+        input: &[usize],
+        pool: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Result<Self> {
+        let err = |message: String| TapeError::InvalidArgument { op: "pool2d", message };
+        let &[n, h, w, c] = input else {
+            return Err(err(format!("pooling takes an NHWC input [n, h, w, c], got {input:?}")));
+        };
+        if pool.0 == 0 || pool.1 == 0 || strides.0 == 0 || strides.1 == 0 {
+            return Err(err(format!(
+                "pool size {pool:?} and strides {strides:?} must be at least 1"
+            )));
+        }
+        let (Some((oh, pad_top)), Some((ow, pad_left))) = (
+            window_output(h, pool.0, strides.0, padding),
+            window_output(w, pool.1, strides.1, padding),
+        ) else {
+            return Err(err(format!(
+                "the {}x{} window does not fit the {h}x{w} input {input:?} with valid padding; use padding same or a smaller pool",
+                pool.0, pool.1
+            )));
+        };
+        Ok(Pool2dGeometry {
+            n,
+            h,
+            w,
+            c,
+            ph: pool.0,
+            pw: pool.1,
+            sh: strides.0,
+            sw: strides.1,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+        })
+    }
+
+    /// Output shape `[n, oh, ow, c]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.oh, self.ow, self.c]
+    }
+
+    /// Elements of the input.
+    pub fn input_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+
+    /// Elements of the output.
+    pub fn output_len(&self) -> usize {
+        self.n * self.oh * self.ow * self.c
+    }
+
+    fn check(&self, what: &'static str, len: usize, expected: usize) -> Result<()> {
+        if len != expected {
+            return Err(TapeError::InvalidArgument {
+                op: "pool2d",
+                message: format!(
+                    "{what} must hold {expected} elements for {self:?}, but holds {len}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The in-bounds input rows and columns of the window at output (oy, ox).
+    #[inline]
+    fn window(&self, oy: usize, ox: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let y0 = (oy * self.sh) as isize - self.pad_top as isize;
+        let x0 = (ox * self.sw) as isize - self.pad_left as isize;
+        let ys = y0.max(0) as usize..((y0 + self.ph as isize).min(self.h as isize)) as usize;
+        let xs = x0.max(0) as usize..((x0 + self.pw as isize).min(self.w as isize)) as usize;
+        (ys, xs)
+    }
+}
+
+/// Max pooling. When `argmax` is given it receives, per output element, the flat index
+/// of the input element that won, which is all the backward pass needs.
+pub fn max_pool2d_forward<T: Scalar>(
+    g: &Pool2dGeometry,
+    x: &[T],
+    y: &mut [T],
+    mut argmax: Option<&mut [usize]>,
+) -> Result<()> {
+    g.check("input", x.len(), g.input_len())?;
+    g.check("output", y.len(), g.output_len())?;
+    if let Some(a) = argmax.as_deref() {
+        g.check("argmax", a.len(), g.output_len())?;
+    }
+    let c = g.c;
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                let first = ((b * g.h + ys.start) * g.w + xs.start) * c;
+                y[o..o + c].copy_from_slice(&x[first..first + c]);
+                if let Some(a) = argmax.as_deref_mut() {
+                    for ch in 0..c {
+                        a[o + ch] = first + ch;
+                    }
+                }
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let i = ((b * g.h + iy) * g.w + ix) * c;
+                        for ch in 0..c {
+                            if x[i + ch] > y[o + ch] {
+                                y[o + ch] = x[i + ch];
+                                if let Some(a) = argmax.as_deref_mut() {
+                                    a[o + ch] = i + ch;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Max-pooling backward: routes each output gradient to the input that won (`dx` zeroed first).
+pub fn max_pool2d_backward<T: Scalar>(
+    g: &Pool2dGeometry,
+    argmax: &[usize],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
+    g.check("output gradient", dy.len(), g.output_len())?;
+    g.check("argmax", argmax.len(), g.output_len())?;
+    g.check("input gradient", dx.len(), g.input_len())?;
+    dx.fill(T::zero());
+    for (&i, &d) in argmax.iter().zip(dy) {
+        if i >= dx.len() {
+            return Err(TapeError::InvalidArgument {
+                op: "max_pool2d backward",
+                message: format!("argmax index {i} is past the input's {} elements", dx.len()),
+            });
+        }
+        dx[i] += d;
+    }
+    Ok(())
+}
+
+/// Average pooling; with same padding each window averages only its in-bounds elements,
+/// as TensorFlow (and so Keras) does.
+pub fn avg_pool2d_forward<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &mut [T]) -> Result<()> {
+    g.check("input", x.len(), g.input_len())?;
+    g.check("output", y.len(), g.output_len())?;
+    let c = g.c;
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                let inv = T::one() / T::of((ys.len() * xs.len()) as f64);
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                let dst = &mut y[o..o + c];
+                dst.fill(T::zero());
+                for iy in ys {
+                    for ix in xs.clone() {
+                        let i = ((b * g.h + iy) * g.w + ix) * c;
+                        for (d, &v) in dst.iter_mut().zip(&x[i..i + c]) {
+                            *d += v;
+                        }
+                    }
+                }
+                dst.iter_mut().for_each(|d| *d *= inv);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Average-pooling backward: spreads each output gradient evenly over its window.
+pub fn avg_pool2d_backward<T: Scalar>(g: &Pool2dGeometry, dy: &[T], dx: &mut [T]) -> Result<()> {
+    g.check("output gradient", dy.len(), g.output_len())?;
+    g.check("input gradient", dx.len(), g.input_len())?;
+    dx.fill(T::zero());
+    let c = g.c;
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                let inv = T::one() / T::of((ys.len() * xs.len()) as f64);
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                for iy in ys {
+                    for ix in xs.clone() {
+                        let i = ((b * g.h + iy) * g.w + ix) * c;
+                        for (d, &v) in dx[i..i + c].iter_mut().zip(&dy[o..o + c]) {
+                            *d += v * inv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Global average pooling: `[n, h, w, c]` → `[n, c]`, the mean over all positions.
+pub fn global_avg_pool2d_forward<T: Scalar>(input: [usize; 4], x: &[T], y: &mut [T]) -> Result<()> {
+    let [n, h, w, c] = input;
+    check2("global_avg_pool2d", x.len(), n * h * w * c, y.len(), n * c)?;
+    let inv = T::one() / T::of((h * w) as f64);
+    for b in 0..n {
+        let dst = &mut y[b * c..(b + 1) * c];
+        dst.fill(T::zero());
+        for px in x[b * h * w * c..(b + 1) * h * w * c].chunks_exact(c) {
+            for (d, &v) in dst.iter_mut().zip(px) {
+                *d += v;
+            }
+        }
+        dst.iter_mut().for_each(|d| *d *= inv);
+    }
+    Ok(())
+}
+
+/// Global-average-pooling backward: each position receives `dy / (h·w)`.
+pub fn global_avg_pool2d_backward<T: Scalar>(
+    input: [usize; 4],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
+    let [n, h, w, c] = input;
+    check2("global_avg_pool2d backward", dx.len(), n * h * w * c, dy.len(), n * c)?;
+    let inv = T::one() / T::of((h * w) as f64);
+    for b in 0..n {
+        let src = &dy[b * c..(b + 1) * c];
+        for px in dx[b * h * w * c..(b + 1) * h * w * c].chunks_exact_mut(c) {
+            for (d, &v) in px.iter_mut().zip(src) {
+                *d = v * inv;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check2(op: &'static str, a: usize, ea: usize, b: usize, eb: usize) -> Result<()> {
+    if a != ea || b != eb || ea == 0 {
+        return Err(TapeError::InvalidArgument {
+            op,
+            message: format!(
+                "buffers must hold {ea} (input) and {eb} (output) elements, got {a} and {b}"
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Kernels against naive reference implementations written here, independently of the
+//! im2col/GEMM paths they check.
+
+use kiln_tape::kernels::{self, Conv2dGeometry, Padding, Pool2dGeometry, Trans};
+use kiln_tape::{Activation, Tensor};
+
+fn randv(n: usize, seed: u64) -> Vec<f64> {
+    Tensor::<f64>::random_normal(&[n], 0.0, 1.0, seed).into_vec()
+}
+
+fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: element {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
+    for &(m, n, k) in &[(1, 1, 1), (3, 5, 4), (7, 13, 5), (33, 17, 65), (4, 3, 0)] {
+        for ta in [Trans::No, Trans::Yes] {
+            for tb in [Trans::No, Trans::Yes] {
+                for &(alpha, beta) in &[(1.0, 0.0), (0.7, 1.0), (-2.0, 0.5)] {
+                    let a = randv(m * k, 1);
+                    let b = randv(k * n, 2);
+                    let c0 = randv(m * n, 3);
+                    let at = |i: usize, p: usize| if ta == Trans::No { a[i * k + p] } else { a[p * m + i] };
+                    let bt = |p: usize, j: usize| if tb == Trans::No { b[p * n + j] } else { b[j * k + p] };
+                    let mut want = vec![0.0; m * n];
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                            want[i * n + j] = alpha * dot + beta * c0[i * n + j];
+                        }
+                    }
+                    let mut c = c0.clone();
+                    kernels::gemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c).unwrap();
+                    assert_close(&c, &want, 1e-12, &format!("gemm {m}x{n}x{k} {ta:?} {tb:?} α={alpha} β={beta}"));
+                    // f32 through sgemm.
+                    let (a32, b32): (Vec<f32>, Vec<f32>) = (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+                    let mut c32: Vec<f32> = c0.iter().map(|&v| v as f32).collect();
+                    kernels::gemm(m, n, k, alpha as f32, &a32, ta, &b32, tb, beta as f32, &mut c32).unwrap();
+                    let c32: Vec<f64> = c32.iter().map(|&v| v as f64).collect();
+                    assert_close(&c32, &want, 1e-5, "sgemm");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_with_beta_zero_ignores_garbage_in_c() {
+    let mut c = vec![f32::NAN; 4];
+    kernels::gemm(2, 2, 2, 1.0, &[1.0, 2.0, 3.0, 4.0], Trans::No, &[1.0, 0.0, 0.0, 1.0], Trans::No, 0.0, &mut c).unwrap();
+    assert_eq!(c, vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+/// Direct convolution: y[b,oy,ox,o] = bias[o] + Σ x[b, oy·sh+ky−pt, ox·sw+kx−pl, c]·k[ky,kx,c,o].
+fn conv_direct(g: &Conv2dGeometry, x: &[f64], k: &[f64], bias: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; g.n * g.oh * g.ow * g.o];
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for o in 0..g.o {
+                    let mut s = bias[o];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                            let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            for c in 0..g.c {
+                                s += x[((b * g.h + iy as usize) * g.w + ix as usize) * g.c + c]
+                                    * k[((ky * g.kw + kx) * g.c + c) * g.o + o];
+                            }
+                        }
+                    }
+                    y[((b * g.oh + oy) * g.ow + ox) * g.o + o] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Direct gradients of the convolution for upstream gradient dy.
+fn conv_direct_backward(g: &Conv2dGeometry, x: &[f64], k: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut dx, mut dk, mut db) = (vec![0.0; x.len()], vec![0.0; k.len()], vec![0.0; g.o]);
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for o in 0..g.o {
+                    let d = dy[((b * g.oh + oy) * g.ow + ox) * g.o + o];
+                    db[o] += d;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                            let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            for c in 0..g.c {
+                                let xi = ((b * g.h + iy as usize) * g.w + ix as usize) * g.c + c;
+                                let ki = ((ky * g.kw + kx) * g.c + c) * g.o + o;
+                                dx[xi] += d * k[ki];
+                                dk[ki] += d * x[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dk, db)
+}
+
+#[test]
+fn conv2d_matches_direct_loops_forward_and_backward() {
+    let cases: &[([usize; 4], [usize; 4], (usize, usize), Padding)] = &[
+        ([2, 8, 8, 1], [3, 3, 1, 4], (1, 1), Padding::Valid),
+        ([2, 8, 7, 3], [3, 3, 3, 5], (1, 1), Padding::Same),
+        ([1, 9, 9, 2], [3, 3, 2, 3], (2, 2), Padding::Same),
+        ([1, 9, 8, 2], [2, 4, 2, 3], (2, 3), Padding::Valid),
+        ([3, 6, 6, 4], [5, 5, 4, 2], (1, 2), Padding::Same),
+        ([1, 4, 4, 2], [4, 4, 2, 2], (1, 1), Padding::Valid),
+    ];
+    for (i, (xs, ks, s, p)) in cases.iter().enumerate() {
+        let g = Conv2dGeometry::new(xs, ks, *s, *p).unwrap();
+        let x = randv(xs.iter().product(), 10 + i as u64);
+        let k = randv(ks.iter().product(), 20 + i as u64);
+        let bias = randv(ks[3], 30 + i as u64);
+        let mut col = vec![0.0; g.col_len()];
+        let mut y = vec![0.0; g.rows() * g.o];
+        kernels::conv2d_forward(&g, &x, &k, Some(&bias), &mut y, &mut col).unwrap();
+        let what = format!("conv {xs:?} {ks:?} {s:?} {p:?}");
+        assert_close(&y, &conv_direct(&g, &x, &k, &bias), 1e-12, &what);
+
+        let dy = randv(y.len(), 40 + i as u64);
+        let (want_dx, want_dk, want_db) = conv_direct_backward(&g, &x, &k, &dy);
+        let (mut dx, mut dk, mut db) = (vec![7.0; x.len()], vec![7.0; k.len()], vec![7.0; g.o]);
+        // col still holds im2col(x) from the forward pass.
+        kernels::conv2d_backward(&g, &x, &k, &dy, Some(&mut dx), &mut dk, Some(&mut db), &mut col, true).unwrap();
+        assert_close(&dx, &want_dx, 1e-12, &format!("{what} dx"));
+        assert_close(&dk, &want_dk, 1e-12, &format!("{what} dk"));
+        assert_close(&db, &want_db, 1e-12, &format!("{what} db"));
+    }
+}
+
+#[test]
+fn same_padding_matches_tensorflow_output_sizes() {
+    // TensorFlow: out = ceil(in / stride); the extra pad goes bottom/right.
+    let g = Conv2dGeometry::new(&[1, 28, 28, 1], &[3, 3, 1, 1], (2, 2), Padding::Same).unwrap();
+    assert_eq!((g.oh, g.ow, g.pad_top, g.pad_left), (14, 14, 0, 0));
+    let g = Conv2dGeometry::new(&[1, 5, 5, 1], &[3, 3, 1, 1], (1, 1), Padding::Same).unwrap();
+    assert_eq!((g.oh, g.pad_top), (5, 1));
+    let g = Conv2dGeometry::new(&[1, 28, 28, 1], &[3, 3, 1, 32], (1, 1), Padding::Valid).unwrap();
+    assert_eq!(g.output_shape(), [1, 26, 26, 32]);
+}
+
+#[test]
+fn pooling_matches_direct_loops() {
+    let cases = [
+        ((2, 2), (2, 2), Padding::Valid),
+        ((3, 3), (2, 2), Padding::Same),
+        ((2, 3), (1, 2), Padding::Valid),
+        ((3, 2), (3, 3), Padding::Same),
+    ];
+    let shape = [2, 7, 6, 3];
+    let x = randv(shape.iter().product(), 50);
+    for (pool, s, p) in cases {
+        let g = Pool2dGeometry::new(&shape, pool, s, p).unwrap();
+        let (mut ymax, mut yavg, mut arg) = (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
+        kernels::max_pool2d_forward(&g, &x, &mut ymax, Some(&mut arg)).unwrap();
+        kernels::avg_pool2d_forward(&g, &x, &mut yavg).unwrap();
+        let dy = randv(g.output_len(), 51);
+        let (mut want_dmax, mut want_davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        for b in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for c in 0..g.c {
+                        let (mut best, mut at, mut sum, mut cnt) = (f64::NEG_INFINITY, 0, 0.0, 0.0);
+                        let mut members = Vec::new();
+                        for py in 0..g.ph {
+                            for px in 0..g.pw {
+                                let iy = (oy * g.sh + py) as isize - g.pad_top as isize;
+                                let ix = (ox * g.sw + px) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let i = ((b * g.h + iy as usize) * g.w + ix as usize) * g.c + c;
+                                if x[i] > best {
+                                    best = x[i];
+                                    at = i;
+                                }
+                                sum += x[i];
+                                cnt += 1.0;
+                                members.push(i);
+                            }
+                        }
+                        let o = ((b * g.oh + oy) * g.ow + ox) * g.c + c;
+                        let what = format!("pool {pool:?} {s:?} {p:?} at {o}");
+                        assert_eq!(ymax[o], best, "max {what}");
+                        assert_eq!(arg[o], at, "argmax {what}");
+                        assert!((yavg[o] - sum / cnt).abs() < 1e-12, "avg {what}");
+                        want_dmax[at] += dy[o];
+                        for i in members {
+                            want_davg[i] += dy[o] / cnt;
+                        }
+                    }
+                }
+            }
+        }
+        let (mut dmax, mut davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        kernels::max_pool2d_backward(&g, &arg, &dy, &mut dmax).unwrap();
+        kernels::avg_pool2d_backward(&g, &dy, &mut davg).unwrap();
+        assert_close(&dmax, &want_dmax, 1e-12, "max pool backward");
+        assert_close(&davg, &want_davg, 1e-12, "avg pool backward");
+    }
+}
+
+#[test]
+fn global_average_pooling_matches_a_direct_mean() {
+    let dims = [2, 3, 4, 5];
+    let x = randv(120, 60);
+    let mut y = vec![0.0; 10];
+    kernels::global_avg_pool2d_forward(dims, &x, &mut y).unwrap();
+    for b in 0..2 {
+        for c in 0..5 {
+            let want: f64 = (0..12).map(|p| x[(b * 12 + p) * 5 + c]).sum::<f64>() / 12.0;
+            assert!((y[b * 5 + c] - want).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn softmax_log_softmax_and_sigmoid_stay_finite_at_1e4() {
+    let x = [1e4f32, -1e4, 0.0, 1e4, 1e4, -1e4];
+    let mut y = [0f32; 6];
+    kernels::softmax(&x, 3, &mut y).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+    assert_eq!(&y[..3], &[1.0, 0.0, 0.0]);
+    assert_eq!(&y[3..], &[0.5, 0.5, 0.0]);
+    kernels::log_softmax(&x, 3, &mut y).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+    assert_eq!(y[0], 0.0);
+    assert_eq!(y[1], -2e4);
+    for v in [1e4f32, -1e4, 88.8, -88.8, 0.0] {
+        let s = Activation::Sigmoid.apply(v);
+        assert!(s.is_finite() && (0.0..=1.0).contains(&s), "sigmoid({v}) = {s}");
+        let sp = Activation::Softplus.apply(v);
+        assert!(sp.is_finite(), "softplus({v}) = {sp}");
+    }
+    assert_eq!(Activation::Sigmoid.apply(-1e4f32), 0.0);
+    assert_eq!(Activation::Sigmoid.apply(1e4f32), 1.0);
+    // Gradients there are finite too.
+    let mut d = [0f32; 6];
+    kernels::softmax(&x, 3, &mut y).unwrap();
+    kernels::softmax_backward(&y, &[1.0; 6], 3, &mut d).unwrap();
+    assert!(d.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn activations_match_their_textbook_definitions() {
+    let xs = [-2.5f64, -0.3, 0.4, 1.7];
+    for &x in &xs {
+        let sig = 1.0 / (1.0 + (-x).exp());
+        let cases = [
+            (Activation::Relu, x.max(0.0)),
+            (Activation::LeakyRelu(0.2), if x > 0.0 { x } else { 0.2 * x }),
+            (Activation::Elu(1.0), if x > 0.0 { x } else { x.exp() - 1.0 }),
+            (Activation::Selu, 1.0507009873554805 * if x > 0.0 { x } else { 1.6732632423543772 * (x.exp() - 1.0) }),
+            (Activation::Sigmoid, sig),
+            (Activation::HardSigmoid, (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            (Activation::Tanh, x.tanh()),
+            (Activation::Softplus, (1.0 + x.exp()).ln()),
+            (Activation::Softsign, x / (1.0 + x.abs())),
+            (Activation::Swish, x * sig),
+            (Activation::Gelu { approximate: true }, 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())),
+        ];
+        for (act, want) in cases {
+            assert!((act.apply(x) - want).abs() < 1e-14, "{act:?}({x}) = {} vs {want}", act.apply(x));
+        }
+    }
+    // Exact GELU at points where Φ is tabulated: Φ(1) = 0.8413447460685429.
+    assert!((Activation::Gelu { approximate: false }.apply(1.0f64) - 0.8413447460685429).abs() < 1e-15);
+    for name in Activation::NAMES {
+        assert!(Activation::from_name(name).is_some(), "{name}");
+    }
+    assert_eq!(Activation::from_name("rleu"), None);
+}
+
+#[test]
+fn reductions_and_argmax_match_direct_loops() {
+    use kernels::Reduce;
+    let shape = [3, 4, 5];
+    let x = randv(60, 70);
+    for axis in 0..3 {
+        let (outer, n, inner): (usize, usize, usize) =
+            (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product());
+        for kind in [Reduce::Sum, Reduce::Mean, Reduce::Max, Reduce::Min] {
+            let mut out = vec![0.0; outer * inner];
+            kernels::reduce_axis(kind, &x, &shape, axis, &mut out).unwrap();
+            for o in 0..outer {
+                for i in 0..inner {
+                    let vals: Vec<f64> = (0..n).map(|j| x[(o * n + j) * inner + i]).collect();
+                    let want = match kind {
+                        Reduce::Sum => vals.iter().sum(),
+                        Reduce::Mean => vals.iter().sum::<f64>() / n as f64,
+                        Reduce::Max => vals.iter().copied().fold(f64::MIN, f64::max),
+                        Reduce::Min => vals.iter().copied().fold(f64::MAX, f64::min),
+                    };
+                    assert!((out[o * inner + i] - want).abs() < 1e-12, "{kind:?} axis {axis}");
+                }
+            }
+        }
+        let mut am = vec![0; outer * inner];
+        kernels::argmax_axis(&x, &shape, axis, &mut am).unwrap();
+        for o in 0..outer {
+            for i in 0..inner {
+                let best = (0..n).max_by(|&a, &b| x[(o * n + a) * inner + i].total_cmp(&x[(o * n + b) * inner + i])).unwrap();
+                assert_eq!(am[o * inner + i], best);
+            }
+        }
+    }
+    assert_eq!(kernels::reduce_all(Reduce::Sum, &x).unwrap(), x.iter().sum::<f64>());
+    assert_eq!(kernels::argmax_all(&[1.0, 3.0, 3.0, 2.0]).unwrap(), 1, "first index on ties");
+}
+
+#[test]
+fn layout_kernels_match_index_arithmetic() {
+    let x = randv(24, 80);
+    let mut y = vec![0.0; 24];
+    let s = kernels::permute(&x, &[2, 3, 4], &[2, 0, 1], &mut y).unwrap();
+    assert_eq!(s, vec![4, 2, 3]);
+    for a in 0..2 {
+        for b in 0..3 {
+            for c in 0..4 {
+                assert_eq!(y[(c * 2 + a) * 3 + b], x[(a * 3 + b) * 4 + c]);
+            }
+        }
+    }
+    let mut t = vec![0.0; 24];
+    kernels::permute(&x, &[6, 4], &[1, 0], &mut t).unwrap();
+    for i in 0..6 {
+        for j in 0..4 {
+            assert_eq!(t[j * 6 + i], x[i * 4 + j]);
+        }
+    }
+    let mut sl = vec![0.0; 4];
+    kernels::slice(&x, &[2, 3, 4], &[1..2, 1..3, 2..4], &mut sl).unwrap();
+    assert_eq!(sl, vec![x[12 + 4 + 2], x[12 + 4 + 3], x[12 + 8 + 2], x[12 + 8 + 3]]);
+    let (a, b) = (vec![1.0, 2.0, 3.0, 4.0], vec![5.0, 6.0]);
+    let mut cat = vec![0.0; 6];
+    kernels::concat(&[(&a[..], &[2, 2][..]), (&b[..], &[2, 1][..])], 1, &mut cat).unwrap();
+    assert_eq!(cat, vec![1.0, 2.0, 5.0, 3.0, 4.0, 6.0]);
+    let table = vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0];
+    let mut g = vec![0.0; 6];
+    kernels::gather_rows(&table, 2, &[2, 0, 2], &mut g).unwrap();
+    assert_eq!(g, vec![20.0, 21.0, 0.0, 1.0, 20.0, 21.0]);
+    let mut dt = vec![0.0; 6];
+    kernels::scatter_add_rows(&[1.0, 1.0, 2.0, 2.0, 3.0, 3.0], 2, &[2, 0, 2], &mut dt).unwrap();
+    assert_eq!(dt, vec![2.0, 2.0, 0.0, 0.0, 4.0, 4.0]);
+}
