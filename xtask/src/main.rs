@@ -1,18 +1,30 @@
 //! `cargo xtask <task>`: the project's automation in plain Rust (no shell scripts).
 //!
-//! * `ci`    — exactly what CI runs: rustfmt check, clippy with warnings denied, the tests.
+//! * `ci`    — exactly what CI runs: rustfmt check, clippy with warnings denied, the
+//!   README's test command, then the examples in shortened form (release build). It
+//!   closes with one line `ci: N passed, M failed` totalling every test binary.
 //! * `test`  — the README's test command.
 //! * `bench` — the criterion benchmarks in release mode (extra arguments go to criterion).
 
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 
 /// The README's test command, shared by `ci` and `test` so they cannot drift apart.
-const TEST: &[&str] = &["test", "--workspace", "--all-targets"];
+const TEST: &[&str] = &["test", "--workspace"];
 
-fn cargo(args: &[&str]) -> bool {
+/// Each example with arguments that shorten it to seconds; CI checks they exit 0.
+const SHORT_EXAMPLES: &[(&str, &[&str])] = &[("tape_mnist", &["1", "6000"])];
+
+fn cargo_command(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    match Command::new(cargo).args(args).status() {
+    let mut c = Command::new(cargo);
+    c.args(args);
+    c
+}
+
+fn cargo(args: &[&str]) -> bool {
+    match cargo_command(args).status() {
         Ok(s) => s.success(),
         Err(e) => {
             eprintln!("xtask: could not run cargo: {e}");
@@ -21,17 +33,57 @@ fn cargo(args: &[&str]) -> bool {
     }
 }
 
+/// Runs a `cargo test` command, echoing its output and adding up its
+/// `test result: ... N passed; M failed` lines into `totals`.
+fn cargo_test(args: &[&str], totals: &mut (u64, u64)) -> bool {
+    let mut child = match cargo_command(args).stdout(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: could not run cargo: {e}");
+            return false;
+        }
+    };
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(word)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                totals.0 += count(" passed");
+                totals.1 += count(" failed");
+            }
+        }
+    }
+    child.wait().map(|s| s.success()).unwrap_or(false)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => {
-            cargo(&["fmt", "--all", "--check"])
+            let mut totals = (0, 0);
+            let ok = cargo(&["fmt", "--all", "--check"])
                 && cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
-                && cargo(TEST)
-                && cargo(&["test", "--workspace", "--doc"])
+                && cargo_test(TEST, &mut totals)
+                && SHORT_EXAMPLES.iter().all(|(name, args)| {
+                    let mut a = vec!["run", "--release", "--example", name, "--"];
+                    a.extend_from_slice(args);
+                    cargo(&a)
+                });
+            println!("ci: {} passed, {} failed", totals.0, totals.1);
+            ok
         }
-        Some("test") => cargo(TEST) && cargo(&["test", "--workspace", "--doc"]),
+        Some("test") => cargo(TEST),
         Some("bench") => {
             let mut a = vec!["bench", "--package", "kiln", "--bench", "kernels", "--"];
             a.extend(rest);

@@ -7,6 +7,10 @@
 
 #![warn(missing_docs)]
 
+pub mod datasets;
+pub mod error;
+
+pub use error::{Error, Result};
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 

@@ -24,8 +24,12 @@ fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
                     let a = randv(m * k, 1);
                     let b = randv(k * n, 2);
                     let c0 = randv(m * n, 3);
-                    let at = |i: usize, p: usize| if ta == Trans::No { a[i * k + p] } else { a[p * m + i] };
-                    let bt = |p: usize, j: usize| if tb == Trans::No { b[p * n + j] } else { b[j * k + p] };
+                    let at = |i: usize, p: usize| {
+                        if ta == Trans::No { a[i * k + p] } else { a[p * m + i] }
+                    };
+                    let bt = |p: usize, j: usize| {
+                        if tb == Trans::No { b[p * n + j] } else { b[j * k + p] }
+                    };
                     let mut want = vec![0.0; m * n];
                     for i in 0..m {
                         for j in 0..n {
@@ -35,11 +39,20 @@ fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
                     }
                     let mut c = c0.clone();
                     kernels::gemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c).unwrap();
-                    assert_close(&c, &want, 1e-12, &format!("gemm {m}x{n}x{k} {ta:?} {tb:?} α={alpha} β={beta}"));
+                    assert_close(
+                        &c,
+                        &want,
+                        1e-12,
+                        &format!("gemm {m}x{n}x{k} {ta:?} {tb:?} α={alpha} β={beta}"),
+                    );
                     // f32 through sgemm.
-                    let (a32, b32): (Vec<f32>, Vec<f32>) = (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+                    let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                        a.iter().map(|&v| v as f32).collect(),
+                        b.iter().map(|&v| v as f32).collect(),
+                    );
                     let mut c32: Vec<f32> = c0.iter().map(|&v| v as f32).collect();
-                    kernels::gemm(m, n, k, alpha as f32, &a32, ta, &b32, tb, beta as f32, &mut c32).unwrap();
+                    kernels::gemm(m, n, k, alpha as f32, &a32, ta, &b32, tb, beta as f32, &mut c32)
+                        .unwrap();
                     let c32: Vec<f64> = c32.iter().map(|&v| v as f64).collect();
                     assert_close(&c32, &want, 1e-5, "sgemm");
                 }
@@ -51,7 +64,19 @@ fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
 #[test]
 fn gemm_with_beta_zero_ignores_garbage_in_c() {
     let mut c = vec![f32::NAN; 4];
-    kernels::gemm(2, 2, 2, 1.0, &[1.0, 2.0, 3.0, 4.0], Trans::No, &[1.0, 0.0, 0.0, 1.0], Trans::No, 0.0, &mut c).unwrap();
+    kernels::gemm(
+        2,
+        2,
+        2,
+        1.0,
+        &[1.0, 2.0, 3.0, 4.0],
+        Trans::No,
+        &[1.0, 0.0, 0.0, 1.0],
+        Trans::No,
+        0.0,
+        &mut c,
+    )
+    .unwrap();
     assert_eq!(c, vec![1.0, 2.0, 3.0, 4.0]);
 }
 
@@ -85,7 +110,12 @@ fn conv_direct(g: &Conv2dGeometry, x: &[f64], k: &[f64], bias: &[f64]) -> Vec<f6
 }
 
 /// Direct gradients of the convolution for upstream gradient dy.
-fn conv_direct_backward(g: &Conv2dGeometry, x: &[f64], k: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn conv_direct_backward(
+    g: &Conv2dGeometry,
+    x: &[f64],
+    k: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut dx, mut dk, mut db) = (vec![0.0; x.len()], vec![0.0; k.len()], vec![0.0; g.o]);
     for b in 0..g.n {
         for oy in 0..g.oh {
@@ -115,9 +145,12 @@ fn conv_direct_backward(g: &Conv2dGeometry, x: &[f64], k: &[f64], dy: &[f64]) ->
     (dx, dk, db)
 }
 
+/// Input shape, kernel shape, strides, padding.
+type ConvCase = ([usize; 4], [usize; 4], (usize, usize), Padding);
+
 #[test]
 fn conv2d_matches_direct_loops_forward_and_backward() {
-    let cases: &[([usize; 4], [usize; 4], (usize, usize), Padding)] = &[
+    let cases: &[ConvCase] = &[
         ([2, 8, 8, 1], [3, 3, 1, 4], (1, 1), Padding::Valid),
         ([2, 8, 7, 3], [3, 3, 3, 5], (1, 1), Padding::Same),
         ([1, 9, 9, 2], [3, 3, 2, 3], (2, 2), Padding::Same),
@@ -140,7 +173,18 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         let (want_dx, want_dk, want_db) = conv_direct_backward(&g, &x, &k, &dy);
         let (mut dx, mut dk, mut db) = (vec![7.0; x.len()], vec![7.0; k.len()], vec![7.0; g.o]);
         // col still holds im2col(x) from the forward pass.
-        kernels::conv2d_backward(&g, &x, &k, &dy, Some(&mut dx), &mut dk, Some(&mut db), &mut col, true).unwrap();
+        kernels::conv2d_backward(
+            &g,
+            &x,
+            &k,
+            &dy,
+            Some(&mut dx),
+            &mut dk,
+            Some(&mut db),
+            &mut col,
+            true,
+        )
+        .unwrap();
         assert_close(&dx, &want_dx, 1e-12, &format!("{what} dx"));
         assert_close(&dk, &want_dk, 1e-12, &format!("{what} dk"));
         assert_close(&db, &want_db, 1e-12, &format!("{what} db"));
@@ -170,7 +214,8 @@ fn pooling_matches_direct_loops() {
     let x = randv(shape.iter().product(), 50);
     for (pool, s, p) in cases {
         let g = Pool2dGeometry::new(&shape, pool, s, p).unwrap();
-        let (mut ymax, mut yavg, mut arg) = (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
+        let (mut ymax, mut yavg, mut arg) =
+            (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
         kernels::max_pool2d_forward(&g, &x, &mut ymax, Some(&mut arg)).unwrap();
         kernels::avg_pool2d_forward(&g, &x, &mut yavg).unwrap();
         let dy = randv(g.output_len(), 51);
@@ -269,21 +314,36 @@ fn activations_match_their_textbook_definitions() {
             (Activation::Relu, x.max(0.0)),
             (Activation::LeakyRelu(0.2), if x > 0.0 { x } else { 0.2 * x }),
             (Activation::Elu(1.0), if x > 0.0 { x } else { x.exp() - 1.0 }),
-            (Activation::Selu, 1.0507009873554805 * if x > 0.0 { x } else { 1.6732632423543772 * (x.exp() - 1.0) }),
+            (
+                Activation::Selu,
+                1.0507009873554805 * if x > 0.0 { x } else { 1.6732632423543772 * (x.exp() - 1.0) },
+            ),
             (Activation::Sigmoid, sig),
             (Activation::HardSigmoid, (x / 6.0 + 0.5).clamp(0.0, 1.0)),
             (Activation::Tanh, x.tanh()),
             (Activation::Softplus, (1.0 + x.exp()).ln()),
             (Activation::Softsign, x / (1.0 + x.abs())),
             (Activation::Swish, x * sig),
-            (Activation::Gelu { approximate: true }, 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())),
+            (
+                Activation::Gelu { approximate: true },
+                0.5 * x
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3)))
+                            .tanh()),
+            ),
         ];
         for (act, want) in cases {
-            assert!((act.apply(x) - want).abs() < 1e-14, "{act:?}({x}) = {} vs {want}", act.apply(x));
+            assert!(
+                (act.apply(x) - want).abs() < 1e-14,
+                "{act:?}({x}) = {} vs {want}",
+                act.apply(x)
+            );
         }
     }
     // Exact GELU at points where Φ is tabulated: Φ(1) = 0.8413447460685429.
-    assert!((Activation::Gelu { approximate: false }.apply(1.0f64) - 0.8413447460685429).abs() < 1e-15);
+    assert!(
+        (Activation::Gelu { approximate: false }.apply(1.0f64) - 0.8413447460685429).abs() < 1e-15
+    );
     for name in Activation::NAMES {
         assert!(Activation::from_name(name).is_some(), "{name}");
     }
@@ -318,7 +378,11 @@ fn reductions_and_argmax_match_direct_loops() {
         kernels::argmax_axis(&x, &shape, axis, &mut am).unwrap();
         for o in 0..outer {
             for i in 0..inner {
-                let best = (0..n).max_by(|&a, &b| x[(o * n + a) * inner + i].total_cmp(&x[(o * n + b) * inner + i])).unwrap();
+                let best = (0..n)
+                    .max_by(|&a, &b| {
+                        x[(o * n + a) * inner + i].total_cmp(&x[(o * n + b) * inner + i])
+                    })
+                    .unwrap();
                 assert_eq!(am[o * inner + i], best);
             }
         }

@@ -69,14 +69,26 @@ fn every_shape_mismatch_is_an_error_naming_the_shapes() {
     let m = msg(v(&[2, 3]).matmul(v(&[4, 5])));
     assert!(m.contains("inner dimensions differ (3 vs 4)"), "{m}");
     assert!(v(&[2, 3, 1]).matmul(v(&[3, 5])).is_err(), "rank 3 in a matrix product");
-    assert!(v(&[3, 2]).gemm(Trans::Yes, v(&[3, 5]), Trans::No, 1.0, Some(v(&[3, 5]))).is_err(), "C of the wrong shape");
+    assert!(
+        v(&[3, 2]).gemm(Trans::Yes, v(&[3, 5]), Trans::No, 1.0, Some(v(&[3, 5]))).is_err(),
+        "C of the wrong shape"
+    );
     let m = msg(v(&[1, 5, 5, 3]).conv2d(v(&[3, 3, 2, 4]), None, (1, 1), Padding::Valid));
     assert!(m.contains("expects 2 input channels but the input has 3"), "{m}");
     let m = msg(v(&[1, 2, 2, 1]).conv2d(v(&[3, 3, 1, 1]), None, (1, 1), Padding::Valid));
     assert!(m.contains("does not fit"), "{m}");
-    assert!(v(&[1, 5, 5, 1]).conv2d(v(&[3, 3, 1, 1]), None, (0, 1), Padding::Same).is_err(), "zero stride");
-    assert!(v(&[1, 5, 5, 1]).conv2d(v(&[3, 3, 1, 2]), Some(v(&[3])), (1, 1), Padding::Same).is_err(), "bias size");
-    assert!(v(&[5, 5, 1]).conv2d(v(&[3, 3, 1, 2]), None, (1, 1), Padding::Same).is_err(), "rank 3 input");
+    assert!(
+        v(&[1, 5, 5, 1]).conv2d(v(&[3, 3, 1, 1]), None, (0, 1), Padding::Same).is_err(),
+        "zero stride"
+    );
+    assert!(
+        v(&[1, 5, 5, 1]).conv2d(v(&[3, 3, 1, 2]), Some(v(&[3])), (1, 1), Padding::Same).is_err(),
+        "bias size"
+    );
+    assert!(
+        v(&[5, 5, 1]).conv2d(v(&[3, 3, 1, 2]), None, (1, 1), Padding::Same).is_err(),
+        "rank 3 input"
+    );
     assert!(v(&[1, 2, 2, 1]).max_pool2d((3, 3), (1, 1), Padding::Valid).is_err());
     assert!(v(&[1, 4, 4, 1]).avg_pool2d((0, 2), (1, 1), Padding::Valid).is_err());
     assert!(v(&[4, 4]).global_avg_pool2d().is_err());
@@ -100,10 +112,19 @@ fn every_shape_mismatch_is_an_error_naming_the_shapes() {
 fn kernels_reject_wrong_buffer_lengths_instead_of_panicking() {
     use kiln_tape::kernels;
     let mut c = vec![0.0f32; 5];
-    assert!(kernels::gemm(2, 2, 2, 1.0, &[0.0; 4], Trans::No, &[0.0; 4], Trans::No, 0.0, &mut c).is_err());
+    assert!(
+        kernels::gemm(2, 2, 2, 1.0, &[0.0; 4], Trans::No, &[0.0; 4], Trans::No, 0.0, &mut c)
+            .is_err()
+    );
     let mut y = vec![0.0f32; 3];
     assert!(kernels::softmax(&[0.0; 4], 3, &mut y).is_err());
-    assert!(kernels::broadcast_binary("add", &[0.0f32; 6], &[2, 3], &[0.0; 3], &[3], &mut y, |a, b| a + b).is_err());
+    assert!(
+        kernels::broadcast_binary("add", &[0.0f32; 6], &[2, 3], &[0.0; 3], &[3], &mut y, |a, b| a
+            + b)
+        .is_err()
+    );
     let g = kernels::Pool2dGeometry::new(&[1, 4, 4, 1], (2, 2), (2, 2), Padding::Valid).unwrap();
-    assert!(kernels::max_pool2d_backward(&g, &[99, 0, 0, 0], &[1.0f32; 4], &mut [0.0; 16]).is_err());
+    assert!(
+        kernels::max_pool2d_backward(&g, &[99, 0, 0, 0], &[1.0f32; 4], &mut [0.0; 16]).is_err()
+    );
 }

@@ -1,0 +1,131 @@
+//! Kernel benchmarks at the shapes of the MNIST workloads.
+//!
+//! Throughput is reported in elements/s where one element is one floating-point
+//! operation, so criterion's "Gelem/s" reads as GFLOP/s. Run with `cargo xtask bench`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kiln::tape::Tensor;
+use kiln::tape::kernels::{self, Conv2dGeometry, Padding, Trans};
+use std::hint::black_box;
+
+fn randv(n: usize, seed: u64) -> Vec<f32> {
+    Tensor::<f32>::random_normal(&[n], 0.0, 1.0, seed).into_vec()
+}
+
+/// The dense layer 784 → 128 at batch 32 and 256: forward X·W, and the two backward
+/// products Xᵀ·dY (kernel gradient) and dY·Wᵀ (input gradient).
+fn gemm_mlp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    for batch in [32usize, 256] {
+        let (i, o) = (784usize, 128usize);
+        let x = randv(batch * i, 1);
+        let w = randv(i * o, 2);
+        let dy = randv(batch * o, 3);
+        let flops = (2 * batch * i * o) as u64;
+        g.throughput(Throughput::Elements(flops));
+        let mut y = vec![0f32; batch * o];
+        g.bench_function(BenchmarkId::new("X·W", format!("{batch}x{i}·{i}x{o}")), |b| {
+            b.iter(|| {
+                kernels::gemm(
+                    batch,
+                    o,
+                    i,
+                    1.0,
+                    black_box(&x),
+                    Trans::No,
+                    &w,
+                    Trans::No,
+                    0.0,
+                    &mut y,
+                )
+                .unwrap()
+            })
+        });
+        let mut dw = vec![0f32; i * o];
+        g.bench_function(BenchmarkId::new("Xᵀ·dY", format!("{i}x{batch}·{batch}x{o}")), |b| {
+            b.iter(|| {
+                kernels::gemm(
+                    i,
+                    o,
+                    batch,
+                    1.0,
+                    black_box(&x),
+                    Trans::Yes,
+                    &dy,
+                    Trans::No,
+                    0.0,
+                    &mut dw,
+                )
+                .unwrap()
+            })
+        });
+        let mut dx = vec![0f32; batch * i];
+        g.bench_function(BenchmarkId::new("dY·Wᵀ", format!("{batch}x{o}·{o}x{i}")), |b| {
+            b.iter(|| {
+                kernels::gemm(
+                    batch,
+                    i,
+                    o,
+                    1.0,
+                    black_box(&dy),
+                    Trans::No,
+                    &w,
+                    Trans::Yes,
+                    0.0,
+                    &mut dx,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The two convolutions of Keras's simple MNIST convnet at batch 128.
+fn conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv2d");
+    g.sample_size(10);
+    for (input, kernel) in [([128, 28, 28, 1], [3, 3, 1, 32]), ([128, 13, 13, 32], [3, 3, 32, 64])]
+    {
+        let geom = Conv2dGeometry::new(&input, &kernel, (1, 1), Padding::Valid).unwrap();
+        let x = randv(input.iter().product(), 4);
+        let k = randv(kernel.iter().product(), 5);
+        let bias = randv(kernel[3], 6);
+        let mut col = vec![0f32; geom.col_len()];
+        let mut y = vec![0f32; geom.rows() * geom.o];
+        let gemm_flops = (2 * geom.rows() * geom.patch() * geom.o) as u64;
+        let name = format!("{input:?}*{kernel:?}");
+        g.throughput(Throughput::Elements(gemm_flops));
+        g.bench_function(BenchmarkId::new("forward", &name), |b| {
+            b.iter(|| {
+                kernels::conv2d_forward(&geom, black_box(&x), &k, Some(&bias), &mut y, &mut col)
+                    .unwrap()
+            })
+        });
+        let dy = randv(y.len(), 7);
+        let (mut dx, mut dk, mut db) =
+            (vec![0f32; x.len()], vec![0f32; k.len()], vec![0f32; geom.o]);
+        // Backward with the input gradient: two GEMMs of the forward's size.
+        g.throughput(Throughput::Elements(2 * gemm_flops));
+        g.bench_function(BenchmarkId::new("backward", &name), |b| {
+            b.iter(|| {
+                kernels::conv2d_backward(
+                    &geom,
+                    black_box(&x),
+                    &k,
+                    &dy,
+                    Some(&mut dx),
+                    &mut dk,
+                    Some(&mut db),
+                    &mut col,
+                    false,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_mlp, conv);
+criterion_main!(benches);

@@ -1,0 +1,3 @@
+//! Dataset readers for the formats kiln's examples use.
+
+pub mod idx;

@@ -1,0 +1,31 @@
+//! `kiln::Error`: every failure a kiln user can meet, each saying what to fix.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// The error type of kiln; the errors of the crates below it convert into it with `?`.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A tensor operation got shapes or arguments that do not fit.
+    #[error(transparent)]
+    Tape(#[from] kiln_tape::TapeError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A data file whose contents are not what its format promises.
+    #[error("{path}: {message}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Result alias for kiln.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
