@@ -1,0 +1,179 @@
+//! The one error type of kiln-train. Every message says what is wrong and how to fix it.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// What went wrong while compiling, fitting, evaluating or predicting.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// A tensor operation failed (shapes that do not fit).
+    #[error(transparent)]
+    Tape(#[from] kiln_tape::TapeError),
+    /// Inputs and labels disagree on the number of samples.
+    #[error("x has {x} samples but y has {y}; pass the same number of samples in both")]
+    LengthMismatch {
+        /// Samples in x.
+        x: usize,
+        /// Samples in y.
+        y: usize,
+    },
+    /// Nothing to train or evaluate on.
+    #[error("{what} is empty; pass at least one sample")]
+    EmptyData {
+        /// Which data.
+        what: &'static str,
+    },
+    /// Data whose per-sample shape does not match what the model takes or gives.
+    #[error("{what} has samples of shape {got:?} but the model needs {expected:?}; {hint}")]
+    ShapeMismatch {
+        /// Which data.
+        what: &'static str,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The data's shape.
+        got: Vec<usize>,
+        /// How to fix it.
+        hint: String,
+    },
+    /// NaN or infinity in data.
+    #[error(
+        "{what} holds a non-finite value ({value}) in sample {sample}, element {element}; remove or impute it before training"
+    )]
+    NonFinite {
+        /// Which data.
+        what: &'static str,
+        /// The sample's index.
+        sample: usize,
+        /// The element's index within the sample.
+        element: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// A class label the model cannot output.
+    #[error(
+        "label {label} of sample {sample} is outside the model's {classes} classes (0..{classes}); fix the label or give the model more output units"
+    )]
+    LabelOutOfRange {
+        /// The sample's index.
+        sample: usize,
+        /// The label.
+        label: usize,
+        /// The number of classes the model outputs.
+        classes: usize,
+    },
+    /// An argument outside its valid range.
+    #[error("{name}: {message}")]
+    InvalidArgument {
+        /// The argument.
+        name: &'static str,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+    /// A name (optimizer, loss, metric, activation...) kiln does not know.
+    #[error("unknown {kind} {name:?}{}; valid names: {}", suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default(), valid.join(", "))]
+    UnknownName {
+        /// What kind of name.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// Every valid name.
+        valid: Vec<&'static str>,
+        /// The closest valid name, if any is close.
+        suggestion: Option<&'static str>,
+    },
+    /// A callback watching a quantity the logs will never hold.
+    #[error("{callback} monitors {monitor:?}, but the logs will only hold {}; monitor one of those{}", available.join(", "), if monitor.starts_with("val_") { " (val_ keys need validation_split or validation_data)" } else { "" })]
+    UnknownMonitor {
+        /// The callback.
+        callback: &'static str,
+        /// What it monitors.
+        monitor: String,
+        /// The keys that will exist.
+        available: Vec<String>,
+    },
+    /// A loss, metric or label type that does not fit the model's output.
+    #[error("{0}")]
+    Incompatible(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A checkpoint that is corrupt, foreign or of another architecture.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Result alias for kiln-train.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// The candidate closest to `name` by edit distance, when it is close enough to be a
+/// plausible typo (at most a third of the name's length, and at least 1 edit allowed).
+pub fn did_you_mean(name: &str, candidates: &[&'static str]) -> Option<&'static str> {
+    let lname = name.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&lname, c), *c))
+        .min()
+        .filter(|(d, _)| *d <= (name.len() / 3).max(1) + usize::from(name.len() > 6))
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Optimal string alignment: insertions, deletions, substitutions and adjacent
+    // transpositions ("adma" → "adam") each cost one edit.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Builds an [`TrainError::UnknownName`] with a suggestion.
+pub fn unknown_name(kind: &'static str, name: &str, valid: &[&'static str]) -> TrainError {
+    TrainError::UnknownName {
+        kind,
+        name: name.to_string(),
+        valid: valid.to_vec(),
+        suggestion: did_you_mean(name, valid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let names = ["adam", "adamw", "sgd", "rmsprop"];
+        assert_eq!(did_you_mean("adma", &names), Some("adam"));
+        assert_eq!(did_you_mean("rmsprp", &names), Some("rmsprop"));
+        assert_eq!(did_you_mean("banana", &names), None);
+        let e = unknown_name("optimizer", "adma", &names).to_string();
+        assert_eq!(
+            e,
+            "unknown optimizer \"adma\" (did you mean \"adam\"?); valid names: adam, adamw, sgd, rmsprop"
+        );
+    }
+}
