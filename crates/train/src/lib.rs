@@ -8,12 +8,18 @@
 
 pub mod data;
 pub mod error;
+pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod shape;
 
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};
 pub use error::{Result, TrainError};
+pub use loss::{
+    BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, Hinge, Huber, IntoLoss,
+    KLDivergence, LogCosh, Loss, LossFor, MeanAbsoluteError, MeanAbsolutePercentageError,
+    MeanSquaredError, Poisson, Reduction, SparseCategoricalCrossentropy, SquaredHinge, TapeLoss,
+};
 pub use model::{
     Model, OutputActivation, ParamDecl, ParamEntry, ParamKind, ParamStore, TrainOutput,
 };

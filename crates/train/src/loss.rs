@@ -1,0 +1,940 @@
+//! Losses with Keras's names, defaults and formulas.
+//!
+//! A loss writes each sample's loss and the gradient of that loss with respect to the
+//! model's outputs, or to its logits when the model ends in softmax/sigmoid and the
+//! loss is the matching crossentropy: then the stable fused form (`p − y`, log-sum-exp)
+//! is used, as Keras's TensorFlow backend does. [`reduce`] applies the reduction and
+//! sample weights, so no loss repeats that logic.
+
+use crate::data::{ClassLabels, Targets, Truth};
+use crate::error::{Result, TrainError, unknown_name};
+use crate::model::OutputActivation;
+use crate::shape::{Dyn, S1, Shape};
+use kiln_tape::kernels::{sigmoid, softmax};
+use kiln_tape::{Scalar, Tape, Tensor, Var};
+
+/// Keras's fuzz factor (`keras.config.epsilon()`), used to clip probabilities.
+pub const EPSILON: f64 = 1e-7;
+
+/// How per-sample losses become the batch loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Σ wᵢ·Lᵢ / batch size (Keras's default).
+    #[default]
+    SumOverBatchSize,
+    /// Σ wᵢ·Lᵢ.
+    Sum,
+}
+
+/// One batch as a loss sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct LossBatch<'a, T> {
+    /// The model's outputs, `batch × width`.
+    pub outputs: &'a [T],
+    /// The values before the final softmax/sigmoid, when the model has one.
+    pub logits: Option<&'a [T]>,
+    /// The model's final activation.
+    pub activation: OutputActivation,
+    /// The labels.
+    pub truth: Truth<'a, T>,
+    /// Samples in the batch.
+    pub batch: usize,
+    /// Outputs per sample.
+    pub width: usize,
+}
+
+/// What a loss computed besides its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossInfo {
+    /// The gradient is with respect to the logits rather than the outputs.
+    pub wrt_logits: bool,
+    /// Samples that count for the mean (fewer than the batch when a class is ignored).
+    pub counted: usize,
+}
+
+/// A loss function. Implement it for a custom loss, or wrap a forward-only function in
+/// [`TapeLoss`] to get the gradient from the tape.
+pub trait Loss<T: Scalar>: Send {
+    /// The log name (Keras's function name, e.g. `sparse_categorical_crossentropy`).
+    fn name(&self) -> &str;
+    /// How per-sample losses are combined.
+    fn reduction(&self) -> Reduction {
+        Reduction::SumOverBatchSize
+    }
+    /// Checks the loss fits a model with `width` outputs and `activation`, trained on
+    /// labels of `label_width` values per sample (`None` for class indices).
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()>;
+    /// Writes each sample's loss into `losses` and, when asked, the gradient of each
+    /// sample's loss into `grad` (`batch × width`).
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        grad: Option<&mut [T]>,
+    ) -> Result<LossInfo>;
+}
+
+/// Reduces per-sample `losses` with optional `sample_weight`, scaling the per-sample
+/// gradient rows in `grad` to match. Returns the batch loss.
+pub fn reduce<T: Scalar>(
+    reduction: Reduction,
+    info: LossInfo,
+    losses: &[T],
+    sample_weight: Option<&[T]>,
+    grad: Option<&mut [T]>,
+    width: usize,
+) -> T {
+    let denom = match reduction {
+        Reduction::SumOverBatchSize => T::of(info.counted.max(1) as f64),
+        Reduction::Sum => T::one(),
+    };
+    let w = |i: usize| sample_weight.map_or(T::one(), |s| s[i]);
+    let total: T = losses.iter().enumerate().map(|(i, &l)| l * w(i)).sum();
+    if let Some(grad) = grad {
+        for (i, row) in grad.chunks_exact_mut(width.max(1)).enumerate().take(losses.len()) {
+            let s = w(i) / denom;
+            row.iter_mut().for_each(|g| *g *= s);
+        }
+    }
+    total / denom
+}
+
+fn incompatible(msg: String) -> Result<()> {
+    Err(TrainError::Incompatible(msg))
+}
+
+/// The dense target value of sample `i`, output `k`: dense targets as they are; class
+/// indices one-hot (or the label itself for a single output).
+#[inline]
+fn target<T: Scalar>(truth: &Truth<'_, T>, i: usize, k: usize, width: usize) -> T {
+    match truth {
+        Truth::Dense(d) => d[i * width + k],
+        Truth::Classes(c) if width == 1 => T::of(c[i] as f64),
+        Truth::Classes(c) => {
+            if c[i] == k {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+    }
+}
+
+fn check_dense(
+    name: &str,
+    width: usize,
+    label_width: Option<usize>,
+    allow_classes: bool,
+) -> Result<()> {
+    match label_width {
+        Some(w) if w == width => Ok(()),
+        Some(w) => incompatible(format!(
+            "{name} needs targets with one value per output ({width}), but they have {w}; match the model's last layer to the targets"
+        )),
+        None if allow_classes => Ok(()),
+        None => incompatible(format!(
+            "{name} needs dense targets (Targets) of width {width}, but got class indices; one-hot encode them or use sparse_categorical_crossentropy"
+        )),
+    }
+}
+
+fn check_logits(
+    name: &str,
+    from_logits: bool,
+    activation: OutputActivation,
+    fused: OutputActivation,
+) -> Result<()> {
+    if from_logits && activation == fused {
+        return incompatible(format!(
+            "{name} has from_logits = true but the model already ends in {fused:?}; drop the final activation or use from_logits = false"
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Crossentropy for integer class labels (Keras `SparseCategoricalCrossentropy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SparseCategoricalCrossentropy {
+    /// The outputs are logits (no softmax in the model).
+    pub from_logits: bool,
+    /// A label to leave out of the loss (padding, "unknown").
+    pub ignore_class: Option<usize>,
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl SparseCategoricalCrossentropy {
+    /// Treats the model's outputs as logits.
+    pub fn from_logits(mut self) -> Self {
+        self.from_logits = true;
+        self
+    }
+    /// Leaves samples of this label out of the loss.
+    pub fn ignore_class(mut self, class: usize) -> Self {
+        self.ignore_class = Some(class);
+        self
+    }
+}
+
+/// Crossentropy of one row of logits against targets `y`: `Σ y_k·(lse − z_k)` with
+/// `lse = log Σ e^z` (max-subtracted, so finite for any finite logits). Writes the fused
+/// gradient `softmax(z)·Σy − y`. Needs no scratch memory.
+fn softmax_ce_row<T: Scalar>(z: &[T], y: impl Fn(usize) -> T, grad: Option<&mut [T]>) -> T {
+    let m = z.iter().copied().fold(T::neg_infinity(), T::max);
+    let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<T>().ln();
+    let mut loss = T::zero();
+    let mut ysum = T::zero();
+    for (k, &v) in z.iter().enumerate() {
+        let yk = y(k);
+        loss += yk * (lse - v);
+        ysum += yk;
+    }
+    if let Some(g) = grad {
+        for (k, gk) in g.iter_mut().enumerate() {
+            *gk = (z[k] - lse).exp() * ysum - y(k);
+        }
+    }
+    loss
+}
+
+impl<T: Scalar> Loss<T> for SparseCategoricalCrossentropy {
+    fn name(&self) -> &str {
+        "sparse_categorical_crossentropy"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()> {
+        if label_width.is_some() {
+            return incompatible(
+                "sparse_categorical_crossentropy takes class indices (ClassLabels), but got dense targets; use categorical_crossentropy for one-hot targets".into(),
+            );
+        }
+        if width < 2 {
+            return incompatible(format!(
+                "sparse_categorical_crossentropy needs one output per class (at least 2), but the model has {width}; use binary_crossentropy with a sigmoid output for two classes"
+            ));
+        }
+        check_logits(
+            "sparse_categorical_crossentropy",
+            self.from_logits,
+            activation,
+            OutputActivation::Softmax,
+        )
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let Truth::Classes(labels) = b.truth else {
+            return Err(TrainError::Incompatible(
+                "sparse_categorical_crossentropy needs class indices".into(),
+            ));
+        };
+        let w = b.width;
+        let fused = self.from_logits || b.activation == OutputActivation::Softmax;
+        let src = if fused { b.logits.unwrap_or(b.outputs) } else { b.outputs };
+        let mut counted = 0;
+        for i in 0..b.batch {
+            let row = &src[i * w..(i + 1) * w];
+            let g = grad.as_deref_mut().map(|g| &mut g[i * w..(i + 1) * w]);
+            if self.ignore_class == Some(labels[i]) {
+                losses[i] = T::zero();
+                if let Some(g) = g {
+                    g.fill(T::zero());
+                }
+                continue;
+            }
+            counted += 1;
+            let y = labels[i];
+            losses[i] = if fused {
+                softmax_ce_row(row, |k| if k == y { T::one() } else { T::zero() }, g)
+            } else {
+                prob_ce_row(row, |k| if k == y { T::one() } else { T::zero() }, g)
+            };
+        }
+        Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted })
+    }
+}
+
+/// Crossentropy from probabilities, as Keras: normalise the row to sum 1, clip into
+/// [ε, 1 − ε], then −Σ y·log p. Writes the exact gradient of that expression.
+fn prob_ce_row<T: Scalar>(p: &[T], y: impl Fn(usize) -> T, grad: Option<&mut [T]>) -> T {
+    let eps = T::of(EPSILON);
+    let s: T = p.iter().copied().sum();
+    let mut loss = T::zero();
+    for (k, &pk) in p.iter().enumerate() {
+        loss -= y(k) * (pk / s).max(eps).min(T::one() - eps).ln();
+    }
+    if let Some(g) = grad {
+        // d/dp_j of −Σ_k y_k log(clip(p_k/s)) = (a_j − Σ_k a_k q_k)/s with q = p/s and
+        // a_k = −y_k/q_k where q_k is unclipped (0 where the clip holds it).
+        let a = |k: usize| {
+            let q = p[k] / s;
+            if q > eps && q < T::one() - eps { -y(k) / q } else { T::zero() }
+        };
+        let dot: T = (0..p.len()).map(|k| a(k) * p[k] / s).sum();
+        for (j, gj) in g.iter_mut().enumerate() {
+            *gj = (a(j) - dot) / s;
+        }
+    }
+    loss
+}
+
+/// Crossentropy for one-hot (or soft) targets (Keras `CategoricalCrossentropy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CategoricalCrossentropy {
+    /// The outputs are logits.
+    pub from_logits: bool,
+    /// Mixes targets with the uniform distribution: `y·(1 − ls) + ls/K`.
+    pub label_smoothing: f64,
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl CategoricalCrossentropy {
+    /// Treats the model's outputs as logits.
+    pub fn from_logits(mut self) -> Self {
+        self.from_logits = true;
+        self
+    }
+    /// Sets label smoothing.
+    pub fn label_smoothing(mut self, ls: f64) -> Self {
+        self.label_smoothing = ls;
+        self
+    }
+}
+
+impl<T: Scalar> Loss<T> for CategoricalCrossentropy {
+    fn name(&self) -> &str {
+        "categorical_crossentropy"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::InvalidArgument {
+                name: "label_smoothing",
+                message: format!("{} is outside [0, 1]", self.label_smoothing),
+            });
+        }
+        check_dense("categorical_crossentropy", width, label_width, false)?;
+        check_logits(
+            "categorical_crossentropy",
+            self.from_logits,
+            activation,
+            OutputActivation::Softmax,
+        )
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        let ls = T::of(self.label_smoothing);
+        let k_inv = T::one() / T::of(w as f64);
+        let fused = self.from_logits || b.activation == OutputActivation::Softmax;
+        let src = if fused { b.logits.unwrap_or(b.outputs) } else { b.outputs };
+        for i in 0..b.batch {
+            let y = |k| target(&b.truth, i, k, w) * (T::one() - ls) + ls * k_inv;
+            let row = &src[i * w..(i + 1) * w];
+            let g = grad.as_deref_mut().map(|g| &mut g[i * w..(i + 1) * w]);
+            losses[i] = if fused { softmax_ce_row(row, y, g) } else { prob_ce_row(row, y, g) };
+        }
+        Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted: b.batch })
+    }
+}
+
+/// Crossentropy of independent binary outputs (Keras `BinaryCrossentropy`), the mean
+/// over the last axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BinaryCrossentropy {
+    /// The outputs are logits.
+    pub from_logits: bool,
+    /// Moves targets towards 0.5: `y·(1 − ls) + ls/2`.
+    pub label_smoothing: f64,
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl BinaryCrossentropy {
+    /// Treats the model's outputs as logits.
+    pub fn from_logits(mut self) -> Self {
+        self.from_logits = true;
+        self
+    }
+    /// Sets label smoothing.
+    pub fn label_smoothing(mut self, ls: f64) -> Self {
+        self.label_smoothing = ls;
+        self
+    }
+}
+
+impl<T: Scalar> Loss<T> for BinaryCrossentropy {
+    fn name(&self) -> &str {
+        "binary_crossentropy"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::InvalidArgument {
+                name: "label_smoothing",
+                message: format!("{} is outside [0, 1]", self.label_smoothing),
+            });
+        }
+        check_dense("binary_crossentropy", width, label_width, width == 1)?;
+        check_logits("binary_crossentropy", self.from_logits, activation, OutputActivation::Sigmoid)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        let ls = T::of(self.label_smoothing);
+        let half = T::of(0.5);
+        let inv_w = T::one() / T::of(w as f64);
+        let fused = self.from_logits || b.activation == OutputActivation::Sigmoid;
+        let src = if fused { b.logits.unwrap_or(b.outputs) } else { b.outputs };
+        let eps = T::of(EPSILON);
+        for i in 0..b.batch {
+            let mut sum = T::zero();
+            for k in 0..w {
+                let y = target(&b.truth, i, k, w) * (T::one() - ls) + ls * half;
+                let v = src[i * w + k];
+                let (l, d) = if fused {
+                    // max(z, 0) − z·y + log(1 + e^−|z|), gradient σ(z) − y.
+                    (v.max(T::zero()) - v * y + (-v.abs()).exp().ln_1p(), sigmoid(v) - y)
+                } else {
+                    let p = v.max(eps).min(T::one() - eps);
+                    let l = -(y * (p + eps).ln() + (T::one() - y) * (T::one() - p + eps).ln());
+                    let inside = v > eps && v < T::one() - eps;
+                    let d = if inside {
+                        -y / (p + eps) + (T::one() - y) / (T::one() - p + eps)
+                    } else {
+                        T::zero()
+                    };
+                    (l, d)
+                };
+                sum += l;
+                if let Some(g) = grad.as_deref_mut() {
+                    g[i * w + k] = d * inv_w;
+                }
+            }
+            losses[i] = sum * inv_w;
+        }
+        Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted: b.batch })
+    }
+}
+
+/// Defines a regression-style loss that averages an elementwise function of
+/// `(prediction, target)` over the last axis.
+macro_rules! elementwise_loss {
+    ($(#[$doc:meta])* $name:ident, $keras:literal, |$p:ident, $y:ident $(, $s:ident)?| loss = $l:expr, grad = $d:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub struct $name {
+            /// How per-sample losses combine.
+            pub reduction: Reduction,
+        }
+
+        impl<T: Scalar> Loss<T> for $name {
+            fn name(&self) -> &str {
+                $keras
+            }
+            fn reduction(&self) -> Reduction {
+                self.reduction
+            }
+            fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+                check_dense($keras, width, label_width, width == 1)
+            }
+            #[allow(unused_variables)]
+            fn compute(&self, b: &LossBatch<'_, T>, losses: &mut [T], mut grad: Option<&mut [T]>) -> Result<LossInfo> {
+                let w = b.width;
+                let inv_w = T::one() / T::of(w as f64);
+                $(let $s = self;)?
+                for i in 0..b.batch {
+                    let mut sum = T::zero();
+                    for k in 0..w {
+                        let $p = b.outputs[i * w + k];
+                        let $y = target(&b.truth, i, k, w);
+                        sum += $l;
+                        if let Some(g) = grad.as_deref_mut() {
+                            g[i * w + k] = $d * inv_w;
+                        }
+                    }
+                    losses[i] = sum * inv_w;
+                }
+                Ok(LossInfo { wrt_logits: false, counted: b.batch })
+            }
+        }
+    };
+}
+
+fn sign<T: Scalar>(v: T) -> T {
+    if v > T::zero() {
+        T::one()
+    } else if v < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// Hinge labels: Keras maps 0/1 targets to −1/+1.
+fn pm1<T: Scalar>(y: T) -> T {
+    if y == T::zero() || y == T::one() { T::of(2.0) * y - T::one() } else { y }
+}
+
+elementwise_loss!(
+    /// Mean squared error (`mse`).
+    MeanSquaredError, "mean_squared_error", |p, y| loss = (p - y) * (p - y), grad = T::of(2.0) * (p - y)
+);
+elementwise_loss!(
+    /// Mean absolute error (`mae`).
+    MeanAbsoluteError, "mean_absolute_error", |p, y| loss = (p - y).abs(), grad = sign(p - y)
+);
+elementwise_loss!(
+    /// Mean absolute percentage error (`mape`): `100·|y − p| / max(|y|, ε)`.
+    MeanAbsolutePercentageError, "mean_absolute_percentage_error",
+    |p, y| loss = T::of(100.0) * (p - y).abs() / y.abs().max(T::of(EPSILON)),
+    grad = T::of(100.0) * sign(p - y) / y.abs().max(T::of(EPSILON))
+);
+elementwise_loss!(
+    /// Logarithm of the hyperbolic cosine of the error, computed without overflow.
+    LogCosh, "log_cosh",
+    |p, y| loss = { let x = p - y; x.abs() + (T::of(-2.0) * x.abs()).exp().ln_1p() - T::of(std::f64::consts::LN_2) },
+    grad = (p - y).tanh()
+);
+elementwise_loss!(
+    /// Poisson loss: `p − y·log(p + ε)`.
+    Poisson, "poisson", |p, y| loss = p - y * (p + T::of(EPSILON)).ln(), grad = T::one() - y / (p + T::of(EPSILON))
+);
+elementwise_loss!(
+    /// Hinge loss `max(1 − y·p, 0)` with 0/1 labels mapped to −1/+1.
+    Hinge, "hinge", |p, y| loss = (T::one() - pm1(y) * p).max(T::zero()),
+    grad = if T::one() - pm1(y) * p > T::zero() { -pm1(y) } else { T::zero() }
+);
+elementwise_loss!(
+    /// Squared hinge loss `max(1 − y·p, 0)²` with 0/1 labels mapped to −1/+1.
+    SquaredHinge, "squared_hinge", |p, y| loss = { let m = (T::one() - pm1(y) * p).max(T::zero()); m * m },
+    grad = T::of(-2.0) * pm1(y) * (T::one() - pm1(y) * p).max(T::zero())
+);
+
+/// Huber loss: quadratic within `delta` of the target, linear beyond (Keras `Huber`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Huber {
+    /// Where the loss turns from quadratic to linear.
+    pub delta: f64,
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl Default for Huber {
+    fn default() -> Self {
+        Huber { delta: 1.0, reduction: Reduction::SumOverBatchSize }
+    }
+}
+
+impl<T: Scalar> Loss<T> for Huber {
+    fn name(&self) -> &str {
+        "huber_loss"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+        if self.delta.is_nan() || self.delta <= 0.0 {
+            return Err(TrainError::InvalidArgument {
+                name: "delta",
+                message: format!("{} must be positive", self.delta),
+            });
+        }
+        check_dense("huber", width, label_width, width == 1)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let (w, d, half) = (b.width, T::of(self.delta), T::of(0.5));
+        let inv_w = T::one() / T::of(w as f64);
+        for i in 0..b.batch {
+            let mut sum = T::zero();
+            for k in 0..w {
+                let e = b.outputs[i * w + k] - target(&b.truth, i, k, w);
+                let (l, g) = if e.abs() <= d {
+                    (half * e * e, e)
+                } else {
+                    (d * e.abs() - half * d * d, d * sign(e))
+                };
+                sum += l;
+                if let Some(gr) = grad.as_deref_mut() {
+                    gr[i * w + k] = g * inv_w;
+                }
+            }
+            losses[i] = sum * inv_w;
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// Kullback–Leibler divergence `Σ y·log(y/p)` with both clipped into [ε, 1].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KLDivergence {
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl<T: Scalar> Loss<T> for KLDivergence {
+    fn name(&self) -> &str {
+        "kl_divergence"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+        check_dense("kl_divergence", width, label_width, false)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let (w, eps) = (b.width, T::of(EPSILON));
+        for i in 0..b.batch {
+            let mut sum = T::zero();
+            for k in 0..w {
+                let v = b.outputs[i * w + k];
+                let y = target(&b.truth, i, k, w).max(eps).min(T::one());
+                let p = v.max(eps).min(T::one());
+                sum += y * (y / p).ln();
+                if let Some(g) = grad.as_deref_mut() {
+                    g[i * w + k] = if v > eps && v < T::one() { -y / p } else { T::zero() };
+                }
+            }
+            losses[i] = sum;
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// Categorical hinge: `max(max_{k≠y}(p_k) − p_y + 1, 0)` for one-hot targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CategoricalHinge {
+    /// How per-sample losses combine.
+    pub reduction: Reduction,
+}
+
+impl<T: Scalar> Loss<T> for CategoricalHinge {
+    fn name(&self) -> &str {
+        "categorical_hinge"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+        check_dense("categorical_hinge", width, label_width, false)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        for i in 0..b.batch {
+            let row = &b.outputs[i * w..(i + 1) * w];
+            let y = |k| target(&b.truth, i, k, w);
+            let pos: T = (0..w).map(|k| y(k) * row[k]).sum();
+            let (mut neg, mut at) = (T::neg_infinity(), 0);
+            for (k, &p) in row.iter().enumerate() {
+                let v = (T::one() - y(k)) * p;
+                if v > neg {
+                    neg = v;
+                    at = k;
+                }
+            }
+            let l = neg - pos + T::one();
+            losses[i] = l.max(T::zero());
+            if let Some(g) = grad.as_deref_mut() {
+                let g = &mut g[i * w..(i + 1) * w];
+                for (k, gk) in g.iter_mut().enumerate() {
+                    *gk = if l > T::zero() { -y(k) } else { T::zero() };
+                }
+                if l > T::zero() {
+                    g[at] += T::one() - y(at);
+                }
+            }
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// A loss written as a forward pass over tape variables: `f(y_pred, y_true)` returns
+/// the per-sample losses `[batch]`, and the tape supplies the gradient.
+pub struct TapeLoss<T, F> {
+    name: String,
+    f: F,
+    _scalar: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T, F> TapeLoss<T, F>
+where
+    T: Scalar,
+    F: for<'t> Fn(Var<'t, T>, Var<'t, T>) -> kiln_tape::Result<Var<'t, T>> + Send,
+{
+    /// Names a forward-only loss function `f(y_pred, y_true) → per-sample losses`.
+    pub fn new(name: impl Into<String>, f: F) -> Self {
+        TapeLoss { name: name.into(), f, _scalar: std::marker::PhantomData }
+    }
+}
+
+impl<T, F> Loss<T> for TapeLoss<T, F>
+where
+    T: Scalar,
+    F: for<'t> Fn(Var<'t, T>, Var<'t, T>) -> kiln_tape::Result<Var<'t, T>> + Send,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+        check_dense(&self.name, width, label_width, true)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        let tape = Tape::new();
+        let pred = tape.var(Tensor::from_vec(&[b.batch, w], b.outputs[..b.batch * w].to_vec())?);
+        let truth: Vec<T> = (0..b.batch * w).map(|j| target(&b.truth, j / w, j % w, w)).collect();
+        let truth = tape.constant(Tensor::from_vec(&[b.batch, w], truth)?);
+        let per_sample = (self.f)(pred, truth)?;
+        if per_sample.shape() != [b.batch] {
+            return Err(TrainError::Incompatible(format!(
+                "loss {} must return one value per sample (shape [{}]) but returned {:?}",
+                self.name,
+                b.batch,
+                per_sample.shape()
+            )));
+        }
+        losses[..b.batch].copy_from_slice(per_sample.value().data());
+        if let Some(g) = grad {
+            let gs = tape.backward(per_sample.sum()?)?;
+            match gs.get(pred) {
+                Some(t) => g[..b.batch * w].copy_from_slice(t.data()),
+                None => g.fill(T::zero()),
+            }
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// The Keras names [`loss_by_name`] accepts.
+pub const LOSS_NAMES: &[&str] = &[
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "mean_squared_error",
+    "mse",
+    "mean_absolute_error",
+    "mae",
+    "mean_absolute_percentage_error",
+    "mape",
+    "huber",
+    "huber_loss",
+    "log_cosh",
+    "logcosh",
+    "kl_divergence",
+    "kld",
+    "poisson",
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+];
+
+/// A loss by its Keras name, with Keras's defaults.
+pub fn loss_by_name<T: Scalar>(name: &str) -> Result<Box<dyn Loss<T>>> {
+    Ok(match name {
+        "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy::default()),
+        "categorical_crossentropy" => Box::new(CategoricalCrossentropy::default()),
+        "binary_crossentropy" => Box::new(BinaryCrossentropy::default()),
+        "mean_squared_error" | "mse" => Box::new(MeanSquaredError::default()),
+        "mean_absolute_error" | "mae" => Box::new(MeanAbsoluteError::default()),
+        "mean_absolute_percentage_error" | "mape" => {
+            Box::new(MeanAbsolutePercentageError::default())
+        }
+        "huber" | "huber_loss" => Box::new(Huber::default()),
+        "log_cosh" | "logcosh" => Box::new(LogCosh::default()),
+        "kl_divergence" | "kld" | "kullback_leibler_divergence" => {
+            Box::new(KLDivergence::default())
+        }
+        "poisson" => Box::new(Poisson::default()),
+        "hinge" => Box::new(Hinge::default()),
+        "squared_hinge" => Box::new(SquaredHinge::default()),
+        "categorical_hinge" => Box::new(CategoricalHinge::default()),
+        _ => return Err(unknown_name("loss", name, LOSS_NAMES)),
+    })
+}
+
+/// Marks which model outputs and label types a loss can train, so that a mismatch
+/// (class indices with a one-hot loss, a multi-class loss on one output) is a compile
+/// error rather than a run-time one. Losses chosen by name check at run time instead.
+#[diagnostic::on_unimplemented(
+    message = "the loss `{Self}` cannot train a model with output shape `{Out}` on labels of type `{Y}`",
+    label = "this loss does not fit these labels or outputs",
+    note = "class indices (ClassLabels) go with SparseCategoricalCrossentropy; one-hot Targets with CategoricalCrossentropy; binary 0/1 labels with BinaryCrossentropy on a sigmoid output of width 1"
+)]
+pub trait LossFor<Out: Shape, Y> {}
+
+impl<const N: usize> LossFor<S1<N>, ClassLabels> for SparseCategoricalCrossentropy {}
+impl LossFor<Dyn, ClassLabels> for SparseCategoricalCrossentropy {}
+impl<S: Shape> LossFor<S, Targets<S>> for CategoricalCrossentropy {}
+impl<S: Shape> LossFor<S, Targets<S>> for BinaryCrossentropy {}
+impl LossFor<S1<1>, ClassLabels> for BinaryCrossentropy {}
+impl LossFor<Dyn, ClassLabels> for BinaryCrossentropy {}
+macro_rules! dense_loss_for {
+    ($($t:ty),*) => {$(
+        impl<S: Shape> LossFor<S, Targets<S>> for $t {}
+    )*};
+}
+dense_loss_for!(
+    MeanSquaredError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    Huber,
+    LogCosh,
+    Poisson,
+    Hinge,
+    SquaredHinge,
+    KLDivergence,
+    CategoricalHinge
+);
+impl<T: Scalar, Out: Shape, Y> LossFor<Out, Y> for Box<dyn Loss<T>> {}
+impl<T, F, Out: Shape, Y> LossFor<Out, Y> for TapeLoss<T, F> {}
+
+/// Anything `compile` accepts as a loss: a typed loss, a Keras name, or a boxed loss.
+pub trait IntoLoss<T: Scalar> {
+    /// The loss as the trainer stores it.
+    type Loss: Loss<T>;
+    /// Builds it (a name may be unknown).
+    fn into_loss(self) -> Result<Self::Loss>;
+}
+
+impl<T: Scalar> IntoLoss<T> for &str {
+    type Loss = Box<dyn Loss<T>>;
+    fn into_loss(self) -> Result<Self::Loss> {
+        loss_by_name(self)
+    }
+}
+
+impl<T: Scalar, L: Loss<T> + ?Sized> Loss<T> for Box<L> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn reduction(&self) -> Reduction {
+        (**self).reduction()
+    }
+    fn check(&self, a: OutputActivation, w: usize, lw: Option<usize>) -> Result<()> {
+        (**self).check(a, w, lw)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        (**self).compute(b, losses, grad)
+    }
+}
+
+impl<T: Scalar> IntoLoss<T> for Box<dyn Loss<T>> {
+    type Loss = Box<dyn Loss<T>>;
+    fn into_loss(self) -> Result<Self::Loss> {
+        Ok(self)
+    }
+}
+
+macro_rules! into_loss_self {
+    ($($t:ty),*) => {$(
+        impl<T: Scalar> IntoLoss<T> for $t {
+            type Loss = $t;
+            fn into_loss(self) -> Result<Self::Loss> {
+                Ok(self)
+            }
+        }
+    )*};
+}
+into_loss_self!(
+    SparseCategoricalCrossentropy,
+    CategoricalCrossentropy,
+    BinaryCrossentropy,
+    MeanSquaredError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    Huber,
+    LogCosh,
+    Poisson,
+    Hinge,
+    SquaredHinge,
+    KLDivergence,
+    CategoricalHinge
+);
+
+impl<T, F> IntoLoss<T> for TapeLoss<T, F>
+where
+    T: Scalar,
+    F: for<'t> Fn(Var<'t, T>, Var<'t, T>) -> kiln_tape::Result<Var<'t, T>> + Send,
+{
+    type Loss = TapeLoss<T, F>;
+    fn into_loss(self) -> Result<Self::Loss> {
+        Ok(self)
+    }
+}
+
+/// Writes softmax or sigmoid of `logits` into `out` (used by tests and by models that
+/// expose logits).
+pub fn activate<T: Scalar>(act: OutputActivation, logits: &[T], width: usize, out: &mut [T]) {
+    match act {
+        OutputActivation::Linear => out.copy_from_slice(logits),
+        OutputActivation::Softmax => {
+            let _ = softmax(logits, width, out);
+        }
+        OutputActivation::Sigmoid => out.iter_mut().zip(logits).for_each(|(o, &z)| *o = sigmoid(z)),
+    }
+}
