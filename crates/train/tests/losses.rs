@@ -196,6 +196,9 @@ fn extreme_logits_stay_finite() {
     assert!(l.iter().chain(&g).all(|v| v.is_finite()), "{l:?} {g:?}");
 }
 
+/// A loss with the outputs and targets to check it on.
+type Case<'a> = (Box<dyn Loss<f64>>, &'a [f64], &'a [f64]);
+
 #[test]
 fn regression_and_hinge_losses() {
     let (batch, width) = (3, 2);
@@ -207,7 +210,7 @@ fn regression_and_hinge_losses() {
     let onehot = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0];
     let lin = OutputActivation::Linear;
     let reversed: Vec<f64> = prob_targets.iter().rev().copied().collect();
-    let cases: Vec<(Box<dyn Loss<f64>>, &[f64], &[f64])> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (Box::new(MeanSquaredError::default()), &p, &y),
         (Box::new(MeanAbsoluteError::default()), &p, &y),
         (Box::new(MeanAbsolutePercentageError::default()), &p, &y),
