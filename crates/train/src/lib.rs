@@ -9,6 +9,7 @@
 pub mod data;
 pub mod error;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod shape;
@@ -20,6 +21,7 @@ pub use loss::{
     KLDivergence, LogCosh, Loss, LossFor, MeanAbsoluteError, MeanAbsolutePercentageError,
     MeanSquaredError, Poisson, Reduction, SparseCategoricalCrossentropy, SquaredHinge, TapeLoss,
 };
+pub use metrics::{Accuracy, IntoMetric, IntoMetrics, Metric};
 pub use model::{
     Model, OutputActivation, ParamDecl, ParamEntry, ParamKind, ParamStore, TrainOutput,
 };
