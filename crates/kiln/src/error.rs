@@ -9,6 +9,17 @@ pub enum Error {
     /// A tensor operation got shapes or arguments that do not fit.
     #[error(transparent)]
     Tape(#[from] kiln_tape::TapeError),
+    /// Training, evaluation or prediction failed (bad data, names, settings).
+    #[error(transparent)]
+    Train(#[from] kiln_train::TrainError),
+    /// A layer that does not fit where it was put.
+    #[error("layer {layer}: {message}")]
+    Layer {
+        /// The layer's name and class.
+        layer: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

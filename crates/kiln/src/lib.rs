@@ -9,9 +9,19 @@
 
 pub mod datasets;
 pub mod error;
+pub mod init;
+pub mod layers;
+pub mod sequential;
 
 pub use error::{Error, Result};
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 
 pub use kiln_tape::{Tape, TapeError, Tensor, Var};
+pub use kiln_train::*;
+pub use sequential::{Sequential, SequentialBuilder};
+
+/// The seed a model's initial weights (and its Dropout masks) are drawn from: same seed,
+/// same model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Seed(pub u64);

@@ -33,6 +33,8 @@ pub mod tensor;
 pub use error::{Result, TapeError};
 pub use gradcheck::{GradcheckOptions, GradcheckReport, gradcheck, gradcheck_with};
 pub use kernels::{Activation, Padding, Trans};
+/// The numeric traits every [`Scalar`] has, re-exported so dependents need not name num-traits.
+pub use num_traits::{Float, FromPrimitive, One, Zero};
 pub use scalar::Scalar;
 pub use tape::{Gradients, NoGradGuard, Tape, Var, concat};
 pub use tensor::Tensor;

@@ -30,6 +30,9 @@ pub trait Scalar:
     /// Converts an `f64` constant into this type (rounding for `f32`).
     fn of(v: f64) -> Self;
 
+    /// Widens to `f64` (exact for both f32 and f64).
+    fn as_f64(self) -> f64;
+
     /// `C ← alpha·A·B + beta·C` on strided matrices (matrixmultiply's convention).
     ///
     /// # Safety
@@ -60,6 +63,10 @@ impl Scalar for f32 {
     fn of(v: f64) -> Self {
         v as f32
     }
+    #[inline]
+    fn as_f64(self) -> f64 {
+        f64::from(self)
+    }
     unsafe fn gemm_raw(
         m: usize,
         k: usize,
@@ -88,6 +95,10 @@ impl Scalar for f64 {
     #[inline]
     fn of(v: f64) -> Self {
         v
+    }
+    #[inline]
+    fn as_f64(self) -> f64 {
+        self
     }
     unsafe fn gemm_raw(
         m: usize,

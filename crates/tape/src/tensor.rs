@@ -88,7 +88,7 @@ impl<T: Scalar> Tensor<T> {
     pub fn cast<U: Scalar>(&self) -> Tensor<U> {
         Tensor {
             shape: self.shape.clone(),
-            data: self.data.iter().map(|x| U::of(x.to_f64().unwrap_or(f64::NAN))).collect(),
+            data: self.data.iter().map(|x| U::of(x.as_f64())).collect(),
         }
     }
 

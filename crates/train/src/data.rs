@@ -173,7 +173,7 @@ macro_rules! samples_type {
                         what: $what,
                         sample: i / self.sample_len(),
                         element: i % self.sample_len(),
-                        value: self.data[i].to_f64().unwrap_or(f64::NAN),
+                        value: self.data[i].as_f64(),
                     }),
                 }
             }
@@ -354,11 +354,17 @@ pub trait Labels<T: Scalar> {
 }
 
 /// A reusable buffer for one batch of labels.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LabelBatch<T> {
     classes: Vec<usize>,
     dense: Vec<T>,
     is_dense: bool,
+}
+
+impl<T> Default for LabelBatch<T> {
+    fn default() -> Self {
+        LabelBatch { classes: Vec::new(), dense: Vec::new(), is_dense: false }
+    }
 }
 
 impl<T: Scalar> LabelBatch<T> {

@@ -6,16 +6,26 @@
 
 #![warn(missing_docs)]
 
+pub mod callbacks;
 pub mod data;
 pub mod error;
+pub mod fit;
+pub mod history;
 pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod shape;
 
+pub use callbacks::{
+    CSVLogger, Callback, CallbackContext, EarlyStopping, IntoCallbacks, LambdaCallback,
+    LearningRateScheduler, Logs, Mode, ReduceLROnPlateau, TerminateOnNaN,
+};
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};
 pub use error::{Result, TrainError};
+pub use fit::{Compile, Compiled, Evaluation, Fit, ValidationFreq, predict};
+pub use history::History;
 pub use loss::{
     BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, Hinge, Huber, IntoLoss,
     KLDivergence, LogCosh, Loss, LossFor, MeanAbsoluteError, MeanAbsolutePercentageError,

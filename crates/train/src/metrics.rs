@@ -25,13 +25,13 @@ impl<T: Scalar> MetricBatch<'_, T> {
         &self.outputs[i * self.width..(i + 1) * self.width]
     }
     fn weight(&self, i: usize) -> f64 {
-        self.sample_weight.map_or(1.0, |w| w[i].to_f64().unwrap_or(0.0))
+        self.sample_weight.map_or(1.0, |w| w[i].as_f64())
     }
     /// Target value of sample `i`, output `k` (class indices one-hot, or the label itself
     /// for a single output).
     fn target(&self, i: usize, k: usize) -> f64 {
         match self.truth {
-            Truth::Dense(d) => d[i * self.width + k].to_f64().unwrap_or(f64::NAN),
+            Truth::Dense(d) => d[i * self.width + k].as_f64(),
             Truth::Classes(c) if self.width == 1 => c[i] as f64,
             Truth::Classes(c) => f64::from(u8::from(c[i] == k)),
         }
@@ -101,7 +101,7 @@ fn mean_over_outputs<T: Scalar>(
     f: impl Fn(f64, f64) -> f64,
 ) -> f64 {
     let row = b.row(i);
-    let s: f64 = (0..b.width).map(|k| f(row[k].to_f64().unwrap_or(f64::NAN), b.target(i, k))).sum();
+    let s: f64 = (0..b.width).map(|k| f(row[k].as_f64(), b.target(i, k))).sum();
     s / b.width as f64
 }
 
@@ -215,7 +215,7 @@ impl<T: Scalar> Metric<T> for ConfusionMetric {
         for i in 0..b.batch {
             let w = b.weight(i);
             for k in 0..b.width {
-                let pred = b.row(i)[k].to_f64().unwrap_or(f64::NAN) > self.threshold;
+                let pred = b.row(i)[k].as_f64() > self.threshold;
                 let truth = b.target(i, k) > 0.5;
                 match (pred, truth) {
                     (true, true) => self.c.tp += w,
@@ -299,7 +299,7 @@ impl<T: Scalar> Metric<T> for Auc {
         for i in 0..b.batch {
             let w = b.weight(i);
             for k in 0..b.width {
-                let p = b.row(i)[k].to_f64().unwrap_or(f64::NAN);
+                let p = b.row(i)[k].as_f64();
                 let truth = b.target(i, k) > 0.5;
                 for (t, c) in self.thresholds.iter().zip(self.counts.iter_mut()) {
                     match (p > *t, truth) {
@@ -357,7 +357,7 @@ impl<T: Scalar> Metric<T> for R2Score {
             let w = b.weight(i);
             for k in 0..b.width {
                 let y = b.target(i, k);
-                let p = b.row(i)[k].to_f64().unwrap_or(f64::NAN);
+                let p = b.row(i)[k].as_f64();
                 self.sum[k] += w * y;
                 self.sum_sq[k] += w * y * y;
                 self.res[k] += w * (y - p) * (y - p);

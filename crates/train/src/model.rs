@@ -168,6 +168,11 @@ impl<T: Scalar> ParamStore<T> {
         Some(&mut self.values[r])
     }
 
+    /// The trainable prefix, writable, beside the table (what an optimizer needs).
+    pub fn split_trainable(&mut self) -> (&mut [T], &[ParamEntry]) {
+        (&mut self.values[..self.trainable_len], &self.entries)
+    }
+
     /// Replaces every value (same length), e.g. restoring best weights.
     pub fn set_values(&mut self, values: &[T]) -> Result<()> {
         if values.len() != self.values.len() {
@@ -198,8 +203,8 @@ pub enum OutputActivation {
     Sigmoid,
 }
 
-/// What a training forward pass produced: the outputs, and the logits under a final
-/// softmax or sigmoid.
+/// What a forward pass produced: the outputs, and the logits under a final softmax or
+/// sigmoid (so losses can use the stable logit form, in training and in evaluation).
 #[derive(Clone, Copy, Debug)]
 pub struct TrainOutput<'a, T> {
     /// The model's outputs (after the final activation).
@@ -235,24 +240,26 @@ pub trait Model {
     fn params_mut(&mut self) -> &mut ParamStore<Self::Scalar>;
     /// The final activation, for fused losses.
     fn output_activation(&self) -> OutputActivation;
-    /// Inference: `batch` samples from `x` into `out` (no dropout, moving statistics).
-    fn predict_batch(
+    /// Inference forward pass (no dropout, moving statistics) over `batch` samples;
+    /// keeps nothing for a backward pass.
+    fn forward_infer(
         &mut self,
         x: &[Self::Scalar],
         batch: usize,
-        out: &mut [Self::Scalar],
-    ) -> Result<()>;
+    ) -> Result<TrainOutput<'_, Self::Scalar>>;
     /// Training forward pass; keeps what [`Model::backward`] needs.
     fn forward_train(
         &mut self,
         x: &[Self::Scalar],
         batch: usize,
     ) -> Result<TrainOutput<'_, Self::Scalar>>;
-    /// Backward pass of the last [`Model::forward_train`]: `d` is the loss gradient with
-    /// respect to the logits (when `wrt_logits`) or the outputs. Overwrites `grads`
-    /// (the arena's layout; non-trainable entries get zeros).
+    /// Backward pass of the last [`Model::forward_train`], given the same input batch
+    /// `x`: `d` is the loss gradient with respect to the logits (when `wrt_logits`) or
+    /// the outputs. Overwrites `grads` (the arena's layout; non-trainable entries get
+    /// zeros).
     fn backward(
         &mut self,
+        x: &[Self::Scalar],
         d: &[Self::Scalar],
         wrt_logits: bool,
         grads: &mut [Self::Scalar],

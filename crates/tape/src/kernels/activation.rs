@@ -214,6 +214,65 @@ impl Activation {
         }
     }
 
+    /// Whether the derivative needs the pre-activation input (GELU and Swish); every
+    /// other activation's derivative follows from its output alone, so layers need not
+    /// keep the input.
+    pub fn needs_input(self) -> bool {
+        matches!(self, Activation::Gelu { .. } | Activation::Swish)
+    }
+
+    /// The derivative expressed through the output `y` (for activations where
+    /// [`Activation::needs_input`] is false).
+    #[inline]
+    pub fn derivative_from_output<T: Scalar>(self, y: T) -> T {
+        let (zero, one) = (T::zero(), T::one());
+        match self {
+            Activation::Linear => one,
+            Activation::Relu => {
+                if y > zero {
+                    one
+                } else {
+                    zero
+                }
+            }
+            Activation::LeakyRelu(s) => {
+                if y >= zero {
+                    one
+                } else {
+                    T::of(s)
+                }
+            }
+            Activation::Elu(a) => {
+                if y > zero {
+                    one
+                } else {
+                    y + T::of(a)
+                }
+            }
+            Activation::Selu => {
+                if y > zero {
+                    T::of(SELU_SCALE)
+                } else {
+                    y + T::of(SELU_SCALE * SELU_ALPHA)
+                }
+            }
+            Activation::Sigmoid => y * (one - y),
+            Activation::HardSigmoid => {
+                if y > zero && y < one {
+                    T::of(1.0 / 6.0)
+                } else {
+                    zero
+                }
+            }
+            Activation::Tanh => one - y * y,
+            // softplus' = σ(x) = 1 − e^(−y)
+            Activation::Softplus => one - (-y).exp(),
+            // softsign' = 1/(1+|x|)² = (1 − |y|)²
+            Activation::Softsign => (one - y.abs()) * (one - y.abs()),
+            Activation::Gelu { .. } | Activation::Swish => T::nan(),
+        }
+    }
+
     /// `y[i] = act(x[i])`.
     pub fn forward<T: Scalar>(self, x: &[T], y: &mut [T]) -> Result<()> {
         same_len("activation forward", &[x.len(), y.len()])?;
@@ -260,7 +319,7 @@ pub fn sigmoid<T: Scalar>(x: T) -> T {
 /// The error function, via libm's double-precision `erf` (exact to the last bit in f64).
 #[inline]
 pub fn erf<T: Scalar>(x: T) -> T {
-    T::of(libm::erf(x.to_f64().unwrap_or(f64::NAN)))
+    T::of(libm::erf(x.as_f64()))
 }
 
 fn same_len(op: &'static str, lens: &[usize]) -> Result<()> {

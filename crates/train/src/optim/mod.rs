@@ -360,7 +360,7 @@ impl<T: Scalar> Optimizer<T> {
         }
         let lr = T::of(self.learning_rate());
         if let Some(wd) = self.common.weight_decay.filter(|&wd| wd > 0.0) {
-            let f = T::of(wd) * lr;
+            let f = rules::kcast::<T>(wd) * lr;
             params.iter_mut().for_each(|w| *w -= *w * f);
         }
         self.rule.update(params, grads, lr, self.iterations + 1);
@@ -557,35 +557,48 @@ mod tests {
         w[0]
     }
 
+    /// A hyperparameter as Keras's TF backend casts it (through float32).
+    fn k(v: f64) -> f64 {
+        f64::from(v as f32)
+    }
+
     #[test]
     fn single_steps_match_hand_computed_keras_rules() {
         // SGD: w − lr·g
         assert!((step(SGD::new(0.1), 1.0, &[2.0]) - 0.8).abs() < 1e-15);
-        // Momentum 0.9, two steps: m1 = −0.2, w = 0.8; m2 = −0.2 + 0.9·(−0.2) = −0.38, w = 0.42
-        assert!((step(SGD::new(0.1).momentum(0.9), 1.0, &[2.0, 2.0]) - 0.42).abs() < 1e-15);
-        // Nesterov first step: m = −0.2; w += −0.2 + 0.9·(−0.2)
-        assert!((step(SGD::new(0.1).momentum(0.9).nesterov(), 1.0, &[2.0]) - 0.62).abs() < 1e-15);
-        // Adam first step: alpha = lr·sqrt(1−b2)/(1−b1); m = 0.1g, v = 0.001g²; w −= alpha·m/(sqrt v + eps)
-        let alpha = 0.001 * (1.0f64 - 0.999).sqrt() / (1.0 - 0.9);
-        let want = 1.0 - alpha * 0.2 / ((0.001f64 * 4.0).sqrt() + 1e-7);
-        assert!((step(Adam::default(), 1.0, &[2.0]) - want).abs() < 1e-15);
+        // Momentum μ, two steps: m1 = −0.2, w = 0.8; m2 = −0.2 + μ·m1, w = 0.8 + m2.
+        let mu = k(0.9);
+        assert!(
+            (step(SGD::new(0.1).momentum(0.9), 1.0, &[2.0, 2.0]) - (0.8 - 0.2 - 0.2 * mu)).abs()
+                < 1e-15
+        );
+        // Nesterov first step: m = −0.2; w += μ·m − lr·g
+        assert!(
+            (step(SGD::new(0.1).momentum(0.9).nesterov(), 1.0, &[2.0]) - (1.0 - 0.2 * mu - 0.2))
+                .abs()
+                < 1e-15
+        );
+        // Adam first step: alpha = lr·sqrt(1−β2)/(1−β1) with β cast; m = (1−β1)g, v = (1−β2)g².
+        let alpha = 0.001 * (1.0 - k(0.999)).sqrt() / (1.0 - k(0.9));
+        let (m, v) = ((1.0 - 0.9) * 2.0, (1.0 - 0.999) * 4.0);
+        let adam = 1.0 - alpha * m / (f64::sqrt(v) + 1e-7);
+        assert!((step(Adam::default(), 1.0, &[2.0]) - adam).abs() < 1e-15);
         // Adagrad: acc = 0.1 + g²; w −= lr·g/sqrt(acc + eps)
-        let want = 1.0 - 0.001 * 2.0 / (4.1f64 + 1e-7).sqrt();
+        let want = 1.0 - 0.001 * 2.0 / (k(0.1) + 4.0 + 1e-7).sqrt();
         assert!((step(Adagrad::default(), 1.0, &[2.0]) - want).abs() < 1e-15);
-        // RMSprop: v = 0.1·g²; w −= lr·g/sqrt(v + eps)
-        let want = 1.0 - 0.001 * 2.0 / (0.4f64 + 1e-7).sqrt();
+        // RMSprop: v = (1−ρ)·g²; w −= lr·g/sqrt(v + eps)
+        let want = 1.0 - 0.001 * 2.0 / ((1.0 - 0.9) * 4.0 + 1e-7f64).sqrt();
         assert!((step(RMSprop::default(), 1.0, &[2.0]) - want).abs() < 1e-15);
-        // AdamW decays first: w·(1 − wd·lr), then Adam.
-        let decayed = 1.0 - 1.0 * 0.004 * 0.001;
-        let adam_delta = 1.0 - step(Adam::default(), 1.0, &[2.0]);
-        assert!((step(AdamW::default(), 1.0, &[2.0]) - (decayed - adam_delta)).abs() < 1e-15);
-        // Lion: w −= lr·sign(0.1·g)
+        // AdamW decays first: w·(1 − wd·lr), then the same Adam step.
+        let decayed = 1.0 - k(0.004) * 0.001;
+        assert!((step(AdamW::default(), 1.0, &[2.0]) - (decayed - (1.0 - adam))).abs() < 1e-15);
+        // Lion: w −= lr·sign(β1·m + (1−β1)·g)
         assert!((step(Lion::default(), 1.0, &[-3.0]) - 1.001).abs() < 1e-15);
-        // Adamax first step: m = 0.1g, u = |g|; w −= lr·m/((1−b1)(u + eps))
-        let want = 1.0 - 0.001 * 0.2 / (0.1 * (2.0 + 1e-7));
+        // Adamax first step: m = (1−β1)g, u = |g|; w −= lr·m/((1−β1^1)(u + eps))
+        let want = 1.0 - 0.001 * ((1.0 - 0.9) * 2.0) / ((1.0 - k(0.9)) * (2.0 + 1e-7));
         assert!((step(Adamax::default(), 1.0, &[2.0]) - want).abs() < 1e-15);
-        // Adadelta first step: ag = 0.05g²; delta = −sqrt(eps)·g/sqrt(ag + eps); w += lr·delta
-        let want = 1.0 - 0.001 * (1e-7f64).sqrt() * 2.0 / (0.05f64 * 4.0 + 1e-7).sqrt();
+        // Adadelta first step: ag = (1−ρ)g²; delta = −sqrt(eps)·g/sqrt(ag + eps); w += lr·delta
+        let want = 1.0 - 0.001 * (1e-7f64).sqrt() * 2.0 / ((1.0 - 0.95) * 4.0 + 1e-7f64).sqrt();
         assert!((step(Adadelta::default(), 1.0, &[2.0]) - want).abs() < 1e-15);
         // Nadam's first step moves against the gradient by about lr.
         let w = step(Nadam::default(), 1.0, &[2.0]);

@@ -21,6 +21,13 @@ fn c<T: Scalar>(v: f64) -> T {
     T::of(v)
 }
 
+/// A hyperparameter as Keras's TensorFlow backend sees it after `ops.cast`: the Python
+/// float first becomes a float32 tensor, then the variable's dtype. Doing the same makes
+/// f64 runs agree with Keras's float64 runs to the last bits; in f32 it changes nothing.
+pub(crate) fn kcast<T: Scalar>(v: f64) -> T {
+    T::of(f64::from(v as f32))
+}
+
 /// Stochastic gradient descent with optional (Nesterov) momentum.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SgdRule<T> {
@@ -45,7 +52,7 @@ impl<T: Scalar> UpdateRule<T> for SgdRule<T> {
             }
             return;
         }
-        let mom: T = c(self.momentum);
+        let mom: T = kcast(self.momentum);
         for ((w, &g), m) in w.iter_mut().zip(g).zip(self.m.iter_mut()) {
             *m = -g * lr + *m * mom;
             if self.nesterov {
@@ -84,10 +91,12 @@ impl<T: Scalar> UpdateRule<T> for AdamRule<T> {
         }
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, step: u64) {
-        let (b1, b2, eps): (T, T, T) = (c(self.beta_1), c(self.beta_2), c(self.epsilon));
+        let eps: T = c(self.epsilon);
         let t = T::of(step as f64);
-        let alpha = lr * (T::one() - b2.powf(t)).sqrt() / (T::one() - b1.powf(t));
-        let (one_b1, one_b2) = (T::one() - b1, T::one() - b2);
+        let (b1_power, b2_power) =
+            (kcast::<T>(self.beta_1).powf(t), kcast::<T>(self.beta_2).powf(t));
+        let alpha = lr * (T::one() - b2_power).sqrt() / (T::one() - b1_power);
+        let (one_b1, one_b2): (T, T) = (c(1.0 - self.beta_1), c(1.0 - self.beta_2));
         if self.amsgrad {
             for i in 0..w.len() {
                 let g = g[i];
@@ -179,7 +188,7 @@ impl<T: Scalar> UpdateRule<T> for AdagradRule<T> {
         "Adagrad"
     }
     fn build(&mut self, n: usize) {
-        self.acc = vec![c(self.initial_accumulator_value); n];
+        self.acc = vec![kcast(self.initial_accumulator_value); n];
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, _step: u64) {
         let eps: T = c(self.epsilon);
@@ -247,11 +256,12 @@ impl<T: Scalar> UpdateRule<T> for AdamaxRule<T> {
         self.u = vec![T::zero(); n];
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, step: u64) {
-        let (b1, b2, eps): (T, T, T) = (c(self.beta_1), c(self.beta_2), c(self.epsilon));
-        let b1_power = b1.powf(T::of(step as f64));
+        let (b2, eps): (T, T) = (c(self.beta_2), c(self.epsilon));
+        let b1_power = kcast::<T>(self.beta_1).powf(T::of(step as f64));
+        let one_b1: T = c(1.0 - self.beta_1);
         for i in 0..w.len() {
             let g = g[i];
-            self.m[i] = self.m[i] + (g - self.m[i]) * (T::one() - b1);
+            self.m[i] = self.m[i] + (g - self.m[i]) * one_b1;
             self.u[i] = (b2 * self.u[i]).max(g.abs());
             w[i] -= (lr * self.m[i]) / ((T::one() - b1_power) * (self.u[i] + eps));
         }
@@ -282,12 +292,12 @@ impl<T: Scalar> UpdateRule<T> for NadamRule<T> {
         self.u_product = 1.0;
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, step: u64) {
-        let (b1, b2, eps): (T, T, T) = (c(self.beta_1), c(self.beta_2), c(self.epsilon));
-        let decay: T = c(0.96);
+        let (b1, b2, eps): (T, T, T) = (kcast(self.beta_1), kcast(self.beta_2), c(self.epsilon));
+        let decay: T = kcast(0.96);
         let u_t = b1 * (T::one() - c::<T>(0.5) * decay.powf(T::of(step as f64 * 0.004)));
         let u_t_1 = b1 * (T::one() - c::<T>(0.5) * decay.powf(T::of((step + 1) as f64 * 0.004)));
         let u_product_t = T::of(self.u_product) * u_t;
-        self.u_product = u_product_t.to_f64().unwrap_or(1.0);
+        self.u_product = u_product_t.as_f64();
         let u_product_t_1 = u_product_t * u_t_1;
         let b2_power = b2.powf(T::of(step as f64));
         for i in 0..w.len() {
@@ -321,7 +331,7 @@ impl<T: Scalar> UpdateRule<T> for LionRule<T> {
         self.m = vec![T::zero(); n];
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, _step: u64) {
-        let (b1, b2): (T, T) = (c(self.beta_1), c(self.beta_2));
+        let (b1, b2): (T, T) = (kcast(self.beta_1), kcast(self.beta_2));
         for ((w, &g), m) in w.iter_mut().zip(g).zip(self.m.iter_mut()) {
             let d = *m * b1 + g * (T::one() - b1);
             let s = if d > T::zero() {

@@ -1,0 +1,183 @@
+//! Weight initializers with Keras's names and definitions, all seeded.
+
+use crate::Seed;
+use kiln_tape::Scalar;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// How a parameter's first values are drawn (Keras's initializer names).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Initializer {
+    /// U(−l, l) with l = √(6 / (fan_in + fan_out)) — Keras's default for kernels.
+    #[default]
+    GlorotUniform,
+    /// Truncated normal with σ = √(2 / (fan_in + fan_out)).
+    GlorotNormal,
+    /// Truncated normal with σ = √(2 / fan_in).
+    HeNormal,
+    /// U(−l, l) with l = √(6 / fan_in).
+    HeUniform,
+    /// Truncated normal with σ = √(1 / fan_in).
+    LecunNormal,
+    /// U(−l, l) with l = √(3 / fan_in).
+    LecunUniform,
+    /// All zeros — Keras's default for biases.
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Every value the same.
+    Constant(f64),
+    /// N(mean, stddev²).
+    RandomNormal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        stddev: f64,
+    },
+    /// U(minval, maxval).
+    RandomUniform {
+        /// Lower bound.
+        minval: f64,
+        /// Upper bound.
+        maxval: f64,
+    },
+}
+
+impl Initializer {
+    /// Every name [`Initializer::from_name`] accepts.
+    pub const NAMES: &'static [&'static str] = &[
+        "glorot_uniform",
+        "glorot_normal",
+        "he_normal",
+        "he_uniform",
+        "lecun_normal",
+        "lecun_uniform",
+        "zeros",
+        "ones",
+        "random_normal",
+        "random_uniform",
+    ];
+
+    /// Looks an initializer up by its Keras name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "glorot_uniform" => Initializer::GlorotUniform,
+            "glorot_normal" => Initializer::GlorotNormal,
+            "he_normal" => Initializer::HeNormal,
+            "he_uniform" => Initializer::HeUniform,
+            "lecun_normal" => Initializer::LecunNormal,
+            "lecun_uniform" => Initializer::LecunUniform,
+            "zeros" => Initializer::Zeros,
+            "ones" => Initializer::Ones,
+            "random_normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
+            "random_uniform" => Initializer::RandomUniform { minval: -0.05, maxval: 0.05 },
+            _ => return None,
+        })
+    }
+
+    /// Draws values for a parameter of `shape` (Keras's fan rules: the last axis is
+    /// fan-out, the one before fan-in, leading axes a receptive field), seeded by `seed`.
+    pub fn sample<T: Scalar>(&self, shape: &[usize], seed: u64) -> Vec<T> {
+        let n: usize = shape.iter().product();
+        let (fan_in, fan_out) = fans(shape);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let uniform = |rng: &mut ChaCha8Rng, l: f64| -> Vec<T> {
+            (0..n).map(|_| T::of(rng.random_range(-l..l))).collect()
+        };
+        // Keras's truncated normal keeps draws within 2σ; 0.8796... corrects the variance.
+        let truncated = |rng: &mut ChaCha8Rng, var: f64| -> Vec<T> {
+            let sd = var.sqrt() / 0.879_625_661_034_239_8;
+            (0..n)
+                .map(|_| {
+                    loop {
+                        let z: f64 = StandardNormal.sample(rng);
+                        if z.abs() <= 2.0 {
+                            break T::of(z * sd);
+                        }
+                    }
+                })
+                .collect()
+        };
+        match *self {
+            Initializer::GlorotUniform => uniform(&mut rng, (6.0 / (fan_in + fan_out)).sqrt()),
+            Initializer::GlorotNormal => truncated(&mut rng, 2.0 / (fan_in + fan_out)),
+            Initializer::HeNormal => truncated(&mut rng, 2.0 / fan_in),
+            Initializer::HeUniform => uniform(&mut rng, (6.0 / fan_in).sqrt()),
+            Initializer::LecunNormal => truncated(&mut rng, 1.0 / fan_in),
+            Initializer::LecunUniform => uniform(&mut rng, (3.0 / fan_in).sqrt()),
+            Initializer::Zeros => vec![T::zero(); n],
+            Initializer::Ones => vec![T::one(); n],
+            Initializer::Constant(v) => vec![T::of(v); n],
+            Initializer::RandomNormal { mean, stddev } => (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    T::of(mean + stddev * z)
+                })
+                .collect(),
+            Initializer::RandomUniform { minval, maxval } => {
+                (0..n).map(|_| T::of(minval + (maxval - minval) * rng.random::<f64>())).collect()
+            }
+        }
+    }
+}
+
+/// Keras's `compute_fans`: fan-in and fan-out of a parameter shape (at least 1 each).
+pub fn fans(shape: &[usize]) -> (f64, f64) {
+    let (i, o) = match shape {
+        [] => (1, 1),
+        [n] => (*n, *n),
+        [i, o] => (*i, *o),
+        _ => {
+            let rf: usize = shape[..shape.len() - 2].iter().product();
+            (shape[shape.len() - 2] * rf, shape[shape.len() - 1] * rf)
+        }
+    };
+    (i.max(1) as f64, o.max(1) as f64)
+}
+
+/// Derives a parameter's seed from the model seed and the parameter's name, so each
+/// parameter's values depend only on those two (not on declaration order).
+pub fn param_seed(seed: Seed, name: &str) -> u64 {
+    // FNV-1a over the name, mixed with the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fans_follow_keras() {
+        assert_eq!(fans(&[784, 128]), (784.0, 128.0));
+        assert_eq!(fans(&[3, 3, 32, 64]), (288.0, 576.0));
+    }
+
+    #[test]
+    fn initializers_have_the_right_spread_and_are_seeded() {
+        let v: Vec<f64> = Initializer::GlorotUniform.sample(&[200, 300], 1);
+        let l = (6.0f64 / 500.0).sqrt();
+        assert!(v.iter().all(|x| x.abs() < l));
+        let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        assert!((var - l * l / 3.0).abs() < 0.02 * l * l, "{var}");
+        let he: Vec<f64> = Initializer::HeNormal.sample(&[400, 300], 2);
+        let var = he.iter().map(|x| x * x).sum::<f64>() / he.len() as f64;
+        assert!(
+            (var - 2.0 / 400.0).abs() < 0.05 * 2.0 / 400.0,
+            "truncation is variance-corrected: {var}"
+        );
+        assert_eq!(
+            Initializer::GlorotUniform.sample::<f32>(&[5, 5], 7),
+            Initializer::GlorotUniform.sample::<f32>(&[5, 5], 7)
+        );
+        assert_eq!(Initializer::Constant(0.5).sample::<f32>(&[2], 0), vec![0.5, 0.5]);
+        for n in Initializer::NAMES {
+            assert!(Initializer::from_name(n).is_some());
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Replays every Keras recording in tests/fixtures/keras (or the directory named by
+//! KILN_KERAS_FIXTURES) through kiln and compares History, the weights at every epoch
+//! end, the final weights, evaluate() and predict() with what Keras produced.
+//!
+//! The network is built from each fixture's `model` description (a stack of Dense
+//! layers), so any recording in this format replays without code changes.
+//!
+//! What must agree: History, final weights, evaluate() and predict() — to 1e-5 relative
+//! for float32 recordings (run in f32) and 1e-10 for the float64 ones (in `float64/`,
+//! run in f64), plus the number of epochs run. The weights at every intermediate epoch
+//! end are checked too: exactly as tight in f64, where they pin the semantics; in f32 a
+//! long run's trajectory accumulates rounding (summation order in GEMMs, ulps in exp),
+//! so it gets 1e-4.
+
+use kiln::layers::{Act, Dense};
+use kiln::tape::Scalar;
+use kiln::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Relative error with a floor on the scale, so values near zero compare absolutely.
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-3)
+}
+
+fn flat(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap()],
+        Value::Bool(b) => vec![f64::from(u8::from(*b))],
+        other => panic!("not numeric: {other}"),
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn optimizer<T: Scalar>(spec: &Value) -> Optimizer<T> {
+    let c = &spec["config"];
+    let lr = num(c, "learning_rate").unwrap();
+    let common = kiln::optim::CommonOptions {
+        weight_decay: num(c, "weight_decay"),
+        clipnorm: num(c, "clipnorm"),
+        clipvalue: num(c, "clipvalue"),
+        global_clipnorm: num(c, "global_clipnorm"),
+    };
+    let flag = |k: &str| c.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let r = match spec["class_name"].as_str().unwrap() {
+        "SGD" => SGD {
+            learning_rate: lr.into(),
+            momentum: num(c, "momentum").unwrap(),
+            nesterov: flag("nesterov"),
+            common,
+        }
+        .into_optimizer(),
+        "Adam" => Adam {
+            learning_rate: lr.into(),
+            beta_1: num(c, "beta_1").unwrap(),
+            beta_2: num(c, "beta_2").unwrap(),
+            epsilon: num(c, "epsilon").unwrap(),
+            amsgrad: flag("amsgrad"),
+            common,
+        }
+        .into_optimizer(),
+        "AdamW" => AdamW {
+            learning_rate: lr.into(),
+            beta_1: num(c, "beta_1").unwrap(),
+            beta_2: num(c, "beta_2").unwrap(),
+            epsilon: num(c, "epsilon").unwrap(),
+            amsgrad: flag("amsgrad"),
+            common,
+        }
+        .into_optimizer(),
+        "RMSprop" => RMSprop {
+            learning_rate: lr.into(),
+            rho: num(c, "rho").unwrap(),
+            momentum: num(c, "momentum").unwrap(),
+            epsilon: num(c, "epsilon").unwrap(),
+            centered: flag("centered"),
+            common,
+        }
+        .into_optimizer(),
+        "Adagrad" => Adagrad {
+            learning_rate: lr.into(),
+            initial_accumulator_value: num(c, "initial_accumulator_value").unwrap(),
+            epsilon: num(c, "epsilon").unwrap(),
+            common,
+        }
+        .into_optimizer(),
+        other => panic!("fixture optimizer {other} is not mapped in the replay"),
+    };
+    r.unwrap()
+}
+
+fn loss<T: Scalar>(compile: &Value) -> Box<dyn Loss<T>> {
+    let cfg = &compile["loss_config"];
+    let from_logits = cfg.get("from_logits").and_then(Value::as_bool).unwrap_or(false);
+    let ls = num(cfg, "label_smoothing").unwrap_or(0.0);
+    match cfg["name"].as_str().unwrap() {
+        "sparse_categorical_crossentropy" => {
+            Box::new(SparseCategoricalCrossentropy { from_logits, ..Default::default() })
+        }
+        "categorical_crossentropy" => Box::new(CategoricalCrossentropy {
+            from_logits,
+            label_smoothing: ls,
+            ..Default::default()
+        }),
+        "binary_crossentropy" => {
+            Box::new(BinaryCrossentropy { from_logits, label_smoothing: ls, ..Default::default() })
+        }
+        "huber_loss" => {
+            Box::new(Huber { delta: num(cfg, "delta").unwrap_or(1.0), ..Default::default() })
+        }
+        name => kiln::loss::loss_by_name(name).unwrap(),
+    }
+}
+
+/// Records the weights at every epoch end, by name.
+struct EpochWeights<'a>(&'a mut Vec<Vec<(String, Vec<f64>)>>);
+
+impl<T: Scalar> Callback<T> for EpochWeights<'_> {
+    fn on_epoch_end(
+        &mut self,
+        _e: usize,
+        _l: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> kiln::train::Result<()> {
+        let p = &*ctx.params;
+        self.0.push(
+            p.entries()
+                .iter()
+                .map(|e| {
+                    (e.name.clone(), p.get(&e.name).unwrap().iter().map(|v| v.as_f64()).collect())
+                })
+                .collect(),
+        );
+        Ok(())
+    }
+}
+
+/// Worst relative error of one group of compared values, and where.
+#[derive(Default)]
+struct Worst {
+    err: f64,
+    at: String,
+}
+
+impl Worst {
+    fn see(&mut self, what: impl Fn() -> String, got: f64, want: f64) {
+        let e = rel(got, want);
+        if e > self.err || e.is_nan() {
+            self.err = e;
+            self.at = format!("{} (kiln {got}, keras {want})", what());
+        }
+    }
+}
+
+/// One replay: the required results, and the trajectory of epoch-end weights.
+struct Report {
+    results: Worst,
+    trajectory: Worst,
+    epochs: usize,
+}
+
+fn replay<T: Scalar>(fx: &Value) -> Report {
+    let model = &fx["model"];
+    let d_in = model["input_dim"].as_u64().unwrap() as usize;
+    let mut b = Sequential::<T>::builder(fx["name"].as_str().unwrap(), &[d_in]);
+    for l in model["layers"].as_array().unwrap() {
+        assert_eq!(l["class_name"], "Dense", "the replay builds Dense stacks");
+        let act = Act::from_name(l["activation"].as_str().unwrap()).expect("known activation");
+        let dense = Dense::<T>::new(l["units"].as_u64().unwrap() as usize)
+            .activation(act)
+            .use_bias(l["use_bias"].as_bool().unwrap_or(true));
+        b = b.add_named(l["name"].as_str().unwrap(), dense);
+    }
+    let mut net = b.build(Seed(0)).unwrap();
+    for (name, w) in fx["initial_weights"].as_object().unwrap() {
+        let dst = net.params_mut().get_mut(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let src = flat(w);
+        assert_eq!(dst.len(), src.len(), "{name}");
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = T::of(s));
+    }
+    let compile = &fx["compile"];
+    let metrics: Vec<&str> =
+        compile["metrics"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let mut m =
+        net.compile(optimizer::<T>(&compile["optimizer"]), loss::<T>(compile), metrics).unwrap();
+
+    let data = &fx["data"];
+    let x = |k: &str| {
+        Inputs::<Dyn, T>::from_vec_shape(&[d_in], flat(&data[k]).into_iter().map(T::of).collect())
+            .unwrap()
+    };
+    let (x_train, x_test) = (x("x_train"), x("x_test"));
+    let fit = &fx["fit"];
+    let mut epoch_weights = Vec::new();
+    let history;
+    let eval;
+    let pred;
+    macro_rules! run {
+        ($y_train:expr, $y_test:expr) => {{
+            let (y_train, y_test) = ($y_train, $y_test);
+            let mut f = m
+                .fit(&x_train, &y_train)
+                .epochs(fit["epochs"].as_u64().unwrap() as usize)
+                .batch_size(fit["batch_size"].as_u64().unwrap() as usize)
+                .shuffle(fit["shuffle"].as_bool().unwrap())
+                .validation_split(fit["validation_split"].as_f64().unwrap_or(0.0))
+                .verbose(0)
+                .callbacks((EpochWeights(&mut epoch_weights),));
+            if let Some(es) = fx.get("early_stopping").filter(|v| !v.is_null()) {
+                let c = &es["config"];
+                let mut cb = EarlyStopping::on(c["monitor"].as_str().unwrap())
+                    .patience(c["patience"].as_u64().unwrap() as usize);
+                if c["restore_best_weights"].as_bool().unwrap_or(false) {
+                    cb = cb.restore_best_weights();
+                }
+                f = f.callbacks(cb);
+            }
+            history = f.run().unwrap();
+            eval = m
+                .evaluate_batched(
+                    &x_test,
+                    &y_test,
+                    fx["evaluate"]["batch_size"].as_u64().unwrap() as usize,
+                )
+                .unwrap();
+            pred = m
+                .predict_batched(&x_test, fx["predict"]["batch_size"].as_u64().unwrap() as usize)
+                .unwrap();
+        }};
+    }
+    if data["task"] == "sparse" {
+        let labels =
+            |k: &str| ClassLabels::new(flat(&data[k]).into_iter().map(|v| v as usize).collect());
+        run!(labels("y_train"), labels("y_test"));
+    } else {
+        let width =
+            model["layers"].as_array().unwrap().last().unwrap()["units"].as_u64().unwrap() as usize;
+        let t = |k: &str| {
+            Targets::<Dyn, T>::from_vec_shape(
+                &[width],
+                flat(&data[k]).into_iter().map(T::of).collect(),
+            )
+            .unwrap()
+        };
+        run!(t("y_train"), t("y_test"));
+    }
+
+    let mut r =
+        Report { results: Worst::default(), trajectory: Worst::default(), epochs: history.len() };
+    let keras_epochs = fx["epochs_run"].as_u64().unwrap() as usize;
+    assert_eq!(history.len(), keras_epochs, "{}: epochs run", fx["name"]);
+    for (key, values) in fx["history"].as_object().unwrap() {
+        let ours =
+            history.get(key).unwrap_or_else(|| panic!("{}: History has no {key}", fx["name"]));
+        for (e, (a, b)) in ours.iter().zip(flat(values)).enumerate() {
+            r.results.see(|| format!("history[{key}][{e}]"), *a, b);
+        }
+    }
+    for (e, want) in fx["epoch_end_weights"].as_array().unwrap().iter().enumerate() {
+        for (name, ours) in &epoch_weights[e] {
+            for (i, (a, b)) in ours.iter().zip(flat(&want[name])).enumerate() {
+                r.trajectory.see(|| format!("epoch {e} weights {name}[{i}]"), *a, b);
+            }
+        }
+    }
+    for (name, want) in fx["final_weights"].as_object().unwrap() {
+        let ours = m.model().params().get(name).unwrap();
+        for (i, (a, b)) in ours.iter().zip(flat(want)).enumerate() {
+            r.results.see(|| format!("final {name}[{i}]"), a.as_f64(), b);
+        }
+    }
+    for (key, want) in fx["evaluate"]["results"].as_object().unwrap() {
+        r.results.see(|| format!("evaluate[{key}]"), eval[key.as_str()], want.as_f64().unwrap());
+    }
+    for (i, (a, b)) in pred.data().iter().zip(flat(&fx["predict"]["outputs"])).enumerate() {
+        r.results.see(|| format!("predict[{i}]"), a.as_f64(), b);
+    }
+    r
+}
+
+fn fixture_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+            v.get("schema_version").is_some()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn keras_fixtures_replay_step_for_step() {
+    let dir = std::env::var_os("KILN_KERAS_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/keras")
+    });
+    // (directory, tolerance for results, tolerance for the epoch-end trajectory)
+    let mut sets = vec![(dir.clone(), 1e-5, 1e-4)];
+    if dir.join("float64").is_dir() {
+        sets.push((dir.join("float64"), 1e-10, 1e-10));
+    }
+    let mut failures = Vec::new();
+    let mut count = 0;
+    println!("{:<52} {:>6}  {:>9}  {:>10}", "fixture", "epochs", "results", "trajectory");
+    for (dir, tol, traj_tol) in sets {
+        for path in fixture_files(&dir) {
+            let fx: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let r = if fx["generator"]["floatx"] == "float64" {
+                replay::<f64>(&fx)
+            } else {
+                replay::<f32>(&fx)
+            };
+            let name = format!(
+                "{}{}",
+                if tol < 1e-6 { "float64/" } else { "" },
+                fx["name"].as_str().unwrap()
+            );
+            println!(
+                "{name:<52} {:>6}  {:>9.1e}  {:>10.1e}",
+                r.epochs, r.results.err, r.trajectory.err
+            );
+            if r.results.err.is_nan() || r.results.err > tol {
+                failures.push(format!(
+                    "{name}: results differ by {:.2e} at {}",
+                    r.results.err, r.results.at
+                ));
+            }
+            if r.trajectory.err.is_nan() || r.trajectory.err > traj_tol {
+                failures.push(format!(
+                    "{name}: trajectory differs by {:.2e} at {}",
+                    r.trajectory.err, r.trajectory.at
+                ));
+            }
+            count += 1;
+        }
+    }
+    assert!(count > 0, "no fixture found");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} fixtures differ from Keras:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
