@@ -166,7 +166,7 @@ struct Report {
 fn replay<T: Scalar>(fx: &Value) -> Report {
     let model = &fx["model"];
     let d_in = model["input_dim"].as_u64().unwrap() as usize;
-    let mut b = Sequential::<T>::builder(fx["name"].as_str().unwrap(), &[d_in]);
+    let mut b = SequentialBuilder::<T>::new(fx["name"].as_str().unwrap(), &[d_in]);
     for l in model["layers"].as_array().unwrap() {
         assert_eq!(l["class_name"], "Dense", "the replay builds Dense stacks");
         let act = Act::from_name(l["activation"].as_str().unwrap()).expect("known activation");

@@ -45,6 +45,11 @@ pub struct SequentialBuilder<T: Scalar> {
 // `add` is Keras's name for appending a layer; it is a builder method, not arithmetic.
 #[allow(clippy::should_implement_trait)]
 impl<T: Scalar> SequentialBuilder<T> {
+    /// Starts a model called `name` taking samples of shape `input`.
+    pub fn new(name: &str, input: &[usize]) -> Self {
+        SequentialBuilder { name: name.into(), input: input.to_vec(), layers: Vec::new() }
+    }
+
     /// Appends a layer, named Keras-style (`dense`, `dense_1`, ...).
     pub fn add(mut self, layer: impl Layer<T> + 'static) -> Self {
         self.layers.push((None, Box::new(layer)));
@@ -136,12 +141,15 @@ impl<T: Scalar> SequentialBuilder<T> {
     }
 }
 
-impl<T: Scalar> Sequential<T> {
-    /// Starts a model called `name` taking samples of shape `input`.
-    pub fn builder(name: &str, input: &[usize]) -> SequentialBuilder<T> {
-        SequentialBuilder { name: name.into(), input: input.to_vec(), layers: Vec::new() }
+impl Sequential<f32> {
+    /// Starts an f32 model (Keras's default) called `name` taking samples of shape
+    /// `input`; [`SequentialBuilder::new`] builds one of another scalar type.
+    pub fn builder(name: &str, input: &[usize]) -> SequentialBuilder<f32> {
+        SequentialBuilder::new(name, input)
     }
+}
 
+impl<T: Scalar> Sequential<T> {
     /// Layer names in order.
     pub fn layer_names(&self) -> Vec<&str> {
         self.slots.iter().map(|s| s.name.as_str()).collect()

@@ -565,6 +565,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         let steps = steps_per_epoch.map_or(batches, |s| s.clamp(1, batches));
         let mut history = History::default();
         let mut stop = false;
+        let mut resume: Option<usize> = None;
         let mut logs: Logs =
             keys.iter().filter(|k| !k.starts_with("val_")).map(|k| (k.clone(), 0.0)).collect();
         let mut progress = Progress::new(verbose, steps);
@@ -583,13 +584,15 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                     model_name: &model_name,
                     epoch: $epoch,
                     stop: &mut stop,
+                    resume: &mut resume,
                 }
             };
         }
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(ctx!(initial_epoch))?;
         }
-        let mut epoch = initial_epoch;
+        // A callback (BackupAndRestore) may have restored a run and asked to resume.
+        let mut epoch = resume.unwrap_or(initial_epoch);
         while epoch < epochs && !stop {
             let started = Instant::now();
             progress.epoch_begin(epoch, epochs);
@@ -598,8 +601,12 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             }
             compiled.model.reseed(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             if shuffle {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
-                compiled.bufs.order.shuffle(&mut rng);
+                // Each epoch's order depends only on (seed, epoch), so a resumed run
+                // (BackupAndRestore, initial_epoch) sees the same batches.
+                let order = &mut compiled.bufs.order;
+                order.clear();
+                order.extend(0..n_train);
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64)));
             }
             compiled.metrics.iter_mut().for_each(|m| m.reset());
             let (mut loss_sum, mut seen) = (0.0, 0.0);

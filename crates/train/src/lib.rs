@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod callbacks;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fit;
@@ -19,9 +20,11 @@ pub mod progress;
 pub mod shape;
 
 pub use callbacks::{
-    CSVLogger, Callback, CallbackContext, EarlyStopping, IntoCallbacks, LambdaCallback,
-    LearningRateScheduler, Logs, Mode, ReduceLROnPlateau, TerminateOnNaN,
+    BackupAndRestore, CSVLogger, Callback, CallbackContext, EarlyStopping, IntoCallbacks,
+    LambdaCallback, LearningRateScheduler, Logs, Mode, ModelCheckpoint, ReduceLROnPlateau,
+    SaveFreq, TerminateOnNaN,
 };
+pub use checkpoint::{load_full, load_weights, save_full, save_weights};
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};
 pub use error::{Result, TrainError};
 pub use fit::{Compile, Compiled, Evaluation, Fit, ValidationFreq, predict};

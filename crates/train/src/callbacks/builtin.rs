@@ -20,7 +20,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn maximize(self, monitor: &str) -> bool {
+    pub(crate) fn maximize(self, monitor: &str) -> bool {
         match self {
             Mode::Min => false,
             Mode::Max => true,

@@ -2,11 +2,13 @@
 //! logs, the model's weights, the optimizer's learning rate and a stop request.
 
 mod builtin;
+mod checkpointing;
 
 pub use builtin::{
     CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler, Mode, ReduceLROnPlateau,
     TerminateOnNaN,
 };
+pub use checkpointing::{BackupAndRestore, ModelCheckpoint, SaveFreq};
 
 use crate::error::Result;
 use crate::model::ParamStore;
@@ -28,6 +30,7 @@ pub struct CallbackContext<'a, T: Scalar> {
     /// The epoch the fit loop is in (0-based).
     pub epoch: usize,
     pub(crate) stop: &'a mut bool,
+    pub(crate) resume: &'a mut Option<usize>,
 }
 
 impl<T: Scalar> CallbackContext<'_, T> {
@@ -39,6 +42,11 @@ impl<T: Scalar> CallbackContext<'_, T> {
     /// Whether a stop has been requested.
     pub fn stop_requested(&self) -> bool {
         *self.stop
+    }
+
+    /// From `on_train_begin`: start training at this epoch instead (resuming a run).
+    pub fn resume_at(&mut self, epoch: usize) {
+        *self.resume = Some(epoch);
     }
 }
 
@@ -137,7 +145,21 @@ macro_rules! single_callback {
         }
     )*};
 }
-single_callback!(EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, CSVLogger);
+single_callback!(
+    EarlyStopping,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+    CSVLogger,
+    ModelCheckpoint,
+    BackupAndRestore
+);
+impl<'a, T: Scalar, F: FnMut(usize, f64) -> f64 + 'a> IntoCallbacks<'a, T>
+    for LearningRateScheduler<F>
+{
+    fn into_callbacks(self) -> Vec<BoxedCallback<'a, T>> {
+        vec![Box::new(self)]
+    }
+}
 impl<'a, 'f: 'a, T: Scalar> IntoCallbacks<'a, T> for LambdaCallback<'f> {
     fn into_callbacks(self) -> Vec<BoxedCallback<'a, T>> {
         vec![Box::new(self)]

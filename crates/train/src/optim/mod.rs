@@ -322,9 +322,27 @@ impl<T: Scalar> Optimizer<T> {
         Ok(())
     }
 
-    /// The rule's state buffers by name (for full checkpoints).
-    pub fn slots(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
+    /// The rule's state buffers by name (for full checkpoints), allocated for `n`
+    /// trainable values if no step has run yet.
+    pub fn slots(&mut self, n: usize) -> Vec<(&'static str, &mut Vec<T>)> {
+        if !self.built {
+            self.rule.build(n);
+            self.built = true;
+        }
         self.rule.slots()
+    }
+
+    /// The rule's scalar state by name (for full checkpoints).
+    pub fn scalars(&mut self) -> Vec<(&'static str, &mut f64)> {
+        self.rule.scalars()
+    }
+
+    /// The learning rate when it is a constant (schedules are not saved: they are code).
+    pub fn constant_learning_rate(&self) -> Option<f64> {
+        match self.learning_rate {
+            LearningRate::Constant(v) => Some(v),
+            LearningRate::Schedule(_) => None,
+        }
     }
 
     /// One update of the trainable `params` from `grads` (same length; clipped in place).

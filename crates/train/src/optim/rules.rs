@@ -15,6 +15,10 @@ pub trait UpdateRule<T: Scalar>: Send {
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, step: u64);
     /// The state buffers by name, for checkpoints.
     fn slots(&mut self) -> Vec<(&'static str, &mut Vec<T>)>;
+    /// Scalar state beside the buffers (Nadam's momentum product), for checkpoints.
+    fn scalars(&mut self) -> Vec<(&'static str, &mut f64)> {
+        Vec::new()
+    }
 }
 
 fn c<T: Scalar>(v: f64) -> T {
@@ -312,6 +316,9 @@ impl<T: Scalar> UpdateRule<T> for NadamRule<T> {
     }
     fn slots(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
         vec![("m", &mut self.m), ("v", &mut self.v)]
+    }
+    fn scalars(&mut self) -> Vec<(&'static str, &mut f64)> {
+        vec![("u_product", &mut self.u_product)]
     }
 }
 

@@ -1,0 +1,313 @@
+//! Callbacks that write checkpoints: ModelCheckpoint and BackupAndRestore.
+
+use super::builtin::Mode;
+use super::{Callback, CallbackContext, Logs};
+use crate::checkpoint::{load_store_full, save_store_full, save_store_weights};
+use crate::error::{Result, TrainError};
+use kiln_tape::Scalar;
+use std::path::PathBuf;
+
+/// How often [`ModelCheckpoint`] saves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SaveFreq {
+    /// At the end of every epoch (Keras's `"epoch"`).
+    #[default]
+    Epoch,
+    /// Every N training batches.
+    Batches(usize),
+}
+
+/// Saves the model during training (Keras `ModelCheckpoint`).
+///
+/// The file name may hold Keras's placeholders: `{epoch:02d}` (1-based, as Keras) and any
+/// log key with a format, e.g. `{val_loss:.4f}`. With `save_best_only` a file is written
+/// only when the monitored value improves. Files are written atomically.
+#[derive(Clone, Debug)]
+pub struct ModelCheckpoint {
+    filepath: String,
+    monitor: String,
+    save_best_only: bool,
+    save_weights_only: bool,
+    mode: Mode,
+    save_freq: SaveFreq,
+    initial_value_threshold: Option<f64>,
+    best: Option<f64>,
+    batches: usize,
+    last_saved: Option<PathBuf>,
+}
+
+impl ModelCheckpoint {
+    /// Saves to `filepath` (a template), monitoring `val_loss`, every epoch.
+    pub fn to(filepath: impl Into<String>) -> Self {
+        ModelCheckpoint {
+            filepath: filepath.into(),
+            monitor: "val_loss".into(),
+            save_best_only: false,
+            save_weights_only: true,
+            mode: Mode::Auto,
+            save_freq: SaveFreq::Epoch,
+            initial_value_threshold: None,
+            best: None,
+            batches: 0,
+            last_saved: None,
+        }
+    }
+    /// The quantity that decides "best".
+    pub fn monitor(mut self, m: &str) -> Self {
+        self.monitor = m.into();
+        self
+    }
+    /// Writes only when the monitored value improves.
+    pub fn save_best_only(mut self) -> Self {
+        self.save_best_only = true;
+        self
+    }
+    /// Also saves the optimizer state and the epoch (a full checkpoint), not only weights.
+    pub fn save_full(mut self) -> Self {
+        self.save_weights_only = false;
+        self
+    }
+    /// Whether smaller or larger is better.
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+    /// Save every epoch or every N batches.
+    pub fn save_freq(mut self, f: SaveFreq) -> Self {
+        self.save_freq = f;
+        self
+    }
+    /// Only save when the monitored value beats this.
+    pub fn initial_value_threshold(mut self, v: f64) -> Self {
+        self.initial_value_threshold = Some(v);
+        self
+    }
+    /// The last file written.
+    pub fn last_saved(&self) -> Option<&PathBuf> {
+        self.last_saved.as_ref()
+    }
+
+    fn placeholders(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = self.filepath.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else { break };
+            let inner = &rest[open + 1..open + close];
+            out.push(inner.split(':').next().unwrap_or("").to_string());
+            rest = &rest[open + close + 1..];
+        }
+        out
+    }
+
+    fn save<T: Scalar>(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> Result<()> {
+        let path = PathBuf::from(format_path(&self.filepath, epoch + 1, logs)?);
+        if self.save_weights_only {
+            save_store_weights(ctx.params, ctx.model_name, &path)?;
+        } else {
+            save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &path)?;
+        }
+        self.last_saved = Some(path);
+        Ok(())
+    }
+
+    fn maybe_save<T: Scalar>(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> Result<()> {
+        if !self.save_best_only {
+            return self.save(epoch, logs, ctx);
+        }
+        let Some(&current) = logs.get(&self.monitor) else { return Ok(()) };
+        let better = match self.best {
+            None => true,
+            Some(b) if self.mode.maximize(&self.monitor) => current > b,
+            Some(b) => current < b,
+        };
+        if better && current.is_finite() {
+            self.best = Some(current);
+            self.save(epoch, logs, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fills `{epoch:02d}`-style placeholders from the epoch (1-based) and the logs.
+fn format_path(template: &str, epoch: usize, logs: &Logs) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').ok_or_else(|| TrainError::InvalidArgument {
+            name: "ModelCheckpoint filepath",
+            message: format!("{template:?} has an unclosed '{{'"),
+        })?;
+        let inner = &rest[open + 1..open + close];
+        let (key, spec) = inner.split_once(':').unwrap_or((inner, ""));
+        let value = if key == "epoch" {
+            epoch as f64
+        } else {
+            *logs.get(key).ok_or_else(|| TrainError::InvalidArgument {
+                name: "ModelCheckpoint filepath",
+                message: format!(
+                    "{{{key}}} is not a log key; the logs hold epoch, {}",
+                    logs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })?
+        };
+        out.push_str(&format_spec(value, spec));
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Python-style number formats: `02d`, `.4f`, `.3e`, or nothing.
+fn format_spec(v: f64, spec: &str) -> String {
+    let (zero, width_prec) = match spec.strip_prefix('0') {
+        Some(r) => (true, r),
+        None => (false, spec),
+    };
+    let kind = width_prec.chars().last().unwrap_or(' ');
+    let body = width_prec.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let (width, prec) = match body.split_once('.') {
+        Some((w, p)) => (w.parse().unwrap_or(0), p.parse().ok()),
+        None => (body.parse().unwrap_or(0), None),
+    };
+    let s = match kind {
+        'd' => format!("{}", v.round() as i64),
+        'e' => format!("{:.*e}", prec.unwrap_or(6), v),
+        'f' => format!("{:.*}", prec.unwrap_or(6), v),
+        _ => format!("{v}"),
+    };
+    if zero { format!("{s:0>width$}") } else { format!("{s:>width$}") }
+}
+
+impl<T: Scalar> Callback<T> for ModelCheckpoint {
+    fn monitors(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.placeholders().into_iter().filter(|k| k != "epoch").collect();
+        if self.save_best_only {
+            m.push(self.monitor.clone());
+        }
+        m
+    }
+    fn name(&self) -> &'static str {
+        "ModelCheckpoint"
+    }
+    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, T>) -> Result<()> {
+        self.best = self.initial_value_threshold;
+        self.batches = 0;
+        if let SaveFreq::Batches(0) = self.save_freq {
+            return Err(TrainError::InvalidArgument {
+                name: "ModelCheckpoint save_freq",
+                message: "saving every 0 batches is not a frequency; use SaveFreq::Epoch or N ≥ 1"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+    fn on_train_batch_end(
+        &mut self,
+        _batch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> Result<()> {
+        if let SaveFreq::Batches(n) = self.save_freq {
+            self.batches += 1;
+            if self.batches % n == 0 {
+                let epoch = ctx.epoch;
+                self.maybe_save(epoch, logs, ctx)?;
+            }
+        }
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> Result<()> {
+        if self.save_freq == SaveFreq::Epoch {
+            self.maybe_save(epoch, logs, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes a fit resumable (Keras `BackupAndRestore`): a full checkpoint after every epoch
+/// in `backup_dir`; a fit that finds one resumes at the epoch it reached, with the
+/// optimizer's state, and (shuffling and Dropout being seeded per epoch) ends with the
+/// same weights as an uninterrupted run. The backup is deleted when training completes.
+#[derive(Clone, Debug)]
+pub struct BackupAndRestore {
+    dir: PathBuf,
+    delete_checkpoint: bool,
+}
+
+impl BackupAndRestore {
+    /// Backs up into `backup_dir`.
+    pub fn new(backup_dir: impl Into<PathBuf>) -> Self {
+        BackupAndRestore { dir: backup_dir.into(), delete_checkpoint: true }
+    }
+    /// Keeps the backup after training completes.
+    pub fn keep_checkpoint(mut self) -> Self {
+        self.delete_checkpoint = false;
+        self
+    }
+    fn file(&self) -> PathBuf {
+        self.dir.join("latest.safetensors")
+    }
+}
+
+impl<T: Scalar> Callback<T> for BackupAndRestore {
+    fn name(&self) -> &'static str {
+        "BackupAndRestore"
+    }
+    fn on_train_begin(&mut self, ctx: &mut CallbackContext<'_, T>) -> Result<()> {
+        let f = self.file();
+        if f.exists() {
+            let epoch = load_store_full(ctx.params, ctx.optimizer, &f)?;
+            ctx.resume_at(epoch);
+        }
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        _logs: &Logs,
+        ctx: &mut CallbackContext<'_, T>,
+    ) -> Result<()> {
+        save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &self.file())
+    }
+    fn on_train_end(&mut self, _ctx: &mut CallbackContext<'_, T>, _logs: &Logs) -> Result<()> {
+        if self.delete_checkpoint {
+            let _ = std::fs::remove_file(self.file());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_templated_as_keras() {
+        let mut logs = Logs::new();
+        logs.insert("val_loss".into(), 0.123456);
+        assert_eq!(
+            format_path("w-{epoch:02d}-{val_loss:.4f}.safetensors", 3, &logs).unwrap(),
+            "w-03-0.1235.safetensors"
+        );
+        assert_eq!(format_path("plain.safetensors", 1, &logs).unwrap(), "plain.safetensors");
+        let e = format_path("w-{val_acc}.st", 1, &logs).unwrap_err().to_string();
+        assert!(e.contains("{val_acc} is not a log key"), "{e}");
+        assert_eq!(format_spec(0.000123, ".2e"), "1.23e-4");
+    }
+}

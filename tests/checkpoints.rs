@@ -1,0 +1,194 @@
+//! Checkpoints: round trips, damaged and foreign files, other architectures, and the
+//! callbacks that write them (ModelCheckpoint, BackupAndRestore).
+
+mod common;
+
+use common::{blobs, compiled, mlp, tmpdir};
+use kiln::layers::Dense;
+use kiln::*;
+
+#[test]
+fn a_round_trip_gives_identical_predictions() {
+    let (x, y) = blobs(60, 1);
+    let mut a = compiled(1);
+    a.fit(&x, &y).epochs(3).verbose(0).run().unwrap();
+    let dir = tmpdir("roundtrip");
+    let path = dir.join("w.safetensors");
+    save_weights(a.model(), &path).unwrap();
+    let mut b = mlp(99);
+    assert_ne!(b.params().values(), a.model().params().values());
+    load_weights(&mut b, &path).unwrap();
+    assert_eq!(b.params().values(), a.model().params().values());
+    assert_eq!(predict(&mut b, &x, 32).unwrap(), a.predict(&x).unwrap());
+}
+
+#[test]
+fn the_file_is_standard_safetensors_with_keras_names_and_layouts() {
+    let dir = tmpdir("layout");
+    let path = dir.join("w.safetensors");
+    let m = mlp(1);
+    save_weights(&m, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    // safetensors: 8-byte little-endian header length, then a JSON header.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["dense/kernel"]["shape"], serde_json::json!([4, 8]), "[in, out] as Keras");
+    assert_eq!(header["dense_1/bias"]["dtype"], "F32");
+    assert_eq!(header["__metadata__"]["model"], "mlp");
+    assert_eq!(header["__metadata__"]["format"], "kiln");
+    assert!(header["__metadata__"]["layers"].as_str().unwrap().contains("dense_1/kernel"));
+}
+
+#[test]
+fn damaged_foreign_and_mismatched_files_are_errors_not_panics() {
+    let dir = tmpdir("damaged");
+    let good = dir.join("good.safetensors");
+    let mut m = mlp(1);
+    save_weights(&m, &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let check = |name: &str, data: &[u8], want: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        let e = load_weights(&mut mlp(1), &p).unwrap_err().to_string();
+        assert!(e.contains(want), "{name}: {e}");
+    };
+    check(
+        "truncated.safetensors",
+        &bytes[..bytes.len() - 10],
+        "truncated, corrupt, or of another format",
+    );
+    check("short.safetensors", &bytes[..5], "truncated, corrupt, or of another format");
+    let mut corrupt = bytes.clone();
+    corrupt[10] = b'#';
+    check("header.safetensors", &corrupt, "truncated, corrupt, or of another format");
+    check(
+        "random.bin",
+        b"PK\x03\x04 definitely not a checkpoint",
+        "truncated, corrupt, or of another format",
+    );
+    // A valid safetensors file from another tool: no kiln metadata.
+    let data = [0u8; 16];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &data).unwrap();
+    let foreign = safetensors::serialize([("weight", view)], None).unwrap();
+    check("foreign.safetensors", &foreign, "not a kiln checkpoint");
+    // Another architecture: the error names the first tensor that differs.
+    let wide = Sequential::builder("wide", &[4])
+        .add(Dense::new(16))
+        .add(Dense::new(3))
+        .build(Seed(1))
+        .unwrap();
+    let p = dir.join("wide.safetensors");
+    save_weights(&wide, &p).unwrap();
+    let e = load_weights(&mut m, &p).unwrap_err().to_string();
+    assert!(
+        e.contains("tensor \"dense/kernel\" has shape [4, 16] in the file but [4, 8] in the model"),
+        "{e}"
+    );
+    let deep = Sequential::builder("deep", &[4])
+        .add(Dense::new(8))
+        .add(Dense::new(3))
+        .add(Dense::new(3))
+        .build(Seed(1))
+        .unwrap();
+    let p = dir.join("deep.safetensors");
+    save_weights(&deep, &p).unwrap();
+    let e = load_weights(&mut m, &p).unwrap_err().to_string();
+    assert!(
+        e.contains("holds tensor \"dense_2/bias\"")
+            || e.contains("holds tensor \"dense_2/kernel\""),
+        "{e}"
+    );
+    let e = load_weights(&mut m, dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+}
+
+#[test]
+fn model_checkpoint_saves_the_best_epochs_under_templated_names() {
+    let (x, y) = blobs(90, 2);
+    let dir = tmpdir("modelckpt");
+    let template =
+        dir.join("w-{epoch:02d}-{val_loss:.3f}.safetensors").to_string_lossy().into_owned();
+    let mut m = compiled(1);
+    let h = m
+        .fit(&x, &y)
+        .epochs(4)
+        .validation_split(0.3)
+        .verbose(0)
+        .callbacks(ModelCheckpoint::to(template).save_best_only())
+        .run()
+        .unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    // One file per improving epoch, named by epoch (1-based) and val_loss.
+    let mut best = f64::INFINITY;
+    let mut want = Vec::new();
+    for (e, &v) in h["val_loss"].iter().enumerate() {
+        if v < best {
+            best = v;
+            want.push(format!("w-{:02}-{v:.3}.safetensors", e + 1));
+        }
+    }
+    assert_eq!(files, want);
+    // The last one holds the final (best) weights.
+    let mut fresh = mlp(7);
+    load_weights(&mut fresh, dir.join(want.last().unwrap())).unwrap();
+    assert_eq!(fresh.params().values(), m.model().params().values());
+}
+
+/// A callback that fails at the end of one epoch, like a crash.
+struct CrashAt(usize);
+impl<T: tape::Scalar> Callback<T> for CrashAt {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        _: &Logs,
+        _: &mut CallbackContext<'_, T>,
+    ) -> kiln::train::Result<()> {
+        if epoch == self.0 {
+            return Err(TrainError::InvalidArgument {
+                name: "crash",
+                message: "simulated crash".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn backup_and_restore_resumes_to_the_same_weights() {
+    let (x, y) = blobs(120, 3);
+    let dir = tmpdir("backup");
+    let fit = |m: &mut Compiled<Sequential, SparseCategoricalCrossentropy>,
+               crash: Option<usize>| {
+        let f = m
+            .fit(&x, &y)
+            .epochs(5)
+            .batch_size(16)
+            .seed(11)
+            .verbose(0)
+            .callbacks(BackupAndRestore::new(&dir));
+        match crash {
+            Some(e) => f.callbacks((CrashAt(e),)).run(),
+            None => f.run(),
+        }
+    };
+    let mut straight = compiled(1);
+    // Without a crash the backup is deleted at the end.
+    fit(&mut straight, None).unwrap();
+    assert!(!dir.join("latest.safetensors").exists());
+
+    let mut interrupted = compiled(1);
+    let e = fit(&mut interrupted, Some(2)).unwrap_err().to_string();
+    assert!(e.contains("simulated crash"));
+    assert!(dir.join("latest.safetensors").exists());
+    // A new process: fresh model, same configuration, same command.
+    let mut resumed = compiled(1);
+    let h = fit(&mut resumed, None).unwrap();
+    assert_eq!(h.epoch, vec![3, 4], "resumed after the last completed epoch");
+    assert_eq!(resumed.optimizer().iterations(), straight.optimizer().iterations());
+    assert_eq!(resumed.model().params().values(), straight.model().params().values());
+}

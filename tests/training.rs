@@ -1,0 +1,291 @@
+//! compile / fit / evaluate / predict: semantics, options, callbacks, and every bad
+//! input the issue lists, each with the error message a user sees.
+
+mod common;
+
+use common::{blobs, compiled, mlp, tmpdir};
+use kiln::*;
+use std::collections::HashMap;
+
+fn err<T: std::fmt::Debug>(r: std::result::Result<T, TrainError>) -> String {
+    r.expect_err("expected an error").to_string()
+}
+
+#[test]
+fn training_learns_and_evaluate_predict_do_not_change_weights() {
+    let (x, y) = blobs(300, 1);
+    let mut m = compiled(1);
+    let h = m.fit(&x, &y).epochs(15).batch_size(16).validation_split(0.2).verbose(0).run().unwrap();
+    assert_eq!(h.len(), 15);
+    let keys: Vec<&str> = h.keys().collect();
+    assert_eq!(keys, ["accuracy", "loss", "val_accuracy", "val_loss"]);
+    assert!(h["loss"][14] < h["loss"][0] * 0.5, "{:?}", &h["loss"]);
+    assert!(h["val_accuracy"][14] > 0.95, "{:?}", &h["val_accuracy"]);
+    let before = m.model().params().values().to_vec();
+    let e = m.evaluate(&x, &y).unwrap();
+    let p = m.predict(&x).unwrap();
+    assert_eq!(
+        m.model().params().values(),
+        &before[..],
+        "evaluate/predict must not change weights"
+    );
+    assert!(e["accuracy"] > 0.95 && e.loss < h["loss"][0]);
+    let acc = p.argmax().iter().zip(y.as_slice()).filter(|(a, b)| a == b).count() as f64 / 300.0;
+    assert!((acc - e["accuracy"]).abs() < 1e-9, "predict and evaluate agree");
+    assert!(p.iter().all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-5), "softmax outputs");
+    assert_eq!(e.to_map().len(), 2);
+}
+
+#[test]
+fn same_seed_same_run() {
+    let (x, y) = blobs(120, 2);
+    let run = |seed| {
+        let mut m = compiled(3);
+        let h = m.fit(&x, &y).epochs(3).seed(seed).verbose(0).run().unwrap();
+        (h.history, m.model().params().values().to_vec())
+    };
+    assert_eq!(run(5), run(5));
+    assert_ne!(run(5).1, run(6).1, "the shuffle seed matters");
+}
+
+#[test]
+fn bad_inputs_are_errors_that_say_what_to_fix() {
+    let (x, y) = blobs(40, 3);
+    let mut m = compiled(1);
+    let e = err(m.fit(&x, &y.head(30)).verbose(0).run());
+    assert_eq!(e, "x has 40 samples but y has 30; pass the same number of samples in both");
+    let e = err(m.fit(&x.head(0), &y.head(0)).verbose(0).run());
+    assert_eq!(e, "x is empty; pass at least one sample");
+    let e = err(m.fit(&x, &y).batch_size(0).verbose(0).run());
+    assert!(e.starts_with("batch_size: 0 is not a batch size"), "{e}");
+    let e = err(m.fit(&x, &y).validation_split(1.0).verbose(0).run());
+    assert!(e.contains("1 is outside [0, 1)"), "{e}");
+    let e = err(m.fit(&x, &y).validation_split(-0.1).verbose(0).run());
+    assert!(e.contains("outside [0, 1)"), "{e}");
+    let e = err(m.fit(&x.head(2), &y.head(2)).validation_split(0.6).verbose(0).run());
+    assert_eq!(
+        e,
+        "validation_split: 0.6 of 2 samples leaves 0 for training and 2 for validation; both need at least one"
+    );
+    // floor(n·(1 − v)) as Keras: a split so small that 1 − v rounds to 1 validates nothing.
+    let e = err(m.fit(&x.head(3), &y.head(3)).validation_split(1e-20).verbose(0).run());
+    assert!(e.contains("leaves 3 for training and 0 for validation"), "{e}");
+    let bad = ClassLabels::new((0..40).map(|i| if i == 7 { 3 } else { 0 }).collect());
+    let e = err(m.fit(&x, &bad).verbose(0).run());
+    assert_eq!(
+        e,
+        "label 3 of sample 7 is outside the model's 3 classes (0..3); fix the label or give the model more output units"
+    );
+    let mut nan = x.data().to_vec();
+    nan[4 * 5 + 2] = f32::NAN;
+    let xn = Inputs::<Dyn>::from_vec_shape(&[4], nan).unwrap();
+    let e = err(m.fit(&xn, &y).verbose(0).run());
+    assert_eq!(
+        e,
+        "Inputs holds a non-finite value (NaN) in sample 5, element 2; remove or impute it before training"
+    );
+    let e = err(m.fit(&x, &y).verbose(0).callbacks(EarlyStopping::on("val_los")).run());
+    assert!(e.contains("EarlyStopping monitors \"val_los\", but the logs will only hold loss, accuracy; monitor one of those"), "{e}");
+    let e = err(m
+        .fit(&x, &y)
+        .validation_split(0.2)
+        .verbose(0)
+        .callbacks(EarlyStopping::on("val_acc"))
+        .run());
+    assert!(e.contains("loss, accuracy, val_loss, val_accuracy"), "{e}");
+    let wrong = Inputs::<Dyn>::from_vec_shape(&[2], vec![0.0; 8]).unwrap();
+    let e = err(m.fit(&wrong, &y.head(4)).verbose(0).run());
+    assert!(e.contains("samples of shape [2] but the model needs [4]"), "{e}");
+    let e = err(m.fit(&x, &y).sample_weight(&[1.0; 3]).verbose(0).run());
+    assert!(e.contains("3 weights for 40 samples"), "{e}");
+    let onehot = Targets::<Dyn>::from_vec_shape(&[3], vec![0.0; 120]).unwrap();
+    let mut m2 = mlp(1).compile("adam", "sparse_categorical_crossentropy", ["accuracy"]).unwrap();
+    let e = err(m2.fit(&x, &onehot).verbose(0).run());
+    assert!(e.contains("use categorical_crossentropy for one-hot targets"), "{e}");
+}
+
+#[test]
+fn compile_rejects_unknown_names_and_conflicting_settings() {
+    let e = mlp(1).compile("adma", "mse", ()).err().unwrap().to_string();
+    assert!(
+        e.contains("unknown optimizer \"adma\" (did you mean \"adam\"?); valid names: sgd, adam"),
+        "{e}"
+    );
+    let e =
+        mlp(1).compile("adam", "sparse_categorical_crossentropi", ()).err().unwrap().to_string();
+    assert!(e.contains("did you mean \"sparse_categorical_crossentropy\""), "{e}");
+    let e = mlp(1).compile("adam", "mse", ["acuracy"]).err().unwrap().to_string();
+    assert!(e.contains("unknown metric \"acuracy\" (did you mean \"accuracy\"?)"), "{e}");
+    let e = mlp(1)
+        .compile(SGD::default().clipnorm(1.0).global_clipnorm(1.0), "mse", ())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("set at most one of clipnorm, clipvalue and global_clipnorm"), "{e}");
+    let e = mlp(1).compile(Adam::new(-1.0), "mse", ()).err().unwrap().to_string();
+    assert!(e.contains("learning_rate: -1 must be a finite number ≥ 0"), "{e}");
+}
+
+#[test]
+fn accuracy_resolves_by_output_width_as_keras() {
+    let (x, y) = blobs(60, 4);
+    let bin = ClassLabels::new(y.as_slice().iter().map(|&c| usize::from(c == 0)).collect());
+    let net = Sequential::builder("bin", &[4])
+        .add(layers::Dense::new(1).activation(tape::Activation::Sigmoid))
+        .build(Seed(1))
+        .unwrap();
+    let mut m = net.compile(Adam::new(0.05), BinaryCrossentropy::default(), ["accuracy"]).unwrap();
+    let h = m.fit(&x, &bin).epochs(20).verbose(0).run().unwrap();
+    assert!(h["accuracy"][19] > 0.9, "binary accuracy on a sigmoid output: {:?}", &h["accuracy"]);
+}
+
+#[test]
+fn validation_options_and_resuming_epochs() {
+    let (x, y) = blobs(90, 5);
+    let (vx, vy) = blobs(30, 6);
+    let mut m = compiled(1);
+    let h = m
+        .fit(&x, &y)
+        .epochs(4)
+        .validation_data(&vx, &vy)
+        .validation_freq(2)
+        .verbose(0)
+        .run()
+        .unwrap();
+    assert_eq!(h["val_loss"].len(), 2, "validated at epochs 2 and 4 only");
+    assert_eq!(h.validated, vec![1, 3]);
+    let h = m.fit(&x, &y).epochs(5).initial_epoch(3).verbose(0).run().unwrap();
+    assert_eq!(h.epoch, vec![3, 4], "initial_epoch: epochs is the final index");
+    let h = m
+        .fit(&x, &y)
+        .epochs(1)
+        .validation_data(&vx, &vy)
+        .validation_freq(vec![1])
+        .verbose(0)
+        .run()
+        .unwrap();
+    assert_eq!(h["val_loss"].len(), 1);
+    // steps_per_epoch: fewer steps, so fewer optimizer iterations.
+    let before = m.optimizer().iterations();
+    m.fit(&x, &y).epochs(2).batch_size(10).steps_per_epoch(3).verbose(0).run().unwrap();
+    assert_eq!(m.optimizer().iterations() - before, 6);
+    let csv = h.to_csv();
+    assert!(
+        csv.starts_with(
+            "epoch,accuracy,loss,val_accuracy,val_loss,learning_rate,epoch_seconds\n0,"
+        ),
+        "{csv}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&h.to_json()).unwrap();
+    assert_eq!(json["history"]["val_loss"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sample_and_class_weights_weight_the_loss() {
+    let (x, y) = blobs(32, 7);
+    // One batch, SGD lr 0: the logged loss is the weighted mean Σ wᵢLᵢ / batch size.
+    let run = |sw: Option<&[f32]>, cw: Option<HashMap<usize, f64>>| {
+        let mut m =
+            mlp(2).compile(SGD::new(0.0), SparseCategoricalCrossentropy::default(), ()).unwrap();
+        let mut f = m.fit(&x, &y).batch_size(32).shuffle(false).verbose(0);
+        if let Some(sw) = sw {
+            f = f.sample_weight(sw);
+        }
+        if let Some(cw) = cw {
+            f = f.class_weight(cw);
+        }
+        f.run().unwrap()["loss"][0]
+    };
+    let plain = run(None, None);
+    let double = run(Some(&[2.0; 32]), None);
+    assert!((double - 2.0 * plain).abs() < 1e-5, "{double} vs 2×{plain}");
+    let cw = HashMap::from([(0, 2.0), (1, 2.0), (2, 2.0)]);
+    assert!((run(None, Some(cw)) - 2.0 * plain).abs() < 1e-5);
+    let zero_class0 = run(None, Some(HashMap::from([(0, 0.0)])));
+    assert!(zero_class0 < plain);
+}
+
+#[test]
+fn callbacks_adjust_learning_rate_stop_and_log() {
+    let (x, y) = blobs(60, 8);
+    let mut m = compiled(1);
+    let h = m
+        .fit(&x, &y)
+        .epochs(4)
+        .verbose(0)
+        .callbacks(LearningRateScheduler::new(|epoch, _lr| 0.1 / (epoch + 1) as f64))
+        .run()
+        .unwrap();
+    let want = [0.1, 0.05, 0.1 / 3.0, 0.025];
+    assert!(
+        h.learning_rate.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+        "{:?}",
+        h.learning_rate
+    );
+
+    // A plateau from the start (lr 0 keeps the loss constant) triggers a reduction
+    // after `patience` epochs.
+    let mut m =
+        mlp(1).compile(SGD::new(0.0), SparseCategoricalCrossentropy::default(), ()).unwrap();
+    m.optimizer_mut().set_learning_rate(1e-12).unwrap();
+    let h = m
+        .fit(&x, &y)
+        .epochs(4)
+        .verbose(0)
+        .callbacks(ReduceLROnPlateau::on("loss").patience(1).factor(0.5))
+        .run()
+        .unwrap();
+    assert!(h.learning_rate[3] < 1e-12, "{:?}", h.learning_rate);
+
+    // TerminateOnNaN stops within the first epoch once the loss blows up.
+    let big = Targets::<Dyn>::from_vec_shape(&[3], vec![1e30; 180]).unwrap();
+    let mut m = mlp(1).compile(SGD::new(10.0), MeanSquaredError::default(), ()).unwrap();
+    let h = m.fit(&x, &big).epochs(5).verbose(0).callbacks(TerminateOnNaN).run().unwrap();
+    assert_eq!(h.len(), 1, "stopped in the first epoch");
+
+    let dir = tmpdir("csvlog");
+    let path = dir.join("log.csv");
+    let mut seen = Vec::new();
+    let mut m = compiled(1);
+    m.fit(&x, &y)
+        .epochs(3)
+        .verbose(0)
+        .callbacks((
+            CSVLogger::new(&path),
+            LambdaCallback::new().on_epoch_end(|e, logs| seen.push((e, logs["loss"]))),
+        ))
+        .run()
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "epoch,accuracy,loss");
+    assert_eq!(seen.len(), 3);
+    assert!(lines[3].starts_with("2,"));
+}
+
+#[test]
+fn early_stopping_stops_and_restores_best_weights() {
+    let (x, y) = blobs(60, 9);
+    // lr 0: no epoch improves on the first, so patience 2 stops at epoch index 2.
+    let mut m =
+        mlp(1).compile(SGD::new(0.0), SparseCategoricalCrossentropy::default(), ()).unwrap();
+    let h = m
+        .fit(&x, &y)
+        .epochs(10)
+        .verbose(0)
+        .callbacks(EarlyStopping::on("loss").patience(2))
+        .run()
+        .unwrap();
+    assert_eq!(h.len(), 3);
+    // min_delta larger than any change also counts as no improvement.
+    let mut m = compiled(1);
+    let h = m
+        .fit(&x, &y)
+        .epochs(10)
+        .verbose(0)
+        .callbacks(EarlyStopping::on("loss").patience(1).min_delta(100.0))
+        .run()
+        .unwrap();
+    assert_eq!(h.len(), 2);
+}
