@@ -161,7 +161,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         let n = batch * self.units;
         if self.activation.needs_input() {
             self.z.resize(n, T::zero());
-            self.z[..n].copy_from_slice(&y[..n]);
+            self.z.copy_from_slice(&y[..n]);
         }
         let act = self.activation;
         act.apply_inplace(&mut y[..n], self.units, &mut self.scratch);

@@ -4,13 +4,28 @@
 //! parameters live in the model's arena and reach it as [`Params`] views, so the same
 //! layer code serves `model!` networks and the runtime [`crate::Sequential`].
 
+mod activations;
+mod conv2d;
 mod dense;
+mod dropout;
+mod embedding;
+mod normalization;
+mod pooling;
+mod reshaping;
 
+pub use activations::Activation;
+pub use conv2d::Conv2D;
 pub use dense::Dense;
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use normalization::{BatchNormalization, LayerNormalization};
+pub use pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPool2D};
+pub use reshaping::{Flatten, Reshape};
 
 use crate::init::Initializer;
+use kiln_tape::Activation as Elementwise;
+use kiln_tape::Scalar;
 use kiln_tape::kernels::{softmax, softmax_backward};
-use kiln_tape::{Activation, Scalar};
 use kiln_train::{OutputActivation, ParamKind};
 use std::ops::Range;
 
@@ -78,11 +93,12 @@ impl<'a, T> ParamsMut<'a, T> {
     }
 }
 
-/// A layer's activation: any elementwise [`Activation`], or softmax over the last axis.
+/// A layer's activation: any elementwise [`kiln_tape::Activation`], or softmax over the
+/// last axis.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Act {
     /// Elementwise.
-    Elementwise(Activation),
+    Elementwise(Elementwise),
     /// Softmax over the last axis.
     #[default]
     Softmax,
@@ -90,11 +106,11 @@ pub enum Act {
 
 impl Act {
     /// No activation.
-    pub const LINEAR: Act = Act::Elementwise(Activation::Linear);
+    pub const LINEAR: Act = Act::Elementwise(Elementwise::Linear);
 
     /// Every name [`Act::from_name`] accepts.
     pub fn names() -> Vec<&'static str> {
-        let mut v = Activation::NAMES.to_vec();
+        let mut v = Elementwise::NAMES.to_vec();
         v.push("softmax");
         v
     }
@@ -104,7 +120,7 @@ impl Act {
         if name == "softmax" {
             Some(Act::Softmax)
         } else {
-            Activation::from_name(name).map(Act::Elementwise)
+            Elementwise::from_name(name).map(Act::Elementwise)
         }
     }
 
@@ -125,7 +141,7 @@ impl Act {
     pub fn as_output(&self) -> OutputActivation {
         match self {
             Act::Softmax => OutputActivation::Softmax,
-            Act::Elementwise(Activation::Sigmoid) => OutputActivation::Sigmoid,
+            Act::Elementwise(Elementwise::Sigmoid) => OutputActivation::Sigmoid,
             _ => OutputActivation::Linear,
         }
     }
@@ -168,8 +184,8 @@ impl Act {
     }
 }
 
-impl From<Activation> for Act {
-    fn from(a: Activation) -> Self {
+impl From<Elementwise> for Act {
+    fn from(a: Elementwise) -> Self {
         Act::Elementwise(a)
     }
 }

@@ -15,7 +15,9 @@ pub mod reduce;
 pub use activation::{
     Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,
 };
-pub use conv::{Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, im2col};
+pub use conv::{
+    Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, im2col, window_output,
+};
 pub use elementwise::{broadcast_binary, sum_to_shape};
 pub use gemm::{Trans, gemm};
 pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};

@@ -1,0 +1,246 @@
+//! `Conv2D`: 2-D convolution on `[height, width, channels]` samples with an HWIO kernel
+//! `[kh, kw, in, filters]` (Keras's layouts), via im2col + one GEMM; bias folded into the
+//! GEMM's accumulator, activation applied in place.
+//!
+//! Shape rule: `[h, w, c]` → `[oh, ow, filters]`, with `oh = (h − kh)/sh + 1` for valid
+//! padding and `ceil(h / sh)` for same padding; a window larger than a valid-padded
+//! input is an error.
+
+use super::{Act, Layer, ParamSpec, Params, ParamsMut};
+use crate::init::Initializer;
+use kiln_tape::Scalar;
+use kiln_tape::kernels::{Conv2dGeometry, Padding, conv2d_backward, conv2d_forward, window_output};
+use kiln_train::ParamKind;
+
+/// A 2-D convolution layer (Keras `Conv2D`).
+#[derive(Clone, Debug)]
+pub struct Conv2D<T = f32> {
+    filters: usize,
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    activation: Act,
+    use_bias: bool,
+    kernel_initializer: Initializer,
+    bias_initializer: Initializer,
+    input: [usize; 3],
+    col: Vec<T>,
+    z: Vec<T>,
+    dz: Vec<T>,
+    scratch: Vec<T>,
+}
+
+impl<T: Scalar> Conv2D<T> {
+    /// `filters` output channels, a 3×3 kernel... set with [`Conv2D::kernel`]; stride 1,
+    /// valid padding, linear, with bias (Keras's defaults).
+    pub fn new(filters: usize) -> Self {
+        Conv2D {
+            filters,
+            kernel: (3, 3),
+            strides: (1, 1),
+            padding: Padding::Valid,
+            activation: Act::LINEAR,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            input: [0; 3],
+            col: Vec::new(),
+            z: Vec::new(),
+            dz: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+    /// Kernel height and width.
+    pub fn kernel(mut self, kh: usize, kw: usize) -> Self {
+        self.kernel = (kh, kw);
+        self
+    }
+    /// Vertical and horizontal strides.
+    pub fn strides(mut self, sh: usize, sw: usize) -> Self {
+        self.strides = (sh, sw);
+        self
+    }
+    /// Valid or same padding.
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    /// The activation fused into the pass.
+    pub fn activation(mut self, a: impl Into<Act>) -> Self {
+        self.activation = a.into();
+        self
+    }
+    /// With or without bias.
+    pub fn use_bias(mut self, b: bool) -> Self {
+        self.use_bias = b;
+        self
+    }
+    /// The kernel's initializer.
+    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
+        self.kernel_initializer = i;
+        self
+    }
+    /// The bias's initializer.
+    pub fn bias_initializer(mut self, i: Initializer) -> Self {
+        self.bias_initializer = i;
+        self
+    }
+
+    fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv2dGeometry> {
+        let [h, w, c] = self.input;
+        Conv2dGeometry::new(
+            &[batch, h, w, c],
+            &[self.kernel.0, self.kernel.1, c, self.filters],
+            self.strides,
+            self.padding,
+        )
+    }
+
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+        training: bool,
+    ) -> kiln_tape::Result<()> {
+        let g = self.geometry(batch)?;
+        self.col.resize(g.col_len(), T::zero());
+        let n = g.rows() * g.o;
+        conv2d_forward(
+            &g,
+            &x[..g.n * g.h * g.w * g.c],
+            p.get(0),
+            self.use_bias.then(|| p.get(1)),
+            &mut y[..n],
+            &mut self.col,
+        )?;
+        if training && self.activation.needs_input() {
+            self.z.resize(n, T::zero());
+            self.z.copy_from_slice(&y[..n]);
+        }
+        let act = self.activation;
+        act.apply_inplace(&mut y[..n], g.o, &mut self.scratch);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> Layer<T> for Conv2D<T> {
+    fn class_name(&self) -> &'static str {
+        "Conv2D"
+    }
+    fn base_name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let &[h, w, c] = input else {
+            return Err(format!(
+                "Conv2D needs an input [height, width, channels] but gets {input:?}: add Reshape([h, w, c]) before it"
+            ));
+        };
+        if self.filters == 0
+            || self.kernel.0 == 0
+            || self.kernel.1 == 0
+            || self.strides.0 == 0
+            || self.strides.1 == 0
+        {
+            return Err("Conv2D filters, kernel size and strides must all be at least 1".into());
+        }
+        let out = |i, k, s| window_output(i, k, s, self.padding);
+        let (Some((oh, _)), Some((ow, _))) =
+            (out(h, self.kernel.0, self.strides.0), out(w, self.kernel.1, self.strides.1))
+        else {
+            return Err(format!(
+                "Conv2D kernel {}x{} does not fit the {h}x{w} input {input:?} with padding = valid: use padding = same or a smaller kernel",
+                self.kernel.0, self.kernel.1
+            ));
+        };
+        self.input = [h, w, c];
+        Ok(vec![oh, ow, self.filters])
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut v = vec![ParamSpec {
+            name: "kernel",
+            shape: vec![self.kernel.0, self.kernel.1, self.input[2], self.filters],
+            init: self.kernel_initializer,
+            trainable: true,
+            kind: ParamKind::Kernel,
+        }];
+        if self.use_bias {
+            v.push(ParamSpec {
+                name: "bias",
+                shape: vec![self.filters],
+                init: self.bias_initializer,
+                trainable: true,
+                kind: ParamKind::Bias,
+            });
+        }
+        v
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p, x, batch, y, false)
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        // `col` keeps im2col(x) for the backward pass.
+        self.run(&p.as_params(), x, batch, y, true)
+    }
+    fn backward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        batch: usize,
+        mut g: ParamsMut<'_, T>,
+        dx: Option<&mut [T]>,
+    ) -> kiln_tape::Result<()> {
+        let geom = self.geometry(batch)?;
+        let n = geom.rows() * geom.o;
+        let dz: &[T] = if self.activation.is_linear() {
+            &dy[..n]
+        } else {
+            self.dz.resize(n, T::zero());
+            self.activation.backward(&self.z, &y[..n], &dy[..n], geom.o, &mut self.dz[..n]);
+            &self.dz[..n]
+        };
+        let xin = &x[..geom.n * geom.h * geom.w * geom.c];
+        let dx = dx.map(|d| &mut d[..xin.len()]);
+        if self.use_bias {
+            let [dk, db] = g.many_mut([0, 1]);
+            conv2d_backward(&geom, xin, p.get(0), dz, dx, dk, Some(db), &mut self.col, true)
+        } else {
+            conv2d_backward(&geom, xin, p.get(0), dz, dx, g.get_mut(0), None, &mut self.col, true)
+        }
+    }
+    fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
+        let out = self.activation.as_output();
+        if out != kiln_train::OutputActivation::Linear {
+            self.activation = Act::LINEAR;
+        }
+        out
+    }
+    fn describe(&self) -> String {
+        format!(
+            "filters={}, kernel={}x{}, strides={}x{}, padding={:?}, activation={}",
+            self.filters,
+            self.kernel.0,
+            self.kernel.1,
+            self.strides.0,
+            self.strides.1,
+            self.padding,
+            self.activation.name()
+        )
+    }
+}

@@ -1,0 +1,401 @@
+//! Every built-in layer's hand-written (fused) backward pass against the tape's gradient
+//! of the same forward pass written with tape operations — in f32 (≤ 1e-5) and f64
+//! (≤ 1e-10) — and against central differences of the layer itself in f64.
+//! Run with `--nocapture` for the per-layer figures.
+//!
+//! Fused-vs-tape errors are norm-wise per tensor, ‖a − b‖∞ / ‖b‖∞: normalization layers'
+//! input gradients sum to zero, so some entries are cancellation residue whose
+//! elementwise relative error says nothing about f32 accuracy.
+
+use kiln::layers::*;
+use kiln::tape::kernels::Padding;
+use kiln::tape::{Activation as A, Scalar, Tape, Tensor, Trans, Var};
+
+type TapeFwd<T> =
+    dyn for<'t> Fn(&'t Tape<T>, Var<'t, T>, &[Var<'t, T>], usize) -> kiln::tape::Result<Var<'t, T>>;
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-3)
+}
+
+/// ‖a − b‖∞ / ‖b‖∞ (absolute when b is all zeros).
+fn normwise<T: Scalar>(a: &[T], b: &[T]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x.as_f64() - y.as_f64()).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|y| y.as_f64().abs()).fold(0.0, f64::max);
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+struct Outcome {
+    vs_tape: f64,
+    numeric: Option<f64>,
+}
+
+/// Runs one layer: forward_train, backward with a random upstream gradient, the tape's
+/// gradient of Σ w ⊙ f(x, θ), and (f64) central differences.
+fn check<T: Scalar>(
+    mut layer: Box<dyn Layer<T>>,
+    input: &[usize],
+    batch: usize,
+    x: Vec<T>,
+    tape_fwd: &TapeFwd<T>,
+    numeric: bool,
+) -> Outcome {
+    let out_shape = layer.build(input).unwrap();
+    let specs = layer.param_specs();
+    let mut ranges = Vec::new();
+    let mut theta = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let n: usize = s.shape.iter().product();
+        ranges.push(theta.len()..theta.len() + n);
+        let init =
+            Tensor::<T>::random_normal(&[n], T::zero(), T::of(0.5), 100 + i as u64).into_vec();
+        // Variances must stay positive.
+        theta.extend(
+            init.into_iter()
+                .map(|v| if s.name == "moving_variance" { v.abs() + T::one() } else { v }),
+        );
+    }
+    let out_len: usize = out_shape.iter().product::<usize>() * batch;
+    let w = Tensor::<T>::random_normal(&[out_len], T::zero(), T::one(), 7).into_vec();
+    let run = |layer: &mut Box<dyn Layer<T>>, theta: &mut Vec<T>, x: &[T]| -> Vec<T> {
+        let mut y = vec![T::zero(); out_len];
+        layer.forward_train(ParamsMut::new(theta, &ranges), x, batch, &mut y).unwrap();
+        y
+    };
+    let y = run(&mut layer, &mut theta, &x);
+    let mut g = vec![T::zero(); theta.len()];
+    let mut dx = vec![T::zero(); x.len()];
+    layer
+        .backward(
+            Params::new(&theta, &ranges),
+            &x,
+            &y,
+            &w,
+            batch,
+            ParamsMut::new(&mut g, &ranges),
+            Some(&mut dx),
+        )
+        .unwrap();
+
+    // The same forward on the tape.
+    let tape = Tape::new();
+    let mut xs = vec![batch];
+    xs.extend_from_slice(input);
+    let xv = tape.var(Tensor::from_vec(&xs, x.clone()).unwrap());
+    let pv: Vec<Var<'_, T>> = specs
+        .iter()
+        .zip(&ranges)
+        .map(|(s, r)| tape.var(Tensor::from_vec(&s.shape, theta[r.clone()].to_vec()).unwrap()))
+        .collect();
+    let yt = tape_fwd(&tape, xv, &pv, batch).unwrap();
+    let mut worst = normwise(&y, yt.value().data());
+    let loss = yt
+        .reshape(&[out_len])
+        .unwrap()
+        .mul(tape.constant(Tensor::from_vec(&[out_len], w.clone()).unwrap()))
+        .unwrap()
+        .sum()
+        .unwrap();
+    let grads = tape.backward(loss).unwrap();
+    let mut compare = |ours: &[T], theirs: Option<&Tensor<T>>| {
+        let zeros = vec![T::zero(); ours.len()];
+        worst = worst.max(normwise(ours, theirs.map_or(&zeros[..], |t| t.data())));
+    };
+    compare(&dx, grads.get(xv));
+    for ((s, r), v) in specs.iter().zip(&ranges).zip(&pv) {
+        if s.trainable {
+            compare(&g[r.clone()], grads.get(*v));
+        }
+    }
+    let numeric = numeric.then(|| {
+        let eps = 1e-6;
+        let f = |layer: &mut Box<dyn Layer<T>>, theta: &mut Vec<T>, x: &[T]| -> f64 {
+            run(layer, theta, x).iter().zip(&w).map(|(a, b)| a.as_f64() * b.as_f64()).sum()
+        };
+        let mut worst_n: f64 = 0.0;
+        let mut xp = x.clone();
+        // Token ids (Embedding) are not differentiable inputs.
+        let ids = layer.class_name() == "Embedding";
+        for j in (0..x.len()).filter(|_| !ids) {
+            let x0 = xp[j];
+            xp[j] = x0 + T::of(eps);
+            let fp = f(&mut layer, &mut theta, &xp);
+            xp[j] = x0 - T::of(eps);
+            let fm = f(&mut layer, &mut theta, &xp);
+            xp[j] = x0;
+            worst_n = worst_n.max(rel(dx[j].as_f64(), (fp - fm) / (2.0 * eps)));
+        }
+        for (s, r) in specs.iter().zip(&ranges) {
+            if !s.trainable {
+                continue;
+            }
+            for j in r.clone() {
+                let t0 = theta[j];
+                theta[j] = t0 + T::of(eps);
+                let fp = f(&mut layer, &mut theta, &x);
+                theta[j] = t0 - T::of(eps);
+                let fm = f(&mut layer, &mut theta, &x);
+                theta[j] = t0;
+                worst_n = worst_n.max(rel(g[j].as_f64(), (fp - fm) / (2.0 * eps)));
+            }
+        }
+        worst_n
+    });
+    Outcome { vs_tape: worst, numeric }
+}
+
+/// Inputs away from activation kinks (0 for ReLU, ±3 for hard sigmoid) and from ties.
+fn input<T: Scalar>(n: usize, seed: u64) -> Vec<T> {
+    Tensor::<f64>::random_normal(&[n], 0.0, 1.0, seed)
+        .into_vec()
+        .into_iter()
+        .map(|v| T::of(if v.abs() < 0.05 { v.signum() * 0.05 + v } else { v }))
+        .collect()
+}
+
+macro_rules! case {
+    ($name:expr, $layer:expr, $input:expr, $batch:expr, $fwd:expr) => {{
+        let input: &[usize] = &$input;
+        let n = input.iter().product::<usize>() * $batch;
+        let f32r = {
+            type T = f32;
+            let fwd: Box<TapeFwd<T>> = Box::new($fwd);
+            check::<T>(Box::new($layer), input, $batch, input_vals::<T>(n, $name), &*fwd, false)
+        };
+        let f64r = {
+            type T = f64;
+            let fwd: Box<TapeFwd<T>> = Box::new($fwd);
+            check::<T>(Box::new($layer), input, $batch, input_vals::<T>(n, $name), &*fwd, true)
+        };
+        let num = f64r.numeric.unwrap();
+        println!(
+            "{:<44} f32 vs tape {:.1e}   f64 vs tape {:.1e}   f64 vs central differences {:.1e}",
+            $name, f32r.vs_tape, f64r.vs_tape, num
+        );
+        assert!(f32r.vs_tape <= 1e-5, "{} f32: {}", $name, f32r.vs_tape);
+        assert!(f64r.vs_tape <= 1e-10, "{} f64: {}", $name, f64r.vs_tape);
+        assert!(num <= 1e-6, "{} numeric: {}", $name, num);
+    }};
+}
+
+fn input_vals<T: Scalar>(n: usize, name: &str) -> Vec<T> {
+    if name.starts_with("Embedding") {
+        return (0..n).map(|i| T::of(((i * 7) % 5) as f64)).collect();
+    }
+    input::<T>(n, name.len() as u64)
+}
+
+fn affine<'t, T: Scalar>(x: Var<'t, T>, p: &[Var<'t, T>]) -> kiln::tape::Result<Var<'t, T>> {
+    x.gemm(Trans::No, p[0], Trans::No, T::one(), p.get(1).copied())
+}
+
+#[test]
+fn dense_with_each_activation() {
+    let acts = [
+        A::Linear,
+        A::Relu,
+        A::Sigmoid,
+        A::Tanh,
+        A::Gelu { approximate: false },
+        A::Swish,
+        A::Elu(1.0),
+        A::Selu,
+        A::Softplus,
+        A::Softsign,
+        A::LeakyRelu(0.2),
+    ];
+    for a in acts {
+        case!(
+            &format!("Dense(6, {a:?})"),
+            Dense::new(6).activation(a),
+            [5],
+            4,
+            move |_t, x, p, _b| Ok(affine(x, p)?.activation(a))
+        );
+    }
+    case!(
+        "Dense(6, softmax) not last",
+        Dense::new(6).activation(Act::Softmax),
+        [5],
+        4,
+        |_t, x, p, _b| affine(x, p)?.softmax()
+    );
+    case!(
+        "Dense(3, use_bias=false)",
+        Dense::new(3).use_bias(false),
+        [5],
+        4,
+        |_t, x, p, _b| affine(x, p)
+    );
+}
+
+#[test]
+fn conv2d_strides_padding_and_activation() {
+    let cases = [
+        ((1, 1), Padding::Valid, (3, 3)),
+        ((2, 2), Padding::Same, (3, 3)),
+        ((1, 2), Padding::Same, (2, 3)),
+        ((2, 1), Padding::Valid, (3, 2)),
+    ];
+    for (s, p, k) in cases {
+        let name = format!("Conv2D(4, k={k:?}, s={s:?}, {p:?}, relu)");
+        case!(
+            &name,
+            Conv2D::new(4).kernel(k.0, k.1).strides(s.0, s.1).padding(p).activation(A::Relu),
+            [6, 5, 3],
+            2,
+            move |_t, x, q, _b| { Ok(x.conv2d(q[0], Some(q[1]), s, p)?.activation(A::Relu)) }
+        );
+    }
+    case!(
+        "Conv2D(2, gelu, no bias)",
+        Conv2D::new(2).use_bias(false).activation(A::Gelu { approximate: true }),
+        [5, 5, 2],
+        2,
+        |_t, x, q, _b| {
+            Ok(x.conv2d(q[0], None, (1, 1), Padding::Valid)?
+                .activation(A::Gelu { approximate: true }))
+        }
+    );
+}
+
+#[test]
+fn pooling_layers() {
+    case!("MaxPool2D(2)", MaxPool2D::new(2), [6, 5, 3], 2, |_t, x, _q, _b| x.max_pool2d(
+        (2, 2),
+        (2, 2),
+        Padding::Valid
+    ));
+    case!(
+        "MaxPool2D(3, s=2, same)",
+        MaxPool2D::new(3).strides(2, 2).padding(Padding::Same),
+        [6, 5, 3],
+        2,
+        |_t, x, _q, _b| { x.max_pool2d((3, 3), (2, 2), Padding::Same) }
+    );
+    case!("AveragePooling2D(2)", AveragePooling2D::new(2), [6, 5, 3], 2, |_t, x, _q, _b| x
+        .avg_pool2d((2, 2), (2, 2), Padding::Valid));
+    case!(
+        "AveragePooling2D(3, s=2, same)",
+        AveragePooling2D::new(3).strides(2, 2).padding(Padding::Same),
+        [6, 5, 3],
+        2,
+        |_t, x, _q, _b| { x.avg_pool2d((3, 3), (2, 2), Padding::Same) }
+    );
+    case!(
+        "GlobalAveragePooling2D",
+        GlobalAveragePooling2D::new(),
+        [4, 3, 5],
+        2,
+        |_t, x, _q, _b| x.global_avg_pool2d()
+    );
+}
+
+#[test]
+fn reshaping_dropout_and_activation_layers() {
+    case!("Flatten", Flatten, [3, 2, 2], 3, |_t, x, _q, b| x.reshape(&[b, 12]));
+    case!("Reshape([4, 3])", Reshape::new(&[4, 3]), [12], 3, |_t, x, _q, b| x.reshape(&[b, 4, 3]));
+    // Dropout with a fixed mask: zeros and 1/(1 − rate) scales.
+    let mask = |n: usize| (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 2.0 }).collect::<Vec<f64>>();
+    case!(
+        "Dropout(fixed mask)",
+        Dropout::new(0.5).with_mask(mask(24).into_iter().map(kiln::tape::Scalar::of).collect()),
+        [6],
+        4,
+        move |t, x, _q, _b| {
+            x.mul(
+                t.constant(
+                    Tensor::from_vec(
+                        &[4, 6],
+                        mask(24).into_iter().map(kiln::tape::Scalar::of).collect(),
+                    )
+                    .unwrap(),
+                ),
+            )
+        }
+    );
+    case!("ReLU", Activation::relu(), [7], 3, |_t, x, _q, _b| Ok(x.relu()));
+    case!("LeakyReLU(0.3)", Activation::leaky_relu(0.3), [7], 3, |_t, x, _q, _b| Ok(
+        x.activation(A::LeakyRelu(0.3))
+    ));
+    case!("ELU(1.0)", Activation::elu(1.0), [7], 3, |_t, x, _q, _b| Ok(x.activation(A::Elu(1.0))));
+    case!("SELU", Activation::selu(), [7], 3, |_t, x, _q, _b| Ok(x.activation(A::Selu)));
+    case!("GELU", Activation::gelu(false), [7], 3, |_t, x, _q, _b| Ok(
+        x.activation(A::Gelu { approximate: false })
+    ));
+    case!("Sigmoid", Activation::sigmoid(), [7], 3, |_t, x, _q, _b| Ok(x.sigmoid()));
+    case!("Tanh", Activation::tanh(), [7], 3, |_t, x, _q, _b| Ok(x.tanh()));
+    case!("Softmax", Activation::softmax(), [7], 3, |_t, x, _q, _b| x.softmax());
+    case!(
+        "Softplus",
+        Activation::softplus(),
+        [7],
+        3,
+        |_t, x, _q, _b| Ok(x.activation(A::Softplus))
+    );
+    case!("Swish", Activation::swish(), [7], 3, |_t, x, _q, _b| Ok(x.activation(A::Swish)));
+}
+
+#[test]
+fn normalization_and_embedding() {
+    // BatchNormalization in training mode: batch statistics over every axis but the last.
+    case!("BatchNormalization (training)", BatchNormalization::new(), [3, 4], 5, |_t, x, q, b| {
+        let x2 = x.reshape(&[b * 3, 4])?;
+        let mu = x2.mean_axis(0)?;
+        let d = x2.sub(mu)?;
+        let var = d.mul(d)?.mean_axis(0)?;
+        let y = d.div(var.add_scalar(kiln::tape::Scalar::of(1e-3)).sqrt())?.mul(q[0])?.add(q[1])?;
+        y.reshape(&[b, 3, 4])
+    });
+    case!("LayerNormalization", LayerNormalization::new(), [6], 4, |_t, x, q, b| {
+        let mu = x.mean_axis(1)?.reshape(&[b, 1])?;
+        let d = x.sub(mu)?;
+        let var = d.mul(d)?.mean_axis(1)?.reshape(&[b, 1])?;
+        d.div(var.add_scalar(kiln::tape::Scalar::of(1e-3)).sqrt())?.mul(q[0])?.add(q[1])
+    });
+    case!("Embedding(5, 3)", Embedding::new(5, 3), [4], 2, |_t, x, q, b| {
+        let ids: Vec<usize> = x.value().data().iter().map(|v| v.as_f64() as usize).collect();
+        q[0].gather_rows(&ids)?.reshape(&[b, 4, 3])
+    });
+}
+
+#[test]
+fn batch_normalization_updates_moving_statistics_and_uses_them_at_inference() {
+    let mut bn = BatchNormalization::<f64>::new().momentum(0.9);
+    Layer::<f64>::build(&mut bn, &[2]).unwrap();
+    let ranges = [0..2, 2..4, 4..6, 6..8];
+    let mut theta = vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+    let x = [1.0, 10.0, 3.0, 20.0];
+    let mut y = [0.0; 4];
+    bn.forward_train(ParamsMut::new(&mut theta, &ranges), &x, 2, &mut y).unwrap();
+    // mean [2, 15], biased var [1, 25]; moving = 0.9·old + 0.1·batch.
+    let want = [0.2, 1.5, 0.9 * 1.0 + 0.1 * 1.0, 0.9 + 0.1 * 25.0];
+    assert!(theta[4..8].iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{:?}", &theta[4..8]);
+    bn.forward(Params::new(&theta, &ranges), &x, 2, &mut y).unwrap();
+    // γ = 1, β = 0 in this arena.
+    let want0 = (1.0 - 0.2) / (1.0f64 + 1e-3).sqrt();
+    assert!((y[0] - want0).abs() < 1e-12, "inference uses the moving statistics");
+}
+
+#[test]
+fn shape_rules_reject_what_does_not_fit() {
+    let e = Layer::<f32>::build(&mut Dense::new(3), &[26, 26, 32]).unwrap_err();
+    assert_eq!(e, "Dense needs a flat input but gets [26, 26, 32]: add Flatten before it");
+    let e = Layer::<f32>::build(&mut Conv2D::new(3).kernel(5, 5), &[4, 4, 1]).unwrap_err();
+    assert!(e.contains("kernel 5x5 does not fit the 4x4 input"), "{e}");
+    assert!(
+        Layer::<f32>::build(&mut Conv2D::new(3).kernel(5, 5).padding(Padding::Same), &[4, 4, 1])
+            .is_ok()
+    );
+    assert!(Layer::<f32>::build(&mut MaxPool2D::new(3), &[2, 2, 1]).is_err());
+    assert!(Layer::<f32>::build(&mut Dropout::<f32>::new(1.0), &[3]).is_err());
+    let e = Layer::<f32>::build(&mut Reshape::new(&[5, 5]), &[24]).unwrap_err();
+    assert!(e.contains("holds 25 values but its input [24] holds 24"), "{e}");
+    assert_eq!(
+        Layer::<f32>::build(&mut Conv2D::new(8).strides(2, 2).padding(Padding::Same), &[28, 28, 1])
+            .unwrap(),
+        vec![14, 14, 8]
+    );
+    assert_eq!(Layer::<f32>::build(&mut Embedding::new(10, 4), &[7]).unwrap(), vec![7, 4]);
+}
