@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod core;
 pub mod datasets;
 pub mod error;
 pub mod init;
@@ -17,6 +18,7 @@ pub use error::{Error, Result};
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 
+pub use crate::core::{ModelCore, Summary};
 pub use kiln_tape::{Tape, TapeError, Tensor, Var};
 pub use kiln_train::*;
 pub use sequential::{Sequential, SequentialBuilder};
