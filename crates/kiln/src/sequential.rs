@@ -54,8 +54,8 @@ impl<T: Scalar> SequentialBuilder<T> {
     /// Builds every layer in order, checking each input shape, and draws the initial
     /// parameters from `seed`.
     pub fn build(self, seed: Seed) -> Result<Sequential<T>> {
-        let (names, mut layers): (Vec<Option<String>>, Vec<Box<dyn Layer<T>>>) =
-            self.layers.into_iter().unzip();
+        let names: Vec<Option<String>> = self.layers.iter().map(|(n, _)| n.clone()).collect();
+        let mut layers: Vec<Box<dyn Layer<T>>> = self.layers.into_iter().map(|(_, l)| l).collect();
         let mut refs: Vec<(Option<&str>, &mut dyn Layer<T>)> = names
             .iter()
             .map(|n| n.as_deref())
