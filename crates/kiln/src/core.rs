@@ -297,6 +297,24 @@ impl<T: Scalar> ModelCore<T> {
     }
 }
 
+/// Checks that every layer's run-time output shape is the one `model!` computed while
+/// compiling (they follow the same rules; a difference is reported, not ignored).
+#[doc(hidden)]
+pub fn check_shapes<T: Scalar>(core: &ModelCore<T>, expected: &[&[usize]]) -> Result<()> {
+    for (info, want) in core.layers.iter().zip(expected) {
+        if info.output != *want {
+            return Err(Error::Layer {
+                layer: format!("{} ({})", info.name, info.class),
+                message: format!(
+                    "builds to output {:?} but model! computed {want:?} while compiling; this is a kiln bug",
+                    info.output
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A model's summary: one row per layer (name and class, output shape, parameter
 /// count), then the totals, printed as Keras's `model.summary()` prints them.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod sequential;
 
 pub use error::{Error, Result};
+pub use kiln_macros::model;
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 
@@ -22,6 +23,22 @@ pub use crate::core::{ModelCore, Summary};
 pub use kiln_tape::{Tape, TapeError, Tensor, Var};
 pub use kiln_train::*;
 pub use sequential::{Sequential, SequentialBuilder};
+
+/// Everything a typical program needs: `use kiln::prelude::*;`.
+pub mod prelude {
+    pub use crate::layers::{Act, Layer, ShapedLayer, TapeLayer, TapeModule};
+    pub use crate::{Error, Seed, Sequential, Summary, model};
+    pub use kiln_tape::{Activation, Padding, Tape, Tensor, Var};
+    pub use kiln_train::{
+        Accuracy, Adadelta, Adagrad, Adam, AdamW, Adamax, BackupAndRestore, BinaryCrossentropy,
+        CSVLogger, CategoricalCrossentropy, ClassLabels, Compile, Compiled, CosineDecay, Dyn,
+        EarlyStopping, Evaluation, ExponentialDecay, History, Huber, Inputs, KLDivergence,
+        LambdaCallback, LearningRateScheduler, Lion, LogCosh, MeanAbsoluteError,
+        MeanAbsolutePercentageError, MeanSquaredError, Model, ModelCheckpoint, Nadam, Outputs,
+        PiecewiseConstantDecay, Poisson, RMSprop, ReduceLROnPlateau, S1, S2, S3, S4, SGD,
+        SparseCategoricalCrossentropy, Targets, TerminateOnNaN, load_weights, save_weights,
+    };
+}
 
 /// The seed a model's initial weights (and its Dropout masks) are drawn from: same seed,
 /// same model.

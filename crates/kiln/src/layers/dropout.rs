@@ -21,6 +21,11 @@ impl<T: Scalar> Dropout<T> {
         Dropout { rate, rng: ChaCha8Rng::seed_from_u64(0), mask: Vec::new() }
     }
 
+    /// The mask of the last training pass (0 or `1/(1 − rate)` per value).
+    pub fn mask(&self) -> &[T] {
+        &self.mask
+    }
+
     /// Uses this mask (scale factors per value) instead of drawing one: for tests.
     pub fn with_mask(mut self, mask: Vec<T>) -> Self {
         self.mask = mask;

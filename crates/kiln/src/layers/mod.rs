@@ -6,6 +6,7 @@
 
 mod activations;
 mod conv2d;
+mod custom;
 mod dense;
 mod dropout;
 mod embedding;
@@ -15,6 +16,7 @@ mod reshaping;
 
 pub use activations::Activation;
 pub use conv2d::Conv2D;
+pub use custom::{Accepts, Produces, ShapedLayer, TapeLayer, TapeModule, check_custom_layer};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
