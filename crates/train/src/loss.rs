@@ -845,6 +845,36 @@ dense_loss_for!(
     KLDivergence,
     CategoricalHinge
 );
+
+/// A label type that cannot exist. Every typed loss also "fits" it, so that rustc never
+/// infers the label type of `fit`/`evaluate` from the loss (there are always two
+/// candidates): the label type comes from the argument, and a mismatch is reported
+/// through [`LossFor`]'s message instead of as a bare type mismatch.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum NotLabels {}
+
+macro_rules! not_labels {
+    ($($t:ty),*) => {$(
+        #[diagnostic::do_not_recommend]
+        impl<S: Shape> LossFor<S, NotLabels> for $t {}
+    )*};
+}
+not_labels!(
+    SparseCategoricalCrossentropy,
+    CategoricalCrossentropy,
+    BinaryCrossentropy,
+    MeanSquaredError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    Huber,
+    LogCosh,
+    Poisson,
+    Hinge,
+    SquaredHinge,
+    KLDivergence,
+    CategoricalHinge
+);
 impl<T: Scalar, Out: Shape, Y> LossFor<Out, Y> for Box<dyn Loss<T>> {}
 impl<T, F, Out: Shape, Y> LossFor<Out, Y> for TapeLoss<T, F> {}
 

@@ -18,27 +18,33 @@ pub trait ShapedLayer {
     type Output: Shape;
 }
 
-/// Implemented for a layer whose input shape is `S` (`model!` requires it of custom
-/// layers so that a mismatch is a compile error).
+/// `Self` (a custom layer's declared input shape) is `S` (the shape the layer before it
+/// gives). `model!` requires it of custom layers, so a mismatch is a compile error.
 #[diagnostic::on_unimplemented(
-    message = "layer `{Self}` does not take inputs of shape `{S}`, which the layer before it gives",
-    label = "this layer's declared `ShapedLayer::Input` differs from the previous layer's output",
-    note = "make `ShapedLayer::Input` of `{Self}` `{S}`, or change the layers before it"
+    message = "a custom layer takes inputs of shape `{Self}`, but the layer before it gives `{S}`",
+    label = "this layer's `ShapedLayer::Input` is `{Self}`",
+    note = "make the custom layer's `ShapedLayer::Input` `{S}`, or change the layers before it"
 )]
-pub trait Accepts<S> {}
-impl<L: ShapedLayer> Accepts<L::Input> for L {}
+pub trait InputIs<S> {}
+impl<S> InputIs<S> for S {}
 
-/// Implemented for a layer whose output shape is `S`.
+/// `Self` (a custom layer's declared output shape) is `S` (what `model!` expects after
+/// it: the shape written as `-> [..]`, or its input shape when none is written).
 #[diagnostic::on_unimplemented(
-    message = "layer `{Self}` does not give outputs of shape `{S}`, as declared in `model!`",
-    label = "its `ShapedLayer::Output` differs from the `-> [..]` written after it",
-    note = "write the layer's real output shape after it in `model!` (`-> [..]`), or fix `ShapedLayer::Output`"
+    message = "a custom layer gives outputs of shape `{Self}`, but `model!` expects `{S}` after it",
+    label = "this layer's `ShapedLayer::Output` is `{Self}`",
+    note = "write the layer's output shape after it in `model!` (`layer(..) -> [..]`), or fix its `ShapedLayer::Output`"
 )]
-pub trait Produces<S> {}
-impl<L: ShapedLayer> Produces<L::Output> for L {}
+pub trait OutputIs<S> {}
+impl<S> OutputIs<S> for S {}
 
 /// Compile-time check that `model!` emits for each custom layer.
-pub fn check_custom_layer<L: Accepts<I> + Produces<O>, I, O>(_layer: &L) {}
+pub fn check_custom_layer<L: ShapedLayer, I, O>(_layer: &L)
+where
+    L::Input: InputIs<I>,
+    L::Output: OutputIs<O>,
+{
+}
 
 /// A layer written only as a forward pass over tape variables; [`TapeLayer`] derives
 /// its backward pass from the tape.

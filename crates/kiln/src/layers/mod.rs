@@ -16,7 +16,7 @@ mod reshaping;
 
 pub use activations::Activation;
 pub use conv2d::Conv2D;
-pub use custom::{Accepts, Produces, ShapedLayer, TapeLayer, TapeModule, check_custom_layer};
+pub use custom::{InputIs, OutputIs, ShapedLayer, TapeLayer, TapeModule, check_custom_layer};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
