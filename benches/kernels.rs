@@ -78,6 +78,26 @@ fn gemm_mlp(c: &mut Criterion) {
             })
         });
     }
+    // The convolutions' GEMMs: im2col(x)·K, colᵀ·dY and dY·Kᵀ for both convnet layers.
+    for &(m, k, n, name) in &[
+        (128 * 26 * 26, 9, 32, "conv1 col·K"),
+        (128 * 11 * 11, 288, 64, "conv2 col·K"),
+        (288, 64, 128 * 11 * 11, "conv2 colᵀ·dY"),
+        (128 * 11 * 11, 64, 288, "conv2 dY·Kᵀ"),
+    ] {
+        let (ta, a_len) =
+            if name.contains("colᵀ") { (Trans::Yes, k * m) } else { (Trans::No, m * k) };
+        let tb = if name.contains("Kᵀ") { Trans::Yes } else { Trans::No };
+        let a = randv(a_len, 8);
+        let b = randv(k * n, 9);
+        let mut c = vec![0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        g.bench_function(BenchmarkId::new(name, format!("{m}x{k}·{k}x{n}")), |bch| {
+            bch.iter(|| {
+                kernels::gemm(m, n, k, 1.0, black_box(&a), ta, &b, tb, 0.0, &mut c).unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

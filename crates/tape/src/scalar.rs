@@ -83,9 +83,30 @@ impl Scalar for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: forwarded contract of `gemm_raw`.
-        unsafe {
-            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        if csc == 1 && rsc >= 0 {
+            // SAFETY: forwarded contract of `gemm_raw`; C is row-major with stride `rsc`.
+            unsafe {
+                crate::kernels::sgemm::sgemm(
+                    m,
+                    k,
+                    n,
+                    alpha,
+                    a,
+                    rsa,
+                    csa,
+                    b,
+                    rsb,
+                    csb,
+                    beta,
+                    c,
+                    rsc as usize,
+                )
+            }
+        } else {
+            // SAFETY: forwarded contract of `gemm_raw`.
+            unsafe {
+                matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+            }
         }
     }
 }

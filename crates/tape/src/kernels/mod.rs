@@ -11,6 +11,7 @@ pub mod gemm;
 pub mod layout;
 pub mod pool;
 pub mod reduce;
+pub mod sgemm;
 
 pub use activation::{
     Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,

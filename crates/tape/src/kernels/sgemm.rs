@@ -1,0 +1,492 @@
+//! kiln's single-precision GEMM: BLIS-style blocking with packed panels, an AVX-512
+//! microkernel (8×32), an AVX2+FMA one (6×16) and a portable one (4×16), chosen once
+//! by runtime CPU detection — so one binary runs everywhere and uses what the CPU has.
+//!
+//! Why not a library GEMM: matrixmultiply and gemm both allocate their packing buffers
+//! on every call, which would make every training step allocate. Here the packing
+//! buffer lives in a thread-local vector that grows to the largest problem once.
+//!
+//! Summation order is fixed (k ascending within each block, blocks in order), so the
+//! same inputs give the same bits on the same machine.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Rows of A per block (the packed A block stays in L2).
+const MC: usize = 144;
+/// Depth per block.
+const KC: usize = 512;
+/// Columns of B per block (the packed B block stays in L3).
+const NC: usize = 3072;
+
+thread_local! {
+    static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A microkernel: `C[rows × cols] = alpha·(Ap·Bp) + beta·C` for one MR×NR tile, where
+/// Ap is `kc × MR` (MR values per k) and Bp is `kc × NR`. `beta = 0` never reads C.
+type Kernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    rows: usize,
+    cols: usize,
+);
+
+#[derive(Clone, Copy)]
+struct Impl {
+    mr: usize,
+    nr: usize,
+    kernel: Kernel,
+    name: &'static str,
+}
+
+fn detect() -> Impl {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Impl { mr: 8, nr: 32, kernel: x86::kernel_avx512, name: "avx512" };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Impl { mr: 6, nr: 16, kernel: x86::kernel_avx2, name: "avx2+fma" };
+        }
+    }
+    Impl { mr: 4, nr: 16, kernel: kernel_portable, name: "portable" }
+}
+
+fn chosen() -> Impl {
+    static IMPL: OnceLock<Impl> = OnceLock::new();
+    *IMPL.get_or_init(detect)
+}
+
+/// Which microkernel this CPU uses ("avx512", "avx2+fma" or "portable").
+pub fn kernel_name() -> &'static str {
+    chosen().name
+}
+
+/// `C ← alpha·A·B + beta·C` with A `m×k` and B `k×n` given by element strides, C
+/// row-major with row stride `ldc`.
+///
+/// # Safety
+/// Every element reached through the dimensions and strides must be in bounds, and C
+/// must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let imp = chosen();
+    let (mr, nr) = (imp.mr, imp.nr);
+    PACK.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let kc_max = KC.min(k);
+        let a_len = MC.min(m).div_ceil(mr) * mr * kc_max;
+        let b_len = NC.min(n).div_ceil(nr) * nr * kc_max;
+        if buf.len() < a_len + b_len {
+            buf.resize(a_len + b_len, 0.0);
+        }
+        let (ap, bp) = buf.split_at_mut(a_len);
+        let mut jc = 0;
+        while jc < n {
+            let nc = NC.min(n - jc);
+            let mut pc = 0;
+            while pc < k {
+                let kc = KC.min(k - pc);
+                let beta_here = if pc == 0 { beta } else { 1.0 };
+                // SAFETY: the caller guarantees the strides stay in bounds.
+                unsafe {
+                    pack_b(
+                        kc,
+                        nc,
+                        nr,
+                        b.offset(pc as isize * rsb + jc as isize * csb),
+                        rsb,
+                        csb,
+                        bp,
+                    )
+                };
+                let mut ic = 0;
+                while ic < m {
+                    let mc = MC.min(m - ic);
+                    unsafe {
+                        pack_a(
+                            mc,
+                            kc,
+                            mr,
+                            a.offset(ic as isize * rsa + pc as isize * csa),
+                            rsa,
+                            csa,
+                            ap,
+                        )
+                    };
+                    let mut jr = 0;
+                    while jr < nc {
+                        let cols = nr.min(nc - jr);
+                        let mut ir = 0;
+                        while ir < mc {
+                            let rows = mr.min(mc - ir);
+                            unsafe {
+                                (imp.kernel)(
+                                    kc,
+                                    ap.as_ptr().add(ir * kc),
+                                    bp.as_ptr().add(jr * kc),
+                                    c.add((ic + ir) * ldc + jc + jr),
+                                    ldc,
+                                    alpha,
+                                    beta_here,
+                                    rows,
+                                    cols,
+                                );
+                            }
+                            ir += mr;
+                        }
+                        jr += nr;
+                    }
+                    ic += mc;
+                }
+                pc += kc;
+            }
+            jc += nc;
+        }
+    });
+}
+
+/// Packs `kc × nc` of B into panels of `nr` columns (zero-padded), each `kc × nr`.
+unsafe fn pack_b(
+    kc: usize,
+    nc: usize,
+    nr: usize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    out: &mut [f32],
+) {
+    for (panel, j0) in (0..nc).step_by(nr).enumerate() {
+        let cols = nr.min(nc - j0);
+        let dst = &mut out[panel * kc * nr..(panel + 1) * kc * nr];
+        for p in 0..kc {
+            let row = &mut dst[p * nr..(p + 1) * nr];
+            // SAFETY: in bounds per the caller of `sgemm`.
+            unsafe {
+                let src = b.offset(p as isize * rsb + j0 as isize * csb);
+                if csb == 1 {
+                    row[..cols].copy_from_slice(std::slice::from_raw_parts(src, cols));
+                } else {
+                    for (j, v) in row[..cols].iter_mut().enumerate() {
+                        *v = *src.offset(j as isize * csb);
+                    }
+                }
+            }
+            row[cols..].fill(0.0);
+        }
+    }
+}
+
+/// Packs `mc × kc` of A into panels of `mr` rows (zero-padded), each `kc × mr`.
+unsafe fn pack_a(
+    mc: usize,
+    kc: usize,
+    mr: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    out: &mut [f32],
+) {
+    for (panel, i0) in (0..mc).step_by(mr).enumerate() {
+        let rows = mr.min(mc - i0);
+        let dst = &mut out[panel * kc * mr..(panel + 1) * kc * mr];
+        if rsa == 1 {
+            // Aᵀ stored row-major: each k gives `rows` consecutive values.
+            for p in 0..kc {
+                let d = &mut dst[p * mr..(p + 1) * mr];
+                // SAFETY: in bounds per the caller of `sgemm`.
+                unsafe {
+                    d[..rows].copy_from_slice(std::slice::from_raw_parts(
+                        a.offset(i0 as isize + p as isize * csa),
+                        rows,
+                    ))
+                };
+                d[rows..].fill(0.0);
+            }
+        } else if csa == 1 && rows == mr {
+            // Row-major A, a full panel: read MR rows in lockstep, write contiguously.
+            // SAFETY: in bounds per the caller of `sgemm`.
+            unsafe {
+                let first = a.offset(i0 as isize * rsa);
+                match mr {
+                    8 => pack_rows::<8>(kc, first, rsa, dst),
+                    6 => pack_rows::<6>(kc, first, rsa, dst),
+                    _ => pack_rows::<4>(kc, first, rsa, dst),
+                }
+            }
+        } else {
+            for i in 0..mr {
+                if i < rows {
+                    // SAFETY: in bounds per the caller of `sgemm`.
+                    let src = unsafe { a.offset((i0 + i) as isize * rsa) };
+                    for p in 0..kc {
+                        dst[p * mr + i] = unsafe { *src.offset(p as isize * csa) };
+                    }
+                } else {
+                    for p in 0..kc {
+                        dst[p * mr + i] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Interleaves `MR` rows of a row-major matrix (row stride `rsa`) into `dst[p·MR + i]`.
+#[inline(always)]
+unsafe fn pack_rows<const MR: usize>(kc: usize, first: *const f32, rsa: isize, dst: &mut [f32]) {
+    // SAFETY: the caller guarantees MR rows of kc values from `first`.
+    let rows: [&[f32]; MR] = std::array::from_fn(|i| unsafe {
+        std::slice::from_raw_parts(first.offset(i as isize * rsa), kc)
+    });
+    for (p, d) in dst[..kc * MR].chunks_exact_mut(MR).enumerate() {
+        for i in 0..MR {
+            d[i] = rows[i][p];
+        }
+    }
+}
+
+/// Portable 4×16 kernel; LLVM vectorizes the inner loops for the baseline target.
+unsafe fn kernel_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    rows: usize,
+    cols: usize,
+) {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        // SAFETY: packed panels hold kc·MR and kc·NR values.
+        let (ap, bp) = unsafe {
+            (
+                std::slice::from_raw_parts(a.add(p * MR), MR),
+                std::slice::from_raw_parts(b.add(p * NR), NR),
+            )
+        };
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] += ap[r] * bp[j];
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        for (j, &v) in row.iter().enumerate().take(cols) {
+            // SAFETY: the tile lies within C.
+            unsafe {
+                let dst = c.add(r * ldc + j);
+                *dst = if beta == 0.0 { alpha * v } else { alpha * v + beta * *dst };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// AVX-512 8×32 kernel: 16 accumulators, two B loads and eight broadcasts per k.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+        rows: usize,
+        cols: usize,
+    ) {
+        const MR: usize = 8;
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm512_loadu_ps(b.add(p * 32));
+                let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+                let ap = a.add(p * MR);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r));
+                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            let m0: __mmask16 = if cols >= 16 { 0xFFFF } else { ((1u32 << cols) - 1) as u16 };
+            let m1: __mmask16 = if cols >= 32 {
+                0xFFFF
+            } else if cols > 16 {
+                ((1u32 << (cols - 16)) - 1) as u16
+            } else {
+                0
+            };
+            let va = _mm512_set1_ps(alpha);
+            let vb = _mm512_set1_ps(beta);
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                let dst = c.add(r * ldc);
+                let mut v0 = _mm512_mul_ps(row[0], va);
+                let mut v1 = _mm512_mul_ps(row[1], va);
+                if beta != 0.0 {
+                    v0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, dst), vb, v0);
+                    v1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, dst.add(16)), vb, v1);
+                }
+                _mm512_mask_storeu_ps(dst, m0, v0);
+                _mm512_mask_storeu_ps(dst.add(16), m1, v1);
+            }
+        }
+    }
+
+    /// AVX2+FMA 6×16 kernel: 12 accumulators; edge tiles go through a stack tile.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+        rows: usize,
+        cols: usize,
+    ) {
+        const MR: usize = 6;
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b.add(p * 16));
+                let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+                let ap = a.add(p * MR);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add(r));
+                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            let mut tile = [[0.0f32; 16]; MR];
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(tile[r].as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(tile[r].as_mut_ptr().add(8), row[1]);
+            }
+            for (r, row) in tile.iter().enumerate().take(rows) {
+                for (j, &v) in row.iter().enumerate().take(cols) {
+                    let dst = c.add(r * ldc + j);
+                    *dst = if beta == 0.0 { alpha * v } else { alpha * v + beta * *dst };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] =
+                    (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn every_kernel_matches_a_naive_product_across_block_edges() {
+        let kernels: Vec<Impl> = {
+            let mut v = vec![Impl { mr: 4, nr: 16, kernel: kernel_portable, name: "portable" }];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    v.push(Impl { mr: 8, nr: 32, kernel: x86::kernel_avx512, name: "avx512" });
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    v.push(Impl { mr: 6, nr: 16, kernel: x86::kernel_avx2, name: "avx2" });
+                }
+            }
+            v
+        };
+        // Shapes that cross MC, KC and NC and leave partial tiles.
+        for &(m, k, n) in &[(1, 1, 1), (7, 3, 5), (33, 300, 47), (200, 9, 3100), (13, 513, 33)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let want = naive(m, k, n, &a, &b);
+            for imp in &kernels {
+                let mut c = vec![f32::NAN; m * n];
+                // Drive the blocked loop with this kernel.
+                run_with(*imp, m, k, n, &a, &b, &mut c);
+                for (i, (x, y)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(*x) - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{} {m}x{k}x{n} at {i}: {x} vs {y}",
+                        imp.name
+                    );
+                }
+            }
+        }
+    }
+
+    fn run_with(imp: Impl, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (mr, nr) = (imp.mr, imp.nr);
+        let mut ap = vec![0.0; MC.div_ceil(mr) * mr * KC];
+        let mut bp = vec![0.0; NC.div_ceil(nr) * nr * KC];
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                unsafe { pack_b(kc, nc, nr, b.as_ptr().add(pc * n + jc), n as isize, 1, &mut bp) };
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    unsafe {
+                        pack_a(mc, kc, mr, a.as_ptr().add(ic * k + pc), k as isize, 1, &mut ap)
+                    };
+                    for jr in (0..nc).step_by(nr) {
+                        for ir in (0..mc).step_by(mr) {
+                            unsafe {
+                                (imp.kernel)(
+                                    kc,
+                                    ap.as_ptr().add(ir * kc),
+                                    bp.as_ptr().add(jr * kc),
+                                    c.as_mut_ptr().add((ic + ir) * n + jc + jr),
+                                    n,
+                                    1.0,
+                                    if pc == 0 { 0.0 } else { 1.0 },
+                                    mr.min(mc - ir),
+                                    nr.min(nc - jr),
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
