@@ -127,7 +127,7 @@ pub enum ValidationFreq {
 impl ValidationFreq {
     fn validates(&self, epoch: usize) -> bool {
         match self {
-            ValidationFreq::Every(n) => (epoch + 1) % (*n).max(1) == 0,
+            ValidationFreq::Every(n) => (epoch + 1).is_multiple_of((*n).max(1)),
             ValidationFreq::Epochs(list) => list.contains(&(epoch + 1)),
         }
     }
@@ -533,13 +533,13 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         let validating = validation_data.is_some() || val_rows.is_some();
         let val_batch = validation_batch_size.unwrap_or(batch_size);
         check_batch_size(val_batch)?;
-        if let Some(cw) = &class_weight {
-            if let Some((c, w)) = cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
-                return Err(TrainError::InvalidArgument {
-                    name: "class_weight",
-                    message: format!("class {c} has weight {w}; weights must be finite and ≥ 0"),
-                });
-            }
+        if let Some(cw) = &class_weight
+            && let Some((c, w)) = cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0)
+        {
+            return Err(TrainError::InvalidArgument {
+                name: "class_weight",
+                message: format!("class {c} has weight {w}; weights must be finite and ≥ 0"),
+            });
         }
         let mut keys: Vec<String> =
             std::iter::once("loss".to_string()).chain(compiled.metric_names()).collect();

@@ -333,7 +333,7 @@ fn same_len(op: &'static str, lens: &[usize]) -> Result<()> {
 }
 
 fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
-    if cols == 0 || len % cols != 0 {
+    if cols == 0 || !len.is_multiple_of(cols) {
         return Err(TapeError::InvalidArgument {
             op,
             message: format!(

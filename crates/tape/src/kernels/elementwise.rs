@@ -34,7 +34,10 @@ pub fn broadcast_binary<T: Scalar>(
         for (o, &y) in out.iter_mut().zip(b) {
             *o = f(x, y);
         }
-    } else if a.len() == out.len() && out.len() % b.len() == 0 && is_trailing(b_shape, &out_shape) {
+    } else if a.len() == out.len()
+        && out.len().is_multiple_of(b.len())
+        && is_trailing(b_shape, &out_shape)
+    {
         for (orow, arow) in out.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
             for ((o, &x), &y) in orow.iter_mut().zip(arow).zip(b) {
                 *o = f(x, y);

@@ -268,6 +268,7 @@ unsafe fn pack_rows<const MR: usize>(kc: usize, first: *const f32, rsa: isize, d
 }
 
 /// Portable 4×16 kernel; LLVM vectorizes the inner loops for the baseline target.
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_portable(
     kc: usize,
     a: *const f32,
@@ -313,6 +314,7 @@ mod x86 {
 
     /// AVX-512 8×32 kernel: 16 accumulators, two B loads and eight broadcasts per k.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel_avx512(
         kc: usize,
         a: *const f32,
@@ -363,6 +365,7 @@ mod x86 {
 
     /// AVX2+FMA 6×16 kernel: 12 accumulators; edge tiles go through a stack tile.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel_avx2(
         kc: usize,
         a: *const f32,

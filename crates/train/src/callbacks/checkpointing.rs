@@ -220,7 +220,7 @@ impl<T: Scalar> Callback<T> for ModelCheckpoint {
     ) -> Result<()> {
         if let SaveFreq::Batches(n) = self.save_freq {
             self.batches += 1;
-            if self.batches % n == 0 {
+            if self.batches.is_multiple_of(n) {
                 let epoch = ctx.epoch;
                 self.maybe_save(epoch, logs, ctx)?;
             }
