@@ -228,11 +228,19 @@ impl<T: Scalar> ModelCore<T> {
         wrt_logits: bool,
         grads: &mut [T],
     ) -> kiln_train::Result<()> {
-        let n = self.batch * self.layers[self.layers.len() - 1].out_len;
-        grads.fill(T::zero());
-        let dy = &mut self.grad[0];
-        dy.resize(n, T::zero());
         let w = self.layers[self.layers.len() - 1].out_len;
+        let n = self.batch * w;
+        grads.fill(T::zero());
+        // Both gradient buffers hold the largest activation, so swapping their roles
+        // layer by layer never makes either grow after the first step.
+        let widest = self.layers.iter().map(|l| l.out_len).chain([self.in_len]).max().unwrap_or(0)
+            * self.batch;
+        for g in &mut self.grad {
+            if g.len() < widest {
+                g.resize(widest, T::zero());
+            }
+        }
+        let dy = &mut self.grad[0][..n];
         match (self.out_act, wrt_logits) {
             (OutputActivation::Linear, _) | (_, true) => dy.copy_from_slice(&d[..n]),
             (OutputActivation::Softmax, false) => softmax_backward(&self.out[..n], &d[..n], w, dy)?,
@@ -258,17 +266,12 @@ impl<T: Scalar> ModelCore<T> {
         let info = &self.layers[i];
         let input: &[T] = if i == 0 { &x[..batch * self.in_len] } else { &self.acts[i - 1] };
         let [dy, dx] = &mut self.grad;
-        let want = if i > 0 {
-            dx.resize(input.len(), T::zero());
-            Some(&mut dx[..])
-        } else {
-            None
-        };
+        let want = (i > 0).then(|| &mut dx[..input.len()]);
         layer.backward(
             Params::new(self.params.values(), &info.ranges),
             input,
             &self.acts[i],
-            dy,
+            &dy[..batch * info.out_len],
             batch,
             ParamsMut::new(grads, &info.ranges),
             want,
