@@ -399,3 +399,30 @@ fn shape_rules_reject_what_does_not_fit() {
     );
     assert_eq!(Layer::<f32>::build(&mut Embedding::new(10, 4), &[7]).unwrap(), vec![7, 4]);
 }
+
+/// A forward-only layer `x ⊙ sigmoid(a ⊙ x)` for the TapeLayer wrapper.
+struct Gated;
+
+impl<T: Scalar> TapeModule<T> for Gated {
+    type Input = kiln::S1<6>;
+    type Output = kiln::S1<6>;
+    const NAME: &'static str = "gated";
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec {
+            name: "a",
+            shape: vec![6],
+            init: kiln::init::Initializer::Ones,
+            trainable: true,
+            kind: kiln::ParamKind::Other,
+        }]
+    }
+    fn forward<'t>(&self, x: Var<'t, T>, p: &[Var<'t, T>]) -> kiln::tape::Result<Var<'t, T>> {
+        x.mul(p[0].mul(x)?.sigmoid())
+    }
+}
+
+#[test]
+fn a_forward_only_tape_layer_gets_a_correct_backward() {
+    case!("TapeLayer(x·sigmoid(a·x))", TapeLayer::new(Gated), [6], 3, |_t, x, q, _b| x
+        .mul(q[0].mul(x)?.sigmoid()));
+}

@@ -13,7 +13,15 @@ use std::process::{Command, ExitCode, Stdio};
 const TEST: &[&str] = &["test", "--workspace"];
 
 /// Each example with arguments that shorten it to seconds; CI checks they exit 0.
-const SHORT_EXAMPLES: &[(&str, &[&str])] = &[("tape_mnist", &["1", "6000"])];
+const SHORT_EXAMPLES: &[(&str, &[&str])] = &[
+    ("mnist", &["--quick"]),
+    ("mnist_cnn", &["--quick"]),
+    ("breast_cancer", &["--quick"]),
+    ("iris", &["--quick"]),
+    ("diabetes", &["--quick"]),
+    ("custom_layer", &["--quick"]),
+    ("tape_mnist", &["1", "6000"]),
+];
 
 fn cargo_command(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

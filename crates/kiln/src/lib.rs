@@ -12,6 +12,7 @@ pub mod datasets;
 pub mod error;
 pub mod init;
 pub mod layers;
+pub mod plot;
 pub mod sequential;
 
 pub use error::{Error, Result};
@@ -27,6 +28,7 @@ pub use sequential::{Sequential, SequentialBuilder};
 /// Everything a typical program needs: `use kiln::prelude::*;`.
 pub mod prelude {
     pub use crate::layers::{Act, Layer, ShapedLayer, TapeLayer, TapeModule};
+    pub use crate::plot::PlotHistory;
     pub use crate::{Error, Seed, Sequential, Summary, model};
     pub use kiln_tape::{Activation, Padding, Tape, Tensor, Var};
     pub use kiln_train::{

@@ -262,6 +262,10 @@ fn gemm_new<T: Scalar>(
 #[allow(clippy::should_implement_trait)]
 impl<'t, T: Scalar> Var<'t, T> {
     /// A copy-free view of the recorded value.
+    ///
+    /// The view borrows the tape: drop it before recording another operation (bind
+    /// what you need, e.g. `let n = v.len();`, rather than calling `value()` inside the
+    /// arguments of an operation), or the tape's `RefCell` reports a double borrow.
     pub fn value(&self) -> Ref<'t, Tensor<T>> {
         Ref::map(self.tape.nodes.borrow(), |n| &n[self.id].value)
     }
@@ -269,6 +273,16 @@ impl<'t, T: Scalar> Var<'t, T> {
     /// The value's shape.
     pub fn shape(&self) -> Vec<usize> {
         self.value().shape().to_vec()
+    }
+
+    /// The value's number of elements.
+    pub fn len(&self) -> usize {
+        self.value().len()
+    }
+
+    /// Whether the value holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The tape this variable lives on.

@@ -148,6 +148,12 @@ macro_rules! samples_type {
                 Ok($name { data, n: indices.len(), sample_shape: self.sample_shape.clone(), _shape: PhantomData })
             }
 
+            /// The same data under a static shape type, checked against the samples' shape.
+            pub fn into_shape<S2: Shape>(self) -> Result<$name<S2, T>> {
+                check_static::<S2>($what, &self.sample_shape)?;
+                Ok($name { data: self.data, n: self.n, sample_shape: self.sample_shape, _shape: PhantomData })
+            }
+
             /// The same data with its shape checked only at run time.
             pub fn into_dyn(self) -> $name<Dyn, T> {
                 $name { data: self.data, n: self.n, sample_shape: self.sample_shape, _shape: PhantomData }

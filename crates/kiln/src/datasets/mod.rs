@@ -1,3 +1,7 @@
-//! Dataset readers for the formats kiln's examples use.
+//! Datasets and preprocessing: the IDX format and MNIST, CSV tables, scalers, one-hot
+//! encoding and seeded splits.
 
+pub mod csv;
 pub mod idx;
+pub mod mnist;
+pub mod preprocessing;

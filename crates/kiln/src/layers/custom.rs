@@ -180,7 +180,8 @@ impl<T: Scalar, M: TapeModule<T>> Layer<T> for TapeLayer<M> {
         let tape = Tape::new();
         let (xv, pv) = self.vars(&tape, p, x, batch, true)?;
         let out = self.run(xv, &pv, batch)?;
-        let up = tape.constant(Tensor::from_vec(&out.shape(), dy[..out.value().len()].to_vec())?);
+        let n = out.len();
+        let up = tape.constant(Tensor::from_vec(&out.shape(), dy[..n].to_vec())?);
         let grads = tape.backward(out.mul(up)?.sum()?)?;
         for (i, v) in pv.iter().enumerate() {
             let dst = g.get_mut(i);
@@ -190,7 +191,7 @@ impl<T: Scalar, M: TapeModule<T>> Layer<T> for TapeLayer<M> {
             }
         }
         if let Some(dx) = dx {
-            let n = xv.value().len();
+            let n = xv.len();
             match grads.get(xv) {
                 Some(t) => dx[..n].copy_from_slice(t.data()),
                 None => dx[..n].fill(T::zero()),
