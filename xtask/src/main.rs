@@ -4,7 +4,9 @@
 //!   README's test command, then the examples in shortened form (release build). It
 //!   closes with one line `ci: N passed, M failed` totalling every test binary.
 //! * `test`  — the README's test command.
-//! * `bench` — the criterion benchmarks in release mode (extra arguments go to criterion).
+//! * `bench` — the end-to-end MNIST workloads in release mode, one JSON line each and a
+//!   table in target/bench/workloads.md (`--limit N`, `--epochs N`, `--only NAME`);
+//!   `bench --kernels [criterion args]` runs the kernel micro-benchmarks instead.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -92,13 +94,20 @@ fn main() -> ExitCode {
             ok
         }
         Some("test") => cargo(TEST),
-        Some("bench") => {
+        Some("bench") if rest.first() == Some(&"--kernels") => {
             let mut a = vec!["bench", "--package", "kiln", "--bench", "kernels", "--"];
+            a.extend(&rest[1..]);
+            cargo(&a)
+        }
+        Some("bench") => {
+            let mut a = vec!["bench", "--package", "kiln", "--bench", "workloads", "--"];
             a.extend(rest);
             cargo(&a)
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | test | bench [criterion args]>");
+            eprintln!(
+                "usage: cargo xtask <ci | test | bench [--limit N] [--epochs N] [--only NAME] | bench --kernels [criterion args]>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -44,6 +44,7 @@ pub trait Compile: Model + Sized {
             metrics: metrics.into_metrics(width)?,
             model: self,
             bufs: Buffers::default(),
+            phases: PhaseTimes::default(),
         })
     }
 }
@@ -77,6 +78,24 @@ impl<T> Default for Buffers<T> {
     }
 }
 
+/// Seconds spent in each phase of the training steps since the last reset: where the
+/// time goes, for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PhaseTimes {
+    /// Gathering the batch (inputs, labels, weights) into the step's buffers.
+    pub gather: f64,
+    /// The training forward pass.
+    pub forward: f64,
+    /// The loss, its gradient and the metrics.
+    pub loss: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// The optimizer update.
+    pub optimizer: f64,
+    /// Steps measured.
+    pub steps: usize,
+}
+
 /// A compiled model: the model with its optimizer, loss and metrics.
 pub struct Compiled<M: Model, L> {
     model: M,
@@ -84,6 +103,7 @@ pub struct Compiled<M: Model, L> {
     loss: L,
     metrics: Vec<Box<dyn Metric<M::Scalar>>>,
     bufs: Buffers<M::Scalar>,
+    phases: PhaseTimes,
 }
 
 /// What `evaluate` returns: the loss and every metric, by name.
@@ -171,6 +191,16 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     pub fn into_model(self) -> M {
         self.model
     }
+    /// Time spent per phase of the training steps since the last [`Compiled::reset_phase_times`].
+    pub fn phase_times(&self) -> PhaseTimes {
+        self.phases
+    }
+
+    /// Restarts the per-phase timing.
+    pub fn reset_phase_times(&mut self) {
+        self.phases = PhaseTimes::default();
+    }
+
     /// The metrics' log keys, in compile order.
     pub fn metric_names(&self) -> Vec<String> {
         self.metrics.iter().map(|m| m.name().to_string()).collect()
@@ -615,7 +645,8 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                 let lo = step * batch_size;
                 let hi = (lo + batch_size).min(n_train);
                 let b = hi - lo;
-                let Compiled { model, optimizer, loss, metrics, bufs } = &mut *compiled;
+                let Compiled { model, optimizer, loss, metrics, bufs, phases } = &mut *compiled;
+                let t_gather = Instant::now();
                 bufs.rows.clear();
                 bufs.rows.extend_from_slice(&bufs.order[lo..hi]);
                 // Inputs: contiguous rows are used in place; shuffled ones are gathered.
@@ -653,7 +684,9 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                 bufs.losses.resize(batch_size, T::<M>::zero());
                 bufs.dout.resize(batch_size * w, T::<M>::zero());
                 let act = model.output_activation();
+                let t_forward = Instant::now();
                 let out = model.forward_train(xb, b)?;
+                let t_loss = Instant::now();
                 let lb = LossBatch {
                     outputs: out.outputs,
                     logits: out.logits,
@@ -681,11 +714,20 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                         sample_weight: sw,
                     });
                 }
+                let t_backward = Instant::now();
                 model.backward(xb, &bufs.dout[..b * w], info.wrt_logits, &mut bufs.grads)?;
+                let t_optimizer = Instant::now();
                 let store = model.params_mut();
                 let t = store.trainable_len();
                 let (values, entries) = store.split_trainable();
                 optimizer.apply(values, &mut bufs.grads[..t], entries)?;
+                let t_end = Instant::now();
+                phases.gather += (t_forward - t_gather).as_secs_f64();
+                phases.forward += (t_loss - t_forward).as_secs_f64();
+                phases.loss += (t_backward - t_loss).as_secs_f64();
+                phases.backward += (t_optimizer - t_backward).as_secs_f64();
+                phases.optimizer += (t_end - t_optimizer).as_secs_f64();
+                phases.steps += 1;
 
                 loss_sum += value.as_f64() * b as f64;
                 seen += b as f64;

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod pool;
 pub mod reduce;
 pub mod sgemm;
+pub mod simd;
 
 pub use activation::{
     Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,

@@ -119,7 +119,7 @@ pub fn max_pool2d_forward<T: Scalar>(
     g: &Pool2dGeometry,
     x: &[T],
     y: &mut [T],
-    mut argmax: Option<&mut [usize]>,
+    argmax: Option<&mut [usize]>,
 ) -> Result<()> {
     g.check("input", x.len(), g.input_len())?;
     g.check("output", y.len(), g.output_len())?;
@@ -127,26 +127,51 @@ pub fn max_pool2d_forward<T: Scalar>(
         g.check("argmax", a.len(), g.output_len())?;
     }
     let c = g.c;
-    for b in 0..g.n {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let (ys, xs) = g.window(oy, ox);
-                let o = ((b * g.oh + oy) * g.ow + ox) * c;
-                let first = ((b * g.h + ys.start) * g.w + xs.start) * c;
-                y[o..o + c].copy_from_slice(&x[first..first + c]);
-                if let Some(a) = argmax.as_deref_mut() {
-                    for ch in 0..c {
-                        a[o + ch] = first + ch;
+    // Two copies of the loop so that neither tests for `argmax` per element; each
+    // compares whole channel rows, which vectorizes.
+    match argmax {
+        Some(a) => {
+            for b in 0..g.n {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (ys, xs) = g.window(oy, ox);
+                        let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                        let (yo, ao) = (&mut y[o..o + c], &mut a[o..o + c]);
+                        let first = ((b * g.h + ys.start) * g.w + xs.start) * c;
+                        yo.copy_from_slice(&x[first..first + c]);
+                        for (ch, ai) in ao.iter_mut().enumerate() {
+                            *ai = first + ch;
+                        }
+                        for iy in ys.clone() {
+                            for ix in xs.clone() {
+                                let i = ((b * g.h + iy) * g.w + ix) * c;
+                                for (ch, ((yv, av), &v)) in
+                                    yo.iter_mut().zip(ao.iter_mut()).zip(&x[i..i + c]).enumerate()
+                                {
+                                    let better = v > *yv;
+                                    *yv = if better { v } else { *yv };
+                                    *av = if better { i + ch } else { *av };
+                                }
+                            }
+                        }
                     }
                 }
-                for iy in ys.clone() {
-                    for ix in xs.clone() {
-                        let i = ((b * g.h + iy) * g.w + ix) * c;
-                        for ch in 0..c {
-                            if x[i + ch] > y[o + ch] {
-                                y[o + ch] = x[i + ch];
-                                if let Some(a) = argmax.as_deref_mut() {
-                                    a[o + ch] = i + ch;
+            }
+        }
+        None => {
+            for b in 0..g.n {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (ys, xs) = g.window(oy, ox);
+                        let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                        let yo = &mut y[o..o + c];
+                        let first = ((b * g.h + ys.start) * g.w + xs.start) * c;
+                        yo.copy_from_slice(&x[first..first + c]);
+                        for iy in ys.clone() {
+                            for ix in xs.clone() {
+                                let i = ((b * g.h + iy) * g.w + ix) * c;
+                                for (yv, &v) in yo.iter_mut().zip(&x[i..i + c]) {
+                                    *yv = if v > *yv { v } else { *yv };
                                 }
                             }
                         }

@@ -1,0 +1,38 @@
+//! Runtime CPU-feature dispatch for plain loops: [`with_simd`] runs a closure from a
+//! function compiled for AVX-512 (or AVX2+FMA), so the closure's loop — inlined there —
+//! is vectorized for the widest extension this CPU has, while the binary still runs on
+//! any x86-64 (no `target-cpu=native` build needed).
+
+/// Runs `f` compiled for the best vector extension available (AVX-512, else AVX2+FMA,
+/// else the baseline). Keep `f`'s body a simple loop so the compiler inlines and
+/// vectorizes it.
+#[inline(always)]
+pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
