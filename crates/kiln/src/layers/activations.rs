@@ -111,11 +111,7 @@ impl<T: Scalar> Layer<T> for Activation<T> {
         Ok(())
     }
     fn split_output_activation(&mut self) -> OutputActivation {
-        let out = self.act.as_output();
-        if out != OutputActivation::Linear {
-            self.act = Act::LINEAR;
-        }
-        out
+        self.act.split_output()
     }
     fn describe(&self) -> String {
         format!("activation={}", self.act.name())

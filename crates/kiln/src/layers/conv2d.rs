@@ -208,13 +208,7 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
     ) -> kiln_tape::Result<()> {
         let geom = self.geometry(batch)?;
         let n = geom.rows() * geom.o;
-        let dz: &[T] = if self.activation.is_linear() {
-            &dy[..n]
-        } else {
-            self.dz.resize(n, T::zero());
-            self.activation.backward(&self.z, &y[..n], &dy[..n], geom.o, &mut self.dz[..n]);
-            &self.dz[..n]
-        };
+        let dz = self.activation.grad_through(&self.z, y, &dy[..n], geom.o, &mut self.dz);
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
         if self.use_bias {
@@ -225,11 +219,7 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         }
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
-        let out = self.activation.as_output();
-        if out != kiln_train::OutputActivation::Linear {
-            self.activation = Act::LINEAR;
-        }
-        out
+        self.activation.split_output()
     }
     fn describe(&self) -> String {
         format!(

@@ -179,13 +179,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
     ) -> kiln_tape::Result<()> {
         let (i, o) = (self.input, self.units);
         let n = batch * o;
-        let dz: &[T] = if self.activation.is_linear() {
-            &dy[..n]
-        } else {
-            self.dz.resize(n, T::zero());
-            self.activation.backward(&self.z, &y[..n], &dy[..n], o, &mut self.dz[..n]);
-            &self.dz[..n]
-        };
+        let dz = self.activation.grad_through(&self.z, y, &dy[..n], o, &mut self.dz);
         // dW = xᵀ·dz
         gemm(
             i,
@@ -226,11 +220,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         Ok(())
     }
     fn split_output_activation(&mut self) -> OutputActivation {
-        let out = self.activation.as_output();
-        if out != OutputActivation::Linear {
-            self.activation = Act::LINEAR;
-        }
-        out
+        self.activation.split_output()
     }
     fn describe(&self) -> String {
         format!("units={}, activation={}", self.units, self.activation.name())

@@ -166,6 +166,37 @@ impl Act {
         }
     }
 
+    /// Stops applying a final softmax/sigmoid and returns it (see
+    /// [`Layer::split_output_activation`]); other activations stay.
+    pub fn split_output(&mut self) -> OutputActivation {
+        let out = self.as_output();
+        if out != OutputActivation::Linear {
+            *self = Act::LINEAR;
+        }
+        out
+    }
+
+    /// The gradient with respect to the pre-activation: `dy` itself when linear, else
+    /// `dy ⊙ act'` written into `buf` (resized once to the largest batch).
+    pub fn grad_through<'a, T: Scalar>(
+        &self,
+        z: &[T],
+        y: &[T],
+        dy: &'a [T],
+        width: usize,
+        buf: &'a mut Vec<T>,
+    ) -> &'a [T] {
+        if self.is_linear() {
+            return dy;
+        }
+        if buf.len() < dy.len() {
+            buf.resize(dy.len(), T::zero());
+        }
+        let out = &mut buf[..dy.len()];
+        self.backward(z, &y[..dy.len()], dy, width, out);
+        out
+    }
+
     /// `dz = dy ⊙ act'(z)` from the output `y` (and the input `z` where needed).
     pub fn backward<T: Scalar>(&self, z: &[T], y: &[T], dy: &[T], width: usize, dz: &mut [T]) {
         match self {

@@ -59,6 +59,32 @@ impl Window {
     }
 }
 
+/// The window setters both windowed poolings share.
+macro_rules! window_setters {
+    ($t:ty) => {
+        impl $t {
+            /// A rectangular window.
+            pub fn pool(mut self, ph: usize, pw: usize) -> Self {
+                self.w.pool = (ph, pw);
+                self
+            }
+            /// Strides (default: the pool size).
+            pub fn strides(mut self, sh: usize, sw: usize) -> Self {
+                self.w.strides = Some((sh, sw));
+                self
+            }
+            /// Valid or same padding.
+            pub fn padding(mut self, p: Padding) -> Self {
+                self.w.padding = p;
+                self
+            }
+        }
+    };
+}
+
+window_setters!(MaxPool2D);
+window_setters!(AveragePooling2D);
+
 /// Max pooling (Keras `MaxPooling2D` / `MaxPool2D`).
 #[derive(Clone, Debug)]
 pub struct MaxPool2D {
@@ -73,21 +99,6 @@ impl MaxPool2D {
             w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
             argmax: Vec::new(),
         }
-    }
-    /// A rectangular window.
-    pub fn pool(mut self, ph: usize, pw: usize) -> Self {
-        self.w.pool = (ph, pw);
-        self
-    }
-    /// Strides (default: the pool size).
-    pub fn strides(mut self, sh: usize, sw: usize) -> Self {
-        self.w.strides = Some((sh, sw));
-        self
-    }
-    /// Valid or same padding.
-    pub fn padding(mut self, p: Padding) -> Self {
-        self.w.padding = p;
-        self
     }
 }
 
@@ -164,21 +175,6 @@ impl AveragePooling2D {
         AveragePooling2D {
             w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
         }
-    }
-    /// A rectangular window.
-    pub fn pool(mut self, ph: usize, pw: usize) -> Self {
-        self.w.pool = (ph, pw);
-        self
-    }
-    /// Strides (default: the pool size).
-    pub fn strides(mut self, sh: usize, sw: usize) -> Self {
-        self.w.strides = Some((sh, sw));
-        self
-    }
-    /// Valid or same padding.
-    pub fn padding(mut self, p: Padding) -> Self {
-        self.w.padding = p;
-        self
     }
 }
 
