@@ -127,6 +127,13 @@ pub fn max_pool2d_forward<T: Scalar>(
         g.check("argmax", a.len(), g.output_len())?;
     }
     let c = g.c;
+    if (g.ph, g.pw, g.sh, g.sw, g.pad_top, g.pad_left) == (2, 2, 2, 2, 0, 0)
+        && g.oh * 2 <= g.h
+        && g.ow * 2 <= g.w
+    {
+        max_pool_2x2(g, x, y, argmax);
+        return Ok(());
+    }
     // Two copies of the loop so that neither tests for `argmax` per element; each
     // compares whole channel rows, which vectorizes.
     match argmax {
@@ -181,6 +188,54 @@ pub fn max_pool2d_forward<T: Scalar>(
         }
     }
     Ok(())
+}
+
+/// The common 2×2, stride-2, unpadded max pooling: the four candidates of each output
+/// are compared directly (first maximum wins, as in the general path), channel by
+/// channel in a loop that vectorizes.
+fn max_pool_2x2<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &mut [T], argmax: Option<&mut [usize]>) {
+    let c = g.c;
+    let row = g.w * c;
+    let mut a = argmax;
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let i00 = ((b * g.h + 2 * oy) * g.w + 2 * ox) * c;
+                let (i01, i10) = (i00 + c, i00 + row);
+                let i11 = i10 + c;
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                let (x00, x01, x10, x11) =
+                    (&x[i00..i00 + c], &x[i01..i01 + c], &x[i10..i10 + c], &x[i11..i11 + c]);
+                let yo = &mut y[o..o + c];
+                match a.as_deref_mut() {
+                    Some(a) => {
+                        let ao = &mut a[o..o + c];
+                        for ch in 0..c {
+                            let (mut m, mut at) = (x00[ch], i00 + ch);
+                            if x01[ch] > m {
+                                (m, at) = (x01[ch], i01 + ch);
+                            }
+                            if x10[ch] > m {
+                                (m, at) = (x10[ch], i10 + ch);
+                            }
+                            if x11[ch] > m {
+                                (m, at) = (x11[ch], i11 + ch);
+                            }
+                            yo[ch] = m;
+                            ao[ch] = at;
+                        }
+                    }
+                    None => {
+                        for ch in 0..c {
+                            let m01 = if x01[ch] > x00[ch] { x01[ch] } else { x00[ch] };
+                            let m11 = if x11[ch] > x10[ch] { x11[ch] } else { x10[ch] };
+                            yo[ch] = if m11 > m01 { m11 } else { m01 };
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Max-pooling backward: routes each output gradient to the input that won (`dx` zeroed first).
