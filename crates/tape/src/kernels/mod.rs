@@ -9,6 +9,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
+pub mod parallel;
 pub mod pool;
 pub mod reduce;
 pub mod sgemm;

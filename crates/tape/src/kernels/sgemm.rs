@@ -69,8 +69,14 @@ pub fn kernel_name() -> &'static str {
     chosen().name
 }
 
+/// Work (multiply-adds) below which a GEMM stays on one thread: splitting a smaller
+/// product costs more in synchronization than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 23;
+
 /// `C ← alpha·A·B + beta·C` with A `m×k` and B `k×n` given by element strides, C
-/// row-major with row stride `ldc`.
+/// row-major with row stride `ldc`. Large products are split in two by rows or columns
+/// of C (whichever duplicates less packing) and run on both cores; each element of C is
+/// computed exactly as on one thread.
 ///
 /// # Safety
 /// Every element reached through the dimensions and strides must be in bounds, and C
@@ -92,6 +98,91 @@ pub unsafe fn sgemm(
     ldc: usize,
 ) {
     let imp = chosen();
+    if m * n * k >= PARALLEL_MIN_WORK && super::parallel::available() {
+        // Split the dimension whose other operand is cheaper to pack twice.
+        let split_rows = m >= 2 * imp.mr && (m * k >= k * n || n < 2 * imp.nr);
+        let split_cols = !split_rows && n >= 2 * imp.nr;
+        if split_rows || split_cols {
+            #[derive(Clone, Copy)]
+            struct P(*const f32, *const f32, *mut f32);
+            // SAFETY: the two halves write disjoint blocks of C and only read A and B.
+            unsafe impl Sync for P {}
+            impl P {
+                fn get(self) -> (*const f32, *const f32, *mut f32) {
+                    (self.0, self.1, self.2)
+                }
+            }
+            let ptrs = P(a, b, c);
+            let part = |i: usize| {
+                let (a, b, c) = ptrs.get();
+                // SAFETY: each half is a sub-problem of the caller's in-bounds problem.
+                unsafe {
+                    if split_rows {
+                        let half = (m / 2).div_ceil(imp.mr) * imp.mr;
+                        let (r0, rows) = if i == 0 { (0, half) } else { (half, m - half) };
+                        sgemm_serial(
+                            imp,
+                            rows,
+                            k,
+                            n,
+                            alpha,
+                            a.offset(r0 as isize * rsa),
+                            rsa,
+                            csa,
+                            b,
+                            rsb,
+                            csb,
+                            beta,
+                            c.add(r0 * ldc),
+                            ldc,
+                        );
+                    } else {
+                        let half = (n / 2).div_ceil(imp.nr) * imp.nr;
+                        let (c0, cols) = if i == 0 { (0, half) } else { (half, n - half) };
+                        sgemm_serial(
+                            imp,
+                            m,
+                            k,
+                            cols,
+                            alpha,
+                            a,
+                            rsa,
+                            csa,
+                            b.offset(c0 as isize * csb),
+                            rsb,
+                            csb,
+                            beta,
+                            c.add(c0),
+                            ldc,
+                        );
+                    }
+                }
+            };
+            super::parallel::join2(&part);
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { sgemm_serial(imp, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, ldc) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_serial(
+    imp: Impl,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
     let (mr, nr) = (imp.mr, imp.nr);
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -453,6 +544,60 @@ mod tests {
                         imp.name
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_two_core_split_is_bit_identical_to_one_thread() {
+        // Tall (split by rows) and wide (split by columns), both above the threshold.
+        for &(m, k, n) in &[(301, 300, 97), (32, 260, 1100)] {
+            assert!(m * n * k >= PARALLEL_MIN_WORK);
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32).collect();
+            let (mut par, mut ser) = (c0.clone(), c0.clone());
+            unsafe {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    0.5,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    2.0,
+                    par.as_mut_ptr(),
+                    n,
+                );
+                sgemm_serial(
+                    chosen(),
+                    m,
+                    k,
+                    n,
+                    0.5,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    2.0,
+                    ser.as_mut_ptr(),
+                    n,
+                );
+            }
+            assert!(par.iter().zip(&ser).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}");
+            let want = naive(m, k, n, &a, &b);
+            for (i, (x, y)) in par.iter().zip(&want).enumerate() {
+                let y = 0.5 * y + 2.0 * f64::from(c0[i]);
+                assert!(
+                    (f64::from(*x) - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{m}x{k}x{n} at {i}: {x} vs {y}"
+                );
             }
         }
     }

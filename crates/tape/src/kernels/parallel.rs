@@ -1,0 +1,140 @@
+//! A minimal two-way fork-join for kernels: [`join2`] runs `f(0)` on the calling thread
+//! and `f(1)` on one persistent worker thread, and returns when both are done.
+//!
+//! The worker is started once (the only allocation) and then spins briefly before
+//! sleeping between jobs, so a training step pays no allocation and little latency.
+//! Kernels split work by output blocks, so every output element is computed exactly as
+//! it would be on one thread: results do not depend on the thread count.
+//!
+//! Set `KILN_THREADS=1` to keep everything on the calling thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The job: a pointer to a closure on the caller's stack, valid until the caller has
+/// seen the worker finish.
+#[derive(Clone, Copy)]
+struct Job(*const (dyn Fn(usize) + Sync));
+// SAFETY: the closure is `Sync` and outlives the job (join2 waits for completion).
+unsafe impl Send for Job {}
+
+struct Pool {
+    job: Mutex<Option<Job>>,
+    posted: AtomicU64,
+    done: AtomicU64,
+    wake: Condvar,
+    busy: AtomicBool,
+}
+
+fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
+    *POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wanted = std::env::var("KILN_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(cores);
+        if cores < 2 || wanted < 2 {
+            return None;
+        }
+        let p: &'static Pool = Box::leak(Box::new(Pool {
+            job: Mutex::new(None),
+            posted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            wake: Condvar::new(),
+            busy: AtomicBool::new(false),
+        }));
+        std::thread::Builder::new().name("kiln-worker".into()).spawn(move || worker(p)).ok()?;
+        Some(p)
+    })
+}
+
+fn worker(p: &'static Pool) {
+    let mut seen = 0u64;
+    loop {
+        // Spin for a short while (jobs come in bursts during training), then sleep.
+        let start = Instant::now();
+        while p.posted.load(Ordering::Acquire) == seen
+            && start.elapsed() < Duration::from_micros(50)
+        {
+            std::hint::spin_loop();
+        }
+        let job = {
+            let mut guard = p.job.lock().unwrap_or_else(|e| e.into_inner());
+            while p.posted.load(Ordering::Acquire) == seen {
+                guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            seen = p.posted.load(Ordering::Acquire);
+            *guard
+        };
+        if let Some(Job(f)) = job {
+            // SAFETY: the poster keeps the closure alive until `done` reaches `seen`.
+            unsafe { (*f)(1) };
+        }
+        p.done.store(seen, Ordering::Release);
+    }
+}
+
+/// Number of parallel calls made so far (for tests).
+static JOINS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a second thread is available to [`join2`].
+pub fn available() -> bool {
+    pool().is_some()
+}
+
+/// Runs `f(0)` here and `f(1)` on the worker, in parallel, and returns when both are
+/// done. Without a worker (one core, `KILN_THREADS=1`, or the worker busy with another
+/// caller) it runs both parts here, one after the other.
+pub fn join2(f: &(dyn Fn(usize) + Sync)) {
+    let Some(p) = pool() else {
+        f(0);
+        f(1);
+        return;
+    };
+    if p.busy.swap(true, Ordering::Acquire) {
+        f(0);
+        f(1);
+        return;
+    }
+    JOINS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY (lifetime): `f` outlives the job because we wait for `done` below before
+    // returning; the transmute only erases that lifetime.
+    let job = Job(unsafe {
+        std::mem::transmute::<
+            *const (dyn Fn(usize) + Sync + '_),
+            *const (dyn Fn(usize) + Sync + 'static),
+        >(f)
+    });
+    let ticket = {
+        let mut guard = p.job.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = Some(job);
+        let t = p.posted.fetch_add(1, Ordering::AcqRel) + 1;
+        p.wake.notify_one();
+        t
+    };
+    f(0);
+    while p.done.load(Ordering::Acquire) < ticket {
+        std::hint::spin_loop();
+    }
+    *p.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    p.busy.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn both_parts_run_once_and_results_are_visible() {
+        for _ in 0..1000 {
+            let hits = [AtomicUsize::new(0), AtomicUsize::new(0)];
+            join2(&|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!((hits[0].load(Ordering::Relaxed), hits[1].load(Ordering::Relaxed)), (1, 1));
+        }
+    }
+}
