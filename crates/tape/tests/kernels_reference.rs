@@ -157,6 +157,8 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         ([1, 9, 8, 2], [2, 4, 2, 3], (2, 3), Padding::Valid),
         ([3, 6, 6, 4], [5, 5, 4, 2], (1, 2), Padding::Same),
         ([1, 4, 4, 2], [4, 4, 2, 2], (1, 1), Padding::Valid),
+        // Large enough for im2col and col2im to split the batch across both cores.
+        ([17, 24, 24, 3], [3, 3, 3, 2], (1, 1), Padding::Same),
     ];
     for (i, (xs, ks, s, p)) in cases.iter().enumerate() {
         let g = Conv2dGeometry::new(xs, ks, *s, *p).unwrap();

@@ -159,11 +159,25 @@ impl Conv2dGeometry {
     }
 }
 
+/// im2col sizes below which the per-image loops stay on one thread.
+const PARALLEL_MIN: usize = 1 << 18;
+
 /// Writes the im2col matrix of `x` into `col` (`rows × patch`), zeros where the window
-/// hangs over the padding.
+/// hangs over the padding. Images are independent, so large batches are split across
+/// both cores.
 pub fn im2col<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) -> Result<()> {
     g.check("input", x.len(), g.n * g.h * g.w * g.c)?;
     g.check("im2col workspace", col.len(), g.col_len())?;
+    let img = g.h * g.w * g.c;
+    let min = if g.col_len() >= PARALLEL_MIN { 0 } else { usize::MAX };
+    super::parallel::split_items(col, g.n, g.oh * g.ow * g.patch(), min, &|images, part| {
+        let sub = Conv2dGeometry { n: images.len(), ..*g };
+        im2col_images(&sub, &x[images.start * img..images.end * img], part);
+    });
+    Ok(())
+}
+
+fn im2col_images<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
     let c = g.c;
     let mut r = 0;
     for b in 0..g.n {
@@ -200,13 +214,23 @@ pub fn im2col<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) -> Result<(
             }
         }
     }
-    Ok(())
 }
 
-/// Scatter-adds an im2col-shaped gradient back onto the input gradient `dx` (zeroed first).
+/// Scatter-adds an im2col-shaped gradient back onto the input gradient `dx` (zeroed
+/// first); images are split across both cores as in [`im2col`].
 pub fn col2im<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) -> Result<()> {
     g.check("input gradient", dx.len(), g.n * g.h * g.w * g.c)?;
     g.check("im2col workspace", col.len(), g.col_len())?;
+    let rows = g.oh * g.ow * g.patch();
+    let min = if g.col_len() >= PARALLEL_MIN { 0 } else { usize::MAX };
+    super::parallel::split_items(dx, g.n, g.h * g.w * g.c, min, &|images, part| {
+        let sub = Conv2dGeometry { n: images.len(), ..*g };
+        col2im_images(&sub, &col[images.start * rows..images.end * rows], part);
+    });
+    Ok(())
+}
+
+fn col2im_images<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) {
     dx.fill(T::zero());
     let c = g.c;
     let mut r = 0;
@@ -236,7 +260,6 @@ pub fn col2im<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) -> Result<
             }
         }
     }
-    Ok(())
 }
 
 /// Convolution forward: `y = im2col(x) · kernel (+ bias)`, `y` in NHWC.

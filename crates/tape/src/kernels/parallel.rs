@@ -122,10 +122,57 @@ pub fn join2(f: &(dyn Fn(usize) + Sync)) {
     p.busy.store(false, Ordering::Release);
 }
 
+/// Splits `out`, which holds `items` items of `per` elements each, into two halves at
+/// an item boundary and runs `f(items_range, half)` on each half in parallel. Small
+/// jobs (under `min_elems` elements) run on the calling thread in one call.
+pub fn split_items<T: Send>(
+    out: &mut [T],
+    items: usize,
+    per: usize,
+    min_elems: usize,
+    f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync),
+) {
+    if items < 2 || out.len() < min_elems || !available() {
+        f(0..items, out);
+        return;
+    }
+    let half = items / 2;
+    let (lo, hi) = out.split_at_mut(half * per);
+    struct Halves<T>(*mut T, usize, *mut T, usize);
+    // SAFETY: the two halves are disjoint; each is used by exactly one part.
+    unsafe impl<T: Send> Sync for Halves<T> {}
+    impl<T> Halves<T> {
+        fn part(&self, i: usize) -> (*mut T, usize) {
+            if i == 0 { (self.0, self.1) } else { (self.2, self.3) }
+        }
+    }
+    let halves = Halves(lo.as_mut_ptr(), lo.len(), hi.as_mut_ptr(), hi.len());
+    join2(&|i| {
+        let (ptr, len) = halves.part(i);
+        // SAFETY: see `Halves`; the borrow of `out` outlives `join2`.
+        let part = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        f(if i == 0 { 0..half } else { half..items }, part);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn split_items_covers_every_item_once() {
+        let mut out = vec![0u32; 7 * 3];
+        split_items(&mut out, 7, 3, 0, &|items, part| {
+            for (k, item) in items.clone().enumerate() {
+                for v in &mut part[k * 3..(k + 1) * 3] {
+                    *v += item as u32 + 1;
+                }
+            }
+        });
+        let want: Vec<u32> = (0..21).map(|j| (j / 3) as u32 + 1).collect();
+        assert_eq!(out, want);
+    }
 
     #[test]
     fn both_parts_run_once_and_results_are_visible() {
