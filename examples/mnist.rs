@@ -46,6 +46,7 @@ fn main() -> kiln::Result<()> {
     let probs = model.predict(&mnist.test.x.head(5))?;
     println!("predicted {:?}  true {:?}", probs.argmax(), mnist.test.y.head(5).as_slice());
     history.plot("learning_curves.svg")?;
-    println!("wrote best_model.safetensors and learning_curves.svg");
+    history.plot("learning_curves.png")?;
+    println!("wrote best_model.safetensors, learning_curves.svg and learning_curves.png");
     Ok(())
 }

@@ -1,24 +1,30 @@
 //! Learning curves: [`plot_history`] draws one panel per quantity of a [`History`]
-//! (loss first, then each metric), with the training and `val_` curves on each.
+//! (loss first, then each metric), with the training and `val_` curves on each, as SVG
+//! (plotters) or PNG (the same SVG rasterized by resvg with a bundled font).
 
 use crate::error::{Error, Result};
 use kiln_train::History;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Writes the learning curves of `history` to `path` as SVG (the extension must be
-/// `.svg`), atomically.
+/// DejaVu Sans (free license, see assets/LICENSE-DejaVu.txt), so PNG text renders the
+/// same on every machine without system fonts.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Writes the learning curves of `history` to `path`, atomically: SVG or PNG by the
+/// file's extension.
 pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let fail = |message: String| Error::Data { path: path.to_path_buf(), message };
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => {}
+    let png = match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => false,
+        Some("png") => true,
         other => {
             return Err(fail(format!(
-                "learning curves are written as SVG; give the file a .svg extension (got {other:?})"
+                "learning curves are written as SVG or PNG; give the file a .svg or .png extension (got {other:?})"
             )));
         }
-    }
+    };
     let mut quantities: Vec<&str> = history.keys().filter(|k| !k.starts_with("val_")).collect();
     quantities.sort_by_key(|k| (*k != "loss", *k));
     if quantities.is_empty() || history.is_empty() {
@@ -88,8 +94,27 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
         }
         root.present().map_err(|e| fail(e.to_string()))?;
     }
-    kiln_train::checkpoint::write_atomic(path, svg.as_bytes())?;
+    if png {
+        let bytes = rasterize(&svg, w, h).map_err(fail)?;
+        kiln_train::checkpoint::write_atomic(path, &bytes)?;
+    } else {
+        kiln_train::checkpoint::write_atomic(path, svg.as_bytes())?;
+    }
     Ok(())
+}
+
+/// Renders the SVG to PNG bytes with resvg and the bundled font.
+fn rasterize(svg: &str, w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_font_data(FONT.to_vec());
+    db.set_sans_serif_family("DejaVu Sans");
+    let tree =
+        usvg::Tree::from_str(svg, &opt).map_err(|e| format!("cannot read the plot back: {e}"))?;
+    let mut pixmap = tiny_skia::Pixmap::new(w, h).ok_or("the plot is too large to rasterize")?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
 }
 
 /// `history.plot(path)`: the learning curves of a fit, as in DESIGN.md.
@@ -101,5 +126,40 @@ pub trait PlotHistory {
 impl PlotHistory for History {
     fn plot(&self, path: impl AsRef<Path>) -> Result<()> {
         plot_history(self, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> History {
+        let mut h = History::default();
+        h.history.insert("loss".into(), vec![0.9, 0.5, 0.3]);
+        h.history.insert("accuracy".into(), vec![0.6, 0.8, 0.9]);
+        h.history.insert("val_loss".into(), vec![1.0, 0.7]);
+        h.history.insert("val_accuracy".into(), vec![0.5, 0.7]);
+        h.epoch = vec![0, 1, 2];
+        h.validated = vec![0, 2];
+        h
+    }
+
+    #[test]
+    fn writes_svg_and_png_with_both_curves_and_rejects_other_formats() {
+        let dir = std::env::temp_dir().join(format!("kiln-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let h = history();
+        plot_history(&h, dir.join("c.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.join("c.svg")).unwrap();
+        for label in ["loss", "val_loss", "accuracy", "val_accuracy", "epoch"] {
+            assert!(svg.contains(&format!(">\n{label}\n</text>")), "{label} missing");
+        }
+        plot_history(&h, dir.join("c.png")).unwrap();
+        let png = std::fs::read(dir.join("c.png")).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+        let e = plot_history(&h, dir.join("c.txt")).unwrap_err().to_string();
+        assert!(e.contains("give the file a .svg or .png extension"), "{e}");
+        assert!(plot_history(&History::default(), dir.join("e.svg")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
