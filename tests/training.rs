@@ -84,6 +84,11 @@ fn bad_inputs_are_errors_that_say_what_to_fix() {
         e,
         "Inputs holds a non-finite value (NaN) in sample 5, element 2; remove or impute it before training"
     );
+    let e = err(m.predict(&xn));
+    assert!(
+        e.contains("non-finite value (NaN) in sample 5, element 2"),
+        "predict refuses NaN rather than returning it: {e}"
+    );
     let e = err(m.fit(&x, &y).verbose(0).callbacks(EarlyStopping::on("val_los")).run());
     assert!(e.contains("EarlyStopping monitors \"val_los\", but the logs will only hold loss, accuracy; monitor one of those"), "{e}");
     let e = err(m

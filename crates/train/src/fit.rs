@@ -370,6 +370,7 @@ pub fn predict<M: Model>(
     batch_size: usize,
 ) -> Result<Outputs<M::Output, T<M>>> {
     check_batch_size(batch_size)?;
+    x.check_finite()?;
     if x.sample_shape() != model.input_shape() {
         return Err(TrainError::ShapeMismatch {
             what: "x",
