@@ -143,6 +143,16 @@ fn check_dense(
     }
 }
 
+fn check_label_smoothing(ls: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&ls) {
+        return Err(TrainError::InvalidArgument {
+            name: "label_smoothing",
+            message: format!("{ls} is outside [0, 1]"),
+        });
+    }
+    Ok(())
+}
+
 fn check_logits(
     name: &str,
     from_logits: bool,
@@ -332,12 +342,7 @@ impl<T: Scalar> Loss<T> for CategoricalCrossentropy {
         width: usize,
         label_width: Option<usize>,
     ) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.label_smoothing) {
-            return Err(TrainError::InvalidArgument {
-                name: "label_smoothing",
-                message: format!("{} is outside [0, 1]", self.label_smoothing),
-            });
-        }
+        check_label_smoothing(self.label_smoothing)?;
         check_dense("categorical_crossentropy", width, label_width, false)?;
         check_logits(
             "categorical_crossentropy",
@@ -405,12 +410,7 @@ impl<T: Scalar> Loss<T> for BinaryCrossentropy {
         width: usize,
         label_width: Option<usize>,
     ) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.label_smoothing) {
-            return Err(TrainError::InvalidArgument {
-                name: "label_smoothing",
-                message: format!("{} is outside [0, 1]", self.label_smoothing),
-            });
-        }
+        check_label_smoothing(self.label_smoothing)?;
         check_dense("binary_crossentropy", width, label_width, width == 1)?;
         check_logits("binary_crossentropy", self.from_logits, activation, OutputActivation::Sigmoid)
     }

@@ -6,11 +6,10 @@
 //! padding and `ceil(h / sh)` for same padding; a window larger than a valid-padded
 //! input is an error.
 
-use super::{Act, Layer, ParamSpec, Params, ParamsMut};
+use super::{Act, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use crate::init::Initializer;
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Conv2dGeometry, Padding, conv2d_backward, conv2d_forward, window_output};
-use kiln_train::ParamKind;
 
 /// A 2-D convolution layer (Keras `Conv2D`).
 #[derive(Clone, Debug)]
@@ -159,23 +158,13 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         Ok(vec![oh, ow, self.filters])
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        let mut v = vec![ParamSpec {
-            name: "kernel",
-            shape: vec![self.kernel.0, self.kernel.1, self.input[2], self.filters],
-            init: self.kernel_initializer,
-            trainable: true,
-            kind: ParamKind::Kernel,
-        }];
-        if self.use_bias {
-            v.push(ParamSpec {
-                name: "bias",
-                shape: vec![self.filters],
-                init: self.bias_initializer,
-                trainable: true,
-                kind: ParamKind::Bias,
-            });
-        }
-        v
+        kernel_and_bias(
+            vec![self.kernel.0, self.kernel.1, self.input[2], self.filters],
+            self.filters,
+            self.kernel_initializer,
+            self.bias_initializer,
+            self.use_bias,
+        )
     }
     fn forward(
         &mut self,

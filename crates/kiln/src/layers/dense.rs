@@ -6,11 +6,11 @@
 //! activation's derivative from the output (keeping the pre-activation only for GELU
 //! and Swish).
 
-use super::{Act, Layer, ParamSpec, Params, ParamsMut};
+use super::{Act, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use crate::init::Initializer;
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Trans, gemm};
-use kiln_train::{OutputActivation, ParamKind};
+use kiln_train::OutputActivation;
 
 /// A fully connected layer (Keras `Dense`).
 #[derive(Clone, Debug)]
@@ -120,23 +120,13 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         }
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        let mut v = vec![ParamSpec {
-            name: "kernel",
-            shape: vec![self.input, self.units],
-            init: self.kernel_initializer,
-            trainable: true,
-            kind: ParamKind::Kernel,
-        }];
-        if self.use_bias {
-            v.push(ParamSpec {
-                name: "bias",
-                shape: vec![self.units],
-                init: self.bias_initializer,
-                trainable: true,
-                kind: ParamKind::Bias,
-            });
-        }
-        v
+        kernel_and_bias(
+            vec![self.input, self.units],
+            self.units,
+            self.kernel_initializer,
+            self.bias_initializer,
+            self.use_bias,
+        )
     }
     fn forward(
         &mut self,

@@ -46,6 +46,34 @@ pub struct ParamSpec {
     pub kind: ParamKind,
 }
 
+/// The parameters of a kernel-and-bias layer (Dense, Conv2D): `kernel` of
+/// `kernel_shape`, then, with `use_bias`, a `bias` of `units` values.
+pub fn kernel_and_bias(
+    kernel_shape: Vec<usize>,
+    units: usize,
+    kernel: Initializer,
+    bias: Initializer,
+    use_bias: bool,
+) -> Vec<ParamSpec> {
+    let mut v = vec![ParamSpec {
+        name: "kernel",
+        shape: kernel_shape,
+        init: kernel,
+        trainable: true,
+        kind: ParamKind::Kernel,
+    }];
+    if use_bias {
+        v.push(ParamSpec {
+            name: "bias",
+            shape: vec![units],
+            init: bias,
+            trainable: true,
+            kind: ParamKind::Bias,
+        });
+    }
+    v
+}
+
 /// A layer's parameters, read-only, in the order it declared them.
 #[derive(Clone, Copy, Debug)]
 pub struct Params<'a, T> {
