@@ -111,15 +111,23 @@ fn conv(c: &mut Criterion) {
         let x = randv(input.iter().product(), 4);
         let k = randv(kernel.iter().product(), 5);
         let bias = randv(kernel[3], 6);
-        let mut col = vec![0f32; geom.col_len()];
+        let mut col = vec![0f32; geom.workspace_len()];
         let mut y = vec![0f32; geom.rows() * geom.o];
         let gemm_flops = (2 * geom.rows() * geom.patch() * geom.o) as u64;
         let name = format!("{input:?}*{kernel:?}");
         g.throughput(Throughput::Elements(gemm_flops));
         g.bench_function(BenchmarkId::new("forward", &name), |b| {
             b.iter(|| {
-                kernels::conv2d_forward(&geom, black_box(&x), &k, Some(&bias), &mut y, &mut col)
-                    .unwrap()
+                kernels::conv2d_forward(
+                    &geom,
+                    black_box(&x),
+                    &k,
+                    Some(&bias),
+                    &mut y,
+                    &mut col,
+                    None,
+                )
+                .unwrap()
             })
         });
         let dy = randv(y.len(), 7);
@@ -138,7 +146,6 @@ fn conv(c: &mut Criterion) {
                     &mut dk,
                     Some(&mut db),
                     &mut col,
-                    false,
                 )
                 .unwrap()
             })

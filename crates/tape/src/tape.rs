@@ -710,7 +710,7 @@ impl<'t, T: Scalar> Var<'t, T> {
             parents.push(b);
         }
         let y = {
-            let mut col = vec![T::zero(); geom.col_len()];
+            let mut col = vec![T::zero(); geom.workspace_len()];
             let mut y = vec![T::zero(); geom.rows() * geom.o];
             let bv = bias.map(|b| b.value());
             kernels::conv2d_forward(
@@ -720,11 +720,12 @@ impl<'t, T: Scalar> Var<'t, T> {
                 bv.as_ref().map(|b| b.data()),
                 &mut y,
                 &mut col,
+                None,
             )?;
             Tensor::from_parts(geom.output_shape().to_vec(), y)
         };
         Ok(self.tape.record(y, &parents, move |g, p, _| {
-            let mut col = vec![T::zero(); geom.col_len()];
+            let mut col = vec![T::zero(); geom.workspace_len()];
             let mut dx = vec![T::zero(); p[0].len()];
             let mut dk = vec![T::zero(); p[1].len()];
             let mut db = vec![T::zero(); geom.o];
@@ -738,7 +739,6 @@ impl<'t, T: Scalar> Var<'t, T> {
                 &mut dk,
                 want_db.then_some(&mut db[..]),
                 &mut col,
-                false,
             )?;
             let mut out = vec![
                 Some(Tensor::from_parts(p[0].shape().to_vec(), dx)),

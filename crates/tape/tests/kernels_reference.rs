@@ -165,28 +165,17 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         let x = randv(xs.iter().product(), 10 + i as u64);
         let k = randv(ks.iter().product(), 20 + i as u64);
         let bias = randv(ks[3], 30 + i as u64);
-        let mut col = vec![0.0; g.col_len()];
+        let mut col = vec![0.0; g.workspace_len()];
         let mut y = vec![0.0; g.rows() * g.o];
-        kernels::conv2d_forward(&g, &x, &k, Some(&bias), &mut y, &mut col).unwrap();
+        kernels::conv2d_forward(&g, &x, &k, Some(&bias), &mut y, &mut col, None).unwrap();
         let what = format!("conv {xs:?} {ks:?} {s:?} {p:?}");
         assert_close(&y, &conv_direct(&g, &x, &k, &bias), 1e-12, &what);
 
         let dy = randv(y.len(), 40 + i as u64);
         let (want_dx, want_dk, want_db) = conv_direct_backward(&g, &x, &k, &dy);
         let (mut dx, mut dk, mut db) = (vec![7.0; x.len()], vec![7.0; k.len()], vec![7.0; g.o]);
-        // col still holds im2col(x) from the forward pass.
-        kernels::conv2d_backward(
-            &g,
-            &x,
-            &k,
-            &dy,
-            Some(&mut dx),
-            &mut dk,
-            Some(&mut db),
-            &mut col,
-            true,
-        )
-        .unwrap();
+        kernels::conv2d_backward(&g, &x, &k, &dy, Some(&mut dx), &mut dk, Some(&mut db), &mut col)
+            .unwrap();
         assert_close(&dx, &want_dx, 1e-12, &format!("{what} dx"));
         assert_close(&dk, &want_dk, 1e-12, &format!("{what} dk"));
         assert_close(&db, &want_db, 1e-12, &format!("{what} db"));

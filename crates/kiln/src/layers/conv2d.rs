@@ -104,8 +104,17 @@ impl<T: Scalar> Conv2D<T> {
         training: bool,
     ) -> kiln_tape::Result<()> {
         let g = self.geometry(batch)?;
-        self.col.resize(g.col_len(), T::zero());
+        if self.col.len() < g.workspace_len() {
+            self.col.resize(g.workspace_len(), T::zero());
+        }
         let n = g.rows() * g.o;
+        // An elementwise activation that needs only its output is applied block by
+        // block inside the convolution, while the block is in cache.
+        let fused = match self.activation {
+            Act::Elementwise(a) if !a.needs_input() => Some(a),
+            _ => None,
+        };
+        let post = fused.map(|a| move |yb: &mut [T]| a.forward_inplace(yb));
         conv2d_forward(
             &g,
             &x[..g.n * g.h * g.w * g.c],
@@ -113,13 +122,16 @@ impl<T: Scalar> Conv2D<T> {
             self.use_bias.then(|| p.get(1)),
             &mut y[..n],
             &mut self.col,
+            post.as_ref().map(|f| f as &kiln_tape::kernels::conv::Epilogue<T>),
         )?;
-        if training && self.activation.needs_input() {
-            self.z.resize(n, T::zero());
-            self.z.copy_from_slice(&y[..n]);
+        if fused.is_none() {
+            if training && self.activation.needs_input() {
+                self.z.resize(n, T::zero());
+                self.z.copy_from_slice(&y[..n]);
+            }
+            let act = self.activation;
+            act.apply_inplace(&mut y[..n], g.o, &mut self.scratch);
         }
-        let act = self.activation;
-        act.apply_inplace(&mut y[..n], g.o, &mut self.scratch);
         Ok(())
     }
 }
@@ -182,7 +194,6 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        // `col` keeps im2col(x) for the backward pass.
         self.run(&p.as_params(), x, batch, y, true)
     }
     fn backward(
@@ -202,9 +213,9 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         let dx = dx.map(|d| &mut d[..xin.len()]);
         if self.use_bias {
             let [dk, db] = g.many_mut([0, 1]);
-            conv2d_backward(&geom, xin, p.get(0), dz, dx, dk, Some(db), &mut self.col, true)
+            conv2d_backward(&geom, xin, p.get(0), dz, dx, dk, Some(db), &mut self.col)
         } else {
-            conv2d_backward(&geom, xin, p.get(0), dz, dx, g.get_mut(0), None, &mut self.col, true)
+            conv2d_backward(&geom, xin, p.get(0), dz, dx, g.get_mut(0), None, &mut self.col)
         }
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
