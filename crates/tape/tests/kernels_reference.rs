@@ -201,57 +201,61 @@ fn pooling_matches_direct_loops() {
         ((2, 3), (1, 2), Padding::Valid),
         ((3, 2), (3, 3), Padding::Same),
     ];
-    let shape = [2, 7, 6, 3];
-    let x = randv(shape.iter().product(), 50);
-    for (pool, s, p) in cases {
-        let g = Pool2dGeometry::new(&shape, pool, s, p).unwrap();
-        let (mut ymax, mut yavg, mut arg) =
-            (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
-        kernels::max_pool2d_forward(&g, &x, &mut ymax, Some(&mut arg)).unwrap();
-        kernels::avg_pool2d_forward(&g, &x, &mut yavg).unwrap();
-        let dy = randv(g.output_len(), 51);
-        let (mut want_dmax, mut want_davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        for b in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for c in 0..g.c {
-                        let (mut best, mut at, mut sum, mut cnt) = (f64::NEG_INFINITY, 0, 0.0, 0.0);
-                        let mut members = Vec::new();
-                        for py in 0..g.ph {
-                            for px in 0..g.pw {
-                                let iy = (oy * g.sh + py) as isize - g.pad_top as isize;
-                                let ix = (ox * g.sw + px) as isize - g.pad_left as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
+    // The second shape is large enough for the two-core path (2x2 fast path included).
+    for (shape, cases) in [([2, 7, 6, 3], &cases[..]), ([16, 64, 64, 4], &cases[..1])] {
+        let x = randv(shape.iter().product(), 50);
+        for &(pool, s, p) in cases {
+            let g = Pool2dGeometry::new(&shape, pool, s, p).unwrap();
+            let (mut ymax, mut yavg, mut arg) =
+                (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
+            kernels::max_pool2d_forward(&g, &x, &mut ymax, Some(&mut arg)).unwrap();
+            kernels::avg_pool2d_forward(&g, &x, &mut yavg).unwrap();
+            let dy = randv(g.output_len(), 51);
+            let (mut want_dmax, mut want_davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            for b in 0..g.n {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        for c in 0..g.c {
+                            let (mut best, mut at, mut sum, mut cnt) =
+                                (f64::NEG_INFINITY, 0, 0.0, 0.0);
+                            let mut members = Vec::new();
+                            for py in 0..g.ph {
+                                for px in 0..g.pw {
+                                    let iy = (oy * g.sh + py) as isize - g.pad_top as isize;
+                                    let ix = (ox * g.sw + px) as isize - g.pad_left as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let i = ((b * g.h + iy as usize) * g.w + ix as usize) * g.c + c;
+                                    if x[i] > best {
+                                        best = x[i];
+                                        at = i;
+                                    }
+                                    sum += x[i];
+                                    cnt += 1.0;
+                                    members.push(i);
                                 }
-                                let i = ((b * g.h + iy as usize) * g.w + ix as usize) * g.c + c;
-                                if x[i] > best {
-                                    best = x[i];
-                                    at = i;
-                                }
-                                sum += x[i];
-                                cnt += 1.0;
-                                members.push(i);
                             }
-                        }
-                        let o = ((b * g.oh + oy) * g.ow + ox) * g.c + c;
-                        let what = format!("pool {pool:?} {s:?} {p:?} at {o}");
-                        assert_eq!(ymax[o], best, "max {what}");
-                        assert_eq!(arg[o], at, "argmax {what}");
-                        assert!((yavg[o] - sum / cnt).abs() < 1e-12, "avg {what}");
-                        want_dmax[at] += dy[o];
-                        for i in members {
-                            want_davg[i] += dy[o] / cnt;
+                            let o = ((b * g.oh + oy) * g.ow + ox) * g.c + c;
+                            let what = format!("pool {pool:?} {s:?} {p:?} at {o}");
+                            assert_eq!(ymax[o], best, "max {what}");
+                            assert_eq!(arg[o], at, "argmax {what}");
+                            assert!((yavg[o] - sum / cnt).abs() < 1e-12, "avg {what}");
+                            want_dmax[at] += dy[o];
+                            for i in members {
+                                want_davg[i] += dy[o] / cnt;
+                            }
                         }
                     }
                 }
             }
+            let (mut dmax, mut davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            kernels::max_pool2d_backward(&g, &arg, &dy, &mut dmax).unwrap();
+            kernels::avg_pool2d_backward(&g, &dy, &mut davg).unwrap();
+            assert_close(&dmax, &want_dmax, 1e-12, "max pool backward");
+            assert_close(&davg, &want_davg, 1e-12, "avg pool backward");
         }
-        let (mut dmax, mut davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        kernels::max_pool2d_backward(&g, &arg, &dy, &mut dmax).unwrap();
-        kernels::avg_pool2d_backward(&g, &dy, &mut davg).unwrap();
-        assert_close(&dmax, &want_dmax, 1e-12, "max pool backward");
-        assert_close(&davg, &want_davg, 1e-12, "avg pool backward");
     }
 }
 

@@ -287,20 +287,7 @@ impl Conv2dGeometry {
     }
 }
 
-/// Raw pointers a half-batch job writes through; the halves touch disjoint images.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T, usize);
-// SAFETY: each half writes only its own images' rows (and its own workspace part).
-unsafe impl<T: Send> Sync for Shared<T> {}
-unsafe impl<T: Send> Send for Shared<T> {}
-impl<T> Shared<T> {
-    /// # Safety
-    /// `range` must be in bounds and not written by anyone else meanwhile.
-    unsafe fn slice<'a>(self, range: std::ops::Range<usize>) -> &'a mut [T] {
-        debug_assert!(range.end <= self.1);
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start) }
-    }
-}
+use super::parallel::SharedMut as Shared;
 
 /// Runs `f(half)` for both half-batches: on both cores when the work is large enough.
 fn both_halves(g: &Conv2dGeometry, f: &(dyn Fn(usize) + Sync)) {
@@ -349,7 +336,7 @@ pub fn conv2d_forward<T: Scalar>(
     }
     let (img_in, per_out, tile) = (g.h * g.w * g.c, g.oh * g.ow, g.tile_images());
     let tile_len = tile * per_out * g.patch();
-    let (yp, wp) = (Shared(y.as_mut_ptr(), y.len()), Shared(ws.as_mut_ptr(), ws.len()));
+    let (yp, wp) = (Shared::new(y), Shared::new(ws));
     let halves = g.halves();
     let run = |h: usize| {
         // SAFETY: half `h` writes only the rows of its images and its own tile.
@@ -431,16 +418,16 @@ pub fn conv2d_backward<T: Scalar>(
         None => &mut no_bias,
     };
     // Workspace: [tile 0 | tile 1 | partial dK of half 1 | partial db of half 1].
-    let wp = Shared(ws.as_mut_ptr(), ws.len());
-    let (dk0p, db0p) = (Shared(dkernel.as_mut_ptr(), kl), Shared(db0.as_mut_ptr(), db0.len()));
-    let dxp = dx.map(|d| Shared(d.as_mut_ptr(), d.len()));
+    let wp = Shared::new(ws);
+    let (dk0p, db0p) = (Shared::new(dkernel), Shared::new(db0));
+    let dxp = dx.map(Shared::new);
     let halves = g.halves();
     let run = |h: usize| {
         // SAFETY: half `h` uses its own tile and gradient buffers and only its images' dx.
         let col = unsafe { wp.slice(h * tile_len..(h + 1) * tile_len) };
         let (dk, db) = unsafe {
             if h == 0 {
-                (dk0p.slice(0..kl), db0p.slice(0..db0p.1))
+                (dk0p.slice(0..kl), db0p.slice(0..db0p.len()))
             } else {
                 (
                     wp.slice(2 * tile_len..2 * tile_len + kl),

@@ -155,6 +155,41 @@ pub fn split_items<T: Send>(
     });
 }
 
+/// A buffer shared by the two halves of a [`join2`] job, each of which writes only its
+/// own disjoint range: what `&mut` cannot express across the two closures.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(*mut T, usize);
+// SAFETY: users only hand out disjoint ranges to the two halves.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// Wraps `buf` for the duration of one `join2`.
+    pub(crate) fn new(buf: &mut [T]) -> Self {
+        SharedMut(buf.as_mut_ptr(), buf.len())
+    }
+
+    /// The elements in `range`.
+    ///
+    /// # Safety
+    /// `range` must be within the buffer, the buffer must outlive the use, and no other
+    /// live reference may overlap `range`.
+    pub(crate) unsafe fn slice<'a>(self, range: std::ops::Range<usize>) -> &'a mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.1,
+            "range {range:?} outside {}",
+            self.1
+        );
+        // SAFETY: in bounds (asserted); exclusivity per the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start) }
+    }
+
+    /// Length of the wrapped buffer.
+    pub(crate) fn len(self) -> usize {
+        self.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Max and average pooling over NHWC inputs, and global average pooling.
 
+use super::parallel::SharedMut;
 use crate::error::{Result, TapeError};
 use crate::kernels::conv::{Padding, window_output};
 use crate::scalar::Scalar;
@@ -131,7 +132,27 @@ pub fn max_pool2d_forward<T: Scalar>(
         && g.oh * 2 <= g.h
         && g.ow * 2 <= g.w
     {
-        max_pool_2x2(g, x, y, argmax);
+        let (per_in, per_out) = (g.h * g.w * c, g.oh * g.ow * c);
+        let halves = halves(g.n);
+        let (yp, ap) = (SharedMut::new(y), argmax.map(SharedMut::new));
+        let run = |h: usize| {
+            let imgs = halves[h].clone();
+            if imgs.is_empty() {
+                return;
+            }
+            let sub = Pool2dGeometry { n: imgs.len(), ..*g };
+            // SAFETY: each half writes only its own images' outputs.
+            let ys = unsafe { yp.slice(imgs.start * per_out..imgs.end * per_out) };
+            let aa = ap.map(|a| unsafe { a.slice(imgs.start * per_out..imgs.end * per_out) });
+            max_pool_2x2(
+                &sub,
+                &x[imgs.start * per_in..imgs.end * per_in],
+                ys,
+                aa,
+                imgs.start * per_in,
+            );
+        };
+        on_both_halves(g, &run);
         return Ok(());
     }
     // Two copies of the loop so that neither tests for `argmax` per element; each
@@ -193,7 +214,13 @@ pub fn max_pool2d_forward<T: Scalar>(
 /// The common 2×2, stride-2, unpadded max pooling: the four candidates of each output
 /// are compared directly (first maximum wins, as in the general path), channel by
 /// channel in a loop that vectorizes.
-fn max_pool_2x2<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &mut [T], argmax: Option<&mut [usize]>) {
+fn max_pool_2x2<T: Scalar>(
+    g: &Pool2dGeometry,
+    x: &[T],
+    y: &mut [T],
+    argmax: Option<&mut [usize]>,
+    base: usize,
+) {
     let c = g.c;
     let row = g.w * c;
     let mut a = argmax;
@@ -222,7 +249,7 @@ fn max_pool_2x2<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &mut [T], argmax: Opt
                                 (m, at) = (x11[ch], i11 + ch);
                             }
                             yo[ch] = m;
-                            ao[ch] = at;
+                            ao[ch] = at + base;
                         }
                     }
                     None => {
@@ -238,7 +265,8 @@ fn max_pool_2x2<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &mut [T], argmax: Opt
     }
 }
 
-/// Max-pooling backward: routes each output gradient to the input that won (`dx` zeroed first).
+/// Max-pooling backward: routes each output gradient to the input that won (`dx` zeroed
+/// first). The batch halves run on both cores.
 pub fn max_pool2d_backward<T: Scalar>(
     g: &Pool2dGeometry,
     argmax: &[usize],
@@ -248,17 +276,54 @@ pub fn max_pool2d_backward<T: Scalar>(
     g.check("output gradient", dy.len(), g.output_len())?;
     g.check("argmax", argmax.len(), g.output_len())?;
     g.check("input gradient", dx.len(), g.input_len())?;
-    dx.fill(T::zero());
-    for (&i, &d) in argmax.iter().zip(dy) {
-        if i >= dx.len() {
+    let (per_in, per_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    // Every index must point into its own image's input (as forward produces them);
+    // checked per image with comparisons only (this runs every training step).
+    for b in 0..g.n {
+        let (lo, hi) = (b * per_in, (b + 1) * per_in);
+        let outs = &argmax[b * per_out..(b + 1) * per_out];
+        if let Some(k) = outs.iter().position(|&i| i < lo || i >= hi) {
             return Err(TapeError::InvalidArgument {
                 op: "max_pool2d backward",
-                message: format!("argmax index {i} is past the input's {} elements", dx.len()),
+                message: format!(
+                    "argmax index {} at output {} is not inside that output's image; pass the argmax from max_pool2d_forward",
+                    outs[k],
+                    b * per_out + k
+                ),
             });
         }
-        dx[i] += d;
     }
+    let halves = halves(g.n);
+    let dxp = SharedMut::new(dx);
+    let run = |h: usize| {
+        let imgs = halves[h].clone();
+        // SAFETY: each half writes only its own images' input gradients.
+        let d = unsafe { dxp.slice(imgs.start * per_in..imgs.end * per_in) };
+        d.fill(T::zero());
+        let base = imgs.start * per_in;
+        let outs = imgs.start * per_out..imgs.end * per_out;
+        for (&i, &v) in argmax[outs.clone()].iter().zip(&dy[outs]) {
+            d[i - base] += v;
+        }
+    };
+    on_both_halves(g, &run);
     Ok(())
+}
+
+/// The two half-batches (image ranges); the split depends only on the batch size.
+fn halves(n: usize) -> [std::ops::Range<usize>; 2] {
+    let h = n / 2;
+    if h == 0 { [0..n, n..n] } else { [0..h, h..n] }
+}
+
+/// Runs both halves, on both cores when the batch is large enough to pay for it.
+fn on_both_halves(g: &Pool2dGeometry, f: &(dyn Fn(usize) + Sync)) {
+    if g.n >= 2 && g.input_len() >= 1 << 18 {
+        super::parallel::join2(f);
+    } else {
+        f(0);
+        f(1);
+    }
 }
 
 /// Average pooling; with same padding each window averages only its in-bounds elements,
