@@ -353,10 +353,6 @@ pub trait Labels<T: Scalar> {
     fn validate(&self, out_width: usize) -> Result<()>;
     /// Copies the labels at `rows` into a batch buffer.
     fn gather(&self, rows: &[usize], batch: &mut LabelBatch<T>);
-    /// The labels at `rows` as a new value of the same type (for validation splits).
-    fn subset(&self, rows: Range<usize>) -> Self
-    where
-        Self: Sized;
 }
 
 /// A reusable buffer for one batch of labels.
@@ -399,9 +395,6 @@ impl<T: Scalar> Labels<T> for ClassLabels {
         batch.classes.clear();
         batch.classes.extend(rows.iter().map(|&r| self.labels[r]));
     }
-    fn subset(&self, rows: Range<usize>) -> Self {
-        self.slice(rows)
-    }
 }
 
 impl<S: Shape, T: Scalar> Labels<T> for Targets<S, T> {
@@ -433,9 +426,6 @@ impl<S: Shape, T: Scalar> Labels<T> for Targets<S, T> {
         for &r in rows {
             batch.dense.extend_from_slice(&self.data()[r * p..(r + 1) * p]);
         }
-    }
-    fn subset(&self, rows: Range<usize>) -> Self {
-        self.slice(rows)
     }
 }
 

@@ -367,13 +367,20 @@ pub struct CSVLogger {
     separator: char,
     append: bool,
     file: Option<std::fs::File>,
-    keys: Vec<String>,
+    /// Whether the file already has its header row (written, or found when appending).
+    has_header: bool,
 }
 
 impl CSVLogger {
     /// Logs to `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        CSVLogger { path: path.into(), separator: ',', append: false, file: None, keys: Vec::new() }
+        CSVLogger {
+            path: path.into(),
+            separator: ',',
+            append: false,
+            file: None,
+            has_header: false,
+        }
     }
     /// Uses another separator.
     pub fn separator(mut self, s: char) -> Self {
@@ -404,8 +411,7 @@ impl<T: Scalar> Callback<T> for CSVLogger {
             .open(&self.path)
             .map_err(|e| self.io(e))?;
         self.file = Some(f);
-        // An appended file already has its header.
-        self.keys = if existed { vec!["<appended>".into()] } else { Vec::new() };
+        self.has_header = existed;
         Ok(())
     }
     fn on_epoch_end(
@@ -416,10 +422,10 @@ impl<T: Scalar> Callback<T> for CSVLogger {
     ) -> Result<()> {
         let sep = self.separator.to_string();
         let mut text = String::new();
-        if self.keys.is_empty() {
-            self.keys = logs.keys().cloned().collect();
-            text += &std::iter::once("epoch".to_string())
-                .chain(self.keys.iter().cloned())
+        if !self.has_header {
+            self.has_header = true;
+            text += &std::iter::once("epoch")
+                .chain(logs.keys().map(String::as_str))
                 .collect::<Vec<_>>()
                 .join(&sep);
             text.push('\n');
