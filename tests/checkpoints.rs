@@ -139,6 +139,40 @@ fn model_checkpoint_saves_the_best_epochs_under_templated_names() {
     assert_eq!(fresh.params().values(), m.model().params().values());
 }
 
+#[test]
+fn model_checkpoint_can_save_every_n_batches() {
+    let (x, y) = blobs(64, 4);
+    let dir = tmpdir("savefreq");
+    let template = dir.join("b-{epoch:02d}-{loss:.3f}.safetensors").to_string_lossy().into_owned();
+    let mut m = compiled(1);
+    // 64 samples at batch 16 = 4 batches per epoch; every 2 batches over 2 epochs = 4 saves,
+    // named by epoch and the running loss at that batch (two per epoch, distinct losses).
+    m.fit(&x, &y)
+        .epochs(2)
+        .batch_size(16)
+        .verbose(0)
+        .callbacks(ModelCheckpoint::to(template).save_freq(SaveFreq::Batches(2)))
+        .run()
+        .unwrap();
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.starts_with("b-01-")).count(), 2, "{files:?}");
+    let e = m
+        .fit(&x, &y)
+        .verbose(0)
+        .callbacks(
+            ModelCheckpoint::to(dir.join("z.safetensors").to_string_lossy().into_owned())
+                .save_freq(SaveFreq::Batches(0)),
+        )
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("saving every 0 batches is not a frequency"), "{e}");
+}
+
 /// A callback that fails at the end of one epoch, like a crash.
 struct CrashAt(usize);
 impl<T: tape::Scalar> Callback<T> for CrashAt {

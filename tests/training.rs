@@ -170,6 +170,24 @@ fn validation_options_and_resuming_epochs() {
         .run()
         .unwrap();
     assert_eq!(h["val_loss"].len(), 1);
+    // validation_batch_size batches validation apart from training; the value is the
+    // validation loss of the weights the epoch ended with.
+    let hv = m
+        .fit(&x, &y)
+        .epochs(1)
+        .validation_data(&vx, &vy)
+        .validation_batch_size(7)
+        .verbose(0)
+        .run()
+        .unwrap();
+    let want = m.evaluate_batched(&vx, &vy, 7).unwrap().loss;
+    assert!(
+        (hv["val_loss"][0] - want).abs() < 1e-6 * want.abs().max(1.0),
+        "{} vs {want}",
+        hv["val_loss"][0]
+    );
+    let e = err(m.fit(&x, &y).validation_data(&vx, &vy).validation_batch_size(0).verbose(0).run());
+    assert!(e.starts_with("batch_size: 0 is not a batch size"), "{e}");
     // steps_per_epoch: fewer steps, so fewer optimizer iterations.
     let before = m.optimizer().iterations();
     m.fit(&x, &y).epochs(2).batch_size(10).steps_per_epoch(3).verbose(0).run().unwrap();
@@ -267,6 +285,20 @@ fn callbacks_adjust_learning_rate_stop_and_log() {
     assert_eq!(lines[0], "epoch,accuracy,loss");
     assert_eq!(seen.len(), 3);
     assert!(lines[3].starts_with("2,"));
+    // append keeps the rows and the single header; the separator applies to every field.
+    m.fit(&x, &y).epochs(1).verbose(0).callbacks(CSVLogger::new(&path).append()).run().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch")).count(), 1, "{text}");
+    m.fit(&x, &y)
+        .epochs(1)
+        .verbose(0)
+        .callbacks(CSVLogger::new(&path).separator(';'))
+        .run()
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().collect::<Vec<_>>()[0], "epoch;accuracy;loss", "{text}");
+    assert_eq!(text.lines().count(), 2, "without append the file is replaced: {text}");
 }
 
 #[test]
