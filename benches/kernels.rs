@@ -146,6 +146,7 @@ fn conv(c: &mut Criterion) {
                     &mut dk,
                     Some(&mut db),
                     &mut col,
+                    None,
                 )
                 .unwrap()
             })

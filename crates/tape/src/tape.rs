@@ -739,6 +739,7 @@ impl<'t, T: Scalar> Var<'t, T> {
                 &mut dk,
                 want_db.then_some(&mut db[..]),
                 &mut col,
+                None,
             )?;
             let mut out = vec![
                 Some(Tensor::from_parts(p[0].shape().to_vec(), dx)),

@@ -174,8 +174,18 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         let dy = randv(y.len(), 40 + i as u64);
         let (want_dx, want_dk, want_db) = conv_direct_backward(&g, &x, &k, &dy);
         let (mut dx, mut dk, mut db) = (vec![7.0; x.len()], vec![7.0; k.len()], vec![7.0; g.o]);
-        kernels::conv2d_backward(&g, &x, &k, &dy, Some(&mut dx), &mut dk, Some(&mut db), &mut col)
-            .unwrap();
+        kernels::conv2d_backward(
+            &g,
+            &x,
+            &k,
+            &dy,
+            Some(&mut dx),
+            &mut dk,
+            Some(&mut db),
+            &mut col,
+            None,
+        )
+        .unwrap();
         assert_close(&dx, &want_dx, 1e-12, &format!("{what} dx"));
         assert_close(&dk, &want_dk, 1e-12, &format!("{what} dk"));
         assert_close(&db, &want_db, 1e-12, &format!("{what} db"));

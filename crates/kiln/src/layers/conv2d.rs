@@ -9,6 +9,7 @@
 use super::{Act, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use crate::init::Initializer;
 use kiln_tape::Scalar;
+use kiln_tape::kernels::conv::Prologue;
 use kiln_tape::kernels::{Conv2dGeometry, Padding, conv2d_backward, conv2d_forward, window_output};
 
 /// A 2-D convolution layer (Keras `Conv2D`).
@@ -25,7 +26,6 @@ pub struct Conv2D<T = f32> {
     input: [usize; 3],
     col: Vec<T>,
     z: Vec<T>,
-    dz: Vec<T>,
     scratch: Vec<T>,
 }
 
@@ -45,7 +45,6 @@ impl<T: Scalar> Conv2D<T> {
             input: [0; 3],
             col: Vec::new(),
             z: Vec::new(),
-            dz: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -208,15 +207,22 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
     ) -> kiln_tape::Result<()> {
         let geom = self.geometry(batch)?;
         let n = geom.rows() * geom.o;
-        let dz = self.activation.grad_through(&self.z, y, &dy[..n], geom.o, &mut self.dz);
+        let (dy, y, z, act) = (&dy[..n], &y[..n], &self.z, self.activation);
+        // The activation's gradient is applied tile by tile inside the convolution.
+        let through = move |r: std::ops::Range<usize>, dz: &mut [T]| {
+            let z = if z.is_empty() { z } else { &z[r.clone()] };
+            act.backward(z, &y[r.clone()], &dy[r], geom.o, dz);
+        };
+        let pre = (!act.is_linear()).then_some(&through as &Prologue<'_, T>);
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        if self.use_bias {
+        let (dk, db) = if self.use_bias {
             let [dk, db] = g.many_mut([0, 1]);
-            conv2d_backward(&geom, xin, p.get(0), dz, dx, dk, Some(db), &mut self.col)
+            (dk, Some(db))
         } else {
-            conv2d_backward(&geom, xin, p.get(0), dz, dx, g.get_mut(0), None, &mut self.col)
-        }
+            (g.get_mut(0), None)
+        };
+        conv2d_backward(&geom, xin, p.get(0), dy, dx, dk, db, &mut self.col, pre)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
         self.activation.split_output()
