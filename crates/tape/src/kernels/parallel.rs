@@ -155,10 +155,46 @@ pub fn split_items<T: Send>(
     });
 }
 
+/// The work on one half of a [`split_zip`]: `K` buffers to update and the shared input.
+pub type ZipPart<'a, T, const K: usize> = dyn Fn([&mut [T]; K], &[T]) + Sync + 'a;
+
+/// Splits `K` equally long buffers and one shared input in two halves at the same point
+/// and runs `f` on each half, on both cores when there are at least `min` elements.
+/// Meant for elementwise updates (an optimizer's step over weights and its slots):
+/// each element is computed exactly as on one thread.
+pub fn split_zip<T: Send + Sync, const K: usize>(
+    bufs: [&mut [T]; K],
+    shared: &[T],
+    min: usize,
+    f: &ZipPart<'_, T, K>,
+) {
+    let len = shared.len();
+    assert!(bufs.iter().all(|b| b.len() == len), "split_zip buffers must have one length");
+    if len < min || !available() {
+        f(bufs, shared);
+        return;
+    }
+    // A multiple of 64 elements, so both halves start on a cache line.
+    let mid = (len / 2).next_multiple_of(64).min(len);
+    let ptrs: [SharedMut<T>; K] = bufs.map(SharedMut::new);
+    join2(&|i| {
+        let range = if i == 0 { 0..mid } else { mid..len };
+        // SAFETY: the halves are disjoint ranges of buffers borrowed for this call.
+        let parts = ptrs.map(|p| unsafe { p.slice(range.clone()) });
+        f(parts, &shared[range]);
+    });
+}
+
 /// A buffer shared by the two halves of a [`join2`] job, each of which writes only its
 /// own disjoint range: what `&mut` cannot express across the two closures.
-#[derive(Clone, Copy)]
 pub(crate) struct SharedMut<T>(*mut T, usize);
+// Manual impls: a pointer is copyable whatever `T` is (derive would require `T: Copy`).
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
 // SAFETY: users only hand out disjoint ranges to the two halves.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 unsafe impl<T: Send> Send for SharedMut<T> {}

@@ -575,6 +575,35 @@ mod tests {
         w[0]
     }
 
+    /// Large buffers are updated in two halves on two cores, vectorized: every element
+    /// must come out exactly as when it is updated alone (one element, one thread).
+    #[test]
+    fn split_updates_equal_element_by_element_updates() {
+        let n = 40_001;
+        let w0: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let grad = |s: usize, i: usize| ((i * 13 + s * 7) % 29) as f32 / 7.0 - 2.0;
+        let opts: [fn() -> Optimizer<f32>; 4] = [
+            || Adam::new(0.01).into_optimizer().unwrap(),
+            || Adam::new(0.01).amsgrad().into_optimizer().unwrap(),
+            || SGD::new(0.1).momentum(0.9).nesterov().into_optimizer().unwrap(),
+            || SGD::new(0.1).into_optimizer().unwrap(),
+        ];
+        for make in opts {
+            let (mut whole, mut w) = (make(), w0.clone());
+            for s in 0..3 {
+                let mut g: Vec<f32> = (0..n).map(|i| grad(s, i)).collect();
+                whole.apply(&mut w, &mut g, &[]).unwrap();
+            }
+            for i in (0..n).step_by(997).chain([n / 2, n / 2 + 1, n - 1]) {
+                let (mut one, mut wi) = (make(), [w0[i]]);
+                for s in 0..3 {
+                    one.apply(&mut wi, &mut [grad(s, i)], &[]).unwrap();
+                }
+                assert_eq!(w[i].to_bits(), wi[0].to_bits(), "{} element {i}", whole.name());
+            }
+        }
+    }
+
     /// A hyperparameter as Keras's TF backend casts it (through float32).
     fn k(v: f64) -> f64 {
         f64::from(v as f32)

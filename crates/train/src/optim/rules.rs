@@ -4,6 +4,12 @@
 //! rounding.
 
 use kiln_tape::Scalar;
+use kiln_tape::kernels::parallel::split_zip;
+use kiln_tape::kernels::simd::with_simd;
+
+/// Trainable values below which an update stays on one thread (the fork-join costs a
+/// few microseconds; an AVX-512 Adam step over 16k values takes about as long).
+const PARALLEL_MIN: usize = 1 << 14;
 
 /// One optimizer's per-element update and its state ("slots").
 pub trait UpdateRule<T: Scalar>: Send {
@@ -51,20 +57,28 @@ impl<T: Scalar> UpdateRule<T> for SgdRule<T> {
     }
     fn update(&mut self, w: &mut [T], g: &[T], lr: T, _step: u64) {
         if self.momentum == 0.0 {
-            for (w, &g) in w.iter_mut().zip(g) {
-                *w -= g * lr;
-            }
+            split_zip([w], g, PARALLEL_MIN, &|[w], g| {
+                with_simd(|| {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= g * lr;
+                    }
+                })
+            });
             return;
         }
-        let mom: T = kcast(self.momentum);
-        for ((w, &g), m) in w.iter_mut().zip(g).zip(self.m.iter_mut()) {
-            *m = -g * lr + *m * mom;
-            if self.nesterov {
-                *w += -g * lr + *m * mom;
-            } else {
-                *w += *m;
-            }
-        }
+        let (mom, nesterov): (T, bool) = (kcast(self.momentum), self.nesterov);
+        split_zip([w, &mut self.m[..]], g, PARALLEL_MIN, &|[w, m], g| {
+            with_simd(|| {
+                for ((w, &g), m) in w.iter_mut().zip(g).zip(m.iter_mut()) {
+                    *m = -g * lr + *m * mom;
+                    if nesterov {
+                        *w += -g * lr + *m * mom;
+                    } else {
+                        *w += *m;
+                    }
+                }
+            })
+        });
     }
     fn slots(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
         vec![("momentum", &mut self.m)]
@@ -102,21 +116,30 @@ impl<T: Scalar> UpdateRule<T> for AdamRule<T> {
         let alpha = lr * (T::one() - b2_power).sqrt() / (T::one() - b1_power);
         let (one_b1, one_b2): (T, T) = (c(1.0 - self.beta_1), c(1.0 - self.beta_2));
         if self.amsgrad {
-            for i in 0..w.len() {
-                let g = g[i];
-                self.m[i] = self.m[i] + (g - self.m[i]) * one_b1;
-                self.v[i] = self.v[i] + (g * g - self.v[i]) * one_b2;
-                self.v_hat[i] = self.v_hat[i].max(self.v[i]);
-                w[i] -= (self.m[i] * alpha) / (self.v_hat[i].sqrt() + eps);
-            }
+            let bufs = [w, &mut self.m[..], &mut self.v[..], &mut self.v_hat[..]];
+            split_zip(bufs, g, PARALLEL_MIN, &|[w, m, v, v_hat], g| {
+                with_simd(|| {
+                    for i in 0..w.len() {
+                        let g = g[i];
+                        m[i] = m[i] + (g - m[i]) * one_b1;
+                        v[i] = v[i] + (g * g - v[i]) * one_b2;
+                        v_hat[i] = v_hat[i].max(v[i]);
+                        w[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
+                    }
+                })
+            });
         } else {
-            for (((w, &g), m), v) in
-                w.iter_mut().zip(g).zip(self.m.iter_mut()).zip(self.v.iter_mut())
-            {
-                *m += (g - *m) * one_b1;
-                *v += (g * g - *v) * one_b2;
-                *w -= (*m * alpha) / (v.sqrt() + eps);
-            }
+            let bufs = [w, &mut self.m[..], &mut self.v[..]];
+            split_zip(bufs, g, PARALLEL_MIN, &|[w, m, v], g| {
+                with_simd(|| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        *m += (g - *m) * one_b1;
+                        *v += (g * g - *v) * one_b2;
+                        *w -= (*m * alpha) / (v.sqrt() + eps);
+                    }
+                })
+            });
         }
     }
     fn slots(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
