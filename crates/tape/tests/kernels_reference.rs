@@ -211,10 +211,21 @@ fn pooling_matches_direct_loops() {
         ((2, 3), (1, 2), Padding::Valid),
         ((3, 2), (3, 3), Padding::Same),
     ];
-    // The second shape is large enough for the two-core path (2x2 fast path included).
-    for (shape, cases) in [([2, 7, 6, 3], &cases[..]), ([16, 64, 64, 4], &cases[..1])] {
-        let x = randv(shape.iter().product(), 50);
-        for &(pool, s, p) in cases {
+    // The larger shapes take the two-core path (2x2 fast path included; 27 is odd, so a
+    // row and a column belong to no window). Each input also comes with many ties
+    // (rounded ReLU outputs), where the first maximum in window order must win.
+    let shapes = [
+        ([2, 7, 6, 3], &cases[..]),
+        ([16, 64, 64, 4], &cases[..1]),
+        ([48, 27, 27, 8], &cases[..1]),
+    ];
+    for (shape, cases) in shapes {
+        for (ties, &(pool, s, p)) in
+            [false, true].into_iter().flat_map(|t| cases.iter().map(move |c| (t, c)))
+        {
+            let x = randv(shape.iter().product(), 50);
+            let x: Vec<f64> =
+                if ties { x.iter().map(|v| (2.0 * v).round().max(0.0)).collect() } else { x };
             let g = Pool2dGeometry::new(&shape, pool, s, p).unwrap();
             let (mut ymax, mut yavg, mut arg) =
                 (vec![0.0; g.output_len()], vec![0.0; g.output_len()], vec![0; g.output_len()]);
@@ -264,6 +275,15 @@ fn pooling_matches_direct_loops() {
             kernels::max_pool2d_backward(&g, &arg, &dy, &mut dmax).unwrap();
             kernels::avg_pool2d_backward(&g, &dy, &mut davg).unwrap();
             assert_close(&dmax, &want_dmax, 1e-12, "max pool backward");
+            // From the values instead of the argmax, overwriting whatever dx held.
+            let mut dvals = vec![7.0; x.len()];
+            kernels::max_pool2d_backward_from_values(&g, &x, &ymax, &dy, &mut dvals).unwrap();
+            assert_close(
+                &dvals,
+                &want_dmax,
+                1e-12,
+                &format!("max pool backward from values {shape:?} {pool:?} ties {ties}"),
+            );
             assert_close(&davg, &want_davg, 1e-12, "avg pool backward");
         }
     }

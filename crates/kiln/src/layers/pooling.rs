@@ -8,7 +8,7 @@ use super::{Layer, Params, ParamsMut};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{
     Padding, Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, window_output,
+    global_avg_pool2d_forward, max_pool2d_backward_from_values, max_pool2d_forward, window_output,
 };
 
 /// Window, strides and padding shared by the two windowed poolings.
@@ -89,7 +89,6 @@ window_setters!(AveragePooling2D);
 #[derive(Clone, Debug)]
 pub struct MaxPool2D {
     w: Window,
-    argmax: Vec<usize>,
 }
 
 impl MaxPool2D {
@@ -97,7 +96,6 @@ impl MaxPool2D {
     pub fn new(pool: usize) -> Self {
         MaxPool2D {
             w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
-            argmax: Vec::new(),
         }
     }
 }
@@ -129,20 +127,15 @@ impl<T: Scalar> Layer<T> for MaxPool2D {
         batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
+        // No argmax is kept: backward finds each window's winner again from x and y.
         let g = self.w.geometry(batch)?;
-        self.argmax.resize(g.output_len(), 0);
-        max_pool2d_forward(
-            &g,
-            &x[..g.input_len()],
-            &mut y[..g.output_len()],
-            Some(&mut self.argmax[..g.output_len()]),
-        )
+        max_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()], None)
     }
     fn backward(
         &mut self,
         _p: Params<'_, T>,
-        _x: &[T],
-        _y: &[T],
+        x: &[T],
+        y: &[T],
         dy: &[T],
         batch: usize,
         _g: ParamsMut<'_, T>,
@@ -150,9 +143,10 @@ impl<T: Scalar> Layer<T> for MaxPool2D {
     ) -> kiln_tape::Result<()> {
         let Some(dx) = dx else { return Ok(()) };
         let g = self.w.geometry(batch)?;
-        max_pool2d_backward(
+        max_pool2d_backward_from_values(
             &g,
-            &self.argmax[..g.output_len()],
+            &x[..g.input_len()],
+            &y[..g.output_len()],
             &dy[..g.output_len()],
             &mut dx[..g.input_len()],
         )

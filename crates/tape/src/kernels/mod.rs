@@ -26,6 +26,7 @@ pub use gemm::{Trans, gemm};
 pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};
 pub use pool::{
     Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_backward_from_values,
+    max_pool2d_forward,
 };
 pub use reduce::{Reduce, argmax_all, argmax_axis, reduce_all, reduce_axis};

@@ -310,6 +310,120 @@ pub fn max_pool2d_backward<T: Scalar>(
     Ok(())
 }
 
+/// Max-pooling backward from the values instead of stored indices: each output gradient
+/// goes to the first input of its window (in the forward's scan order) equal to the
+/// output, which is exactly the input the forward picked (an earlier element is strictly
+/// smaller than the winner, so it cannot compare equal). `dx` is overwritten.
+///
+/// Needing no argmax lets the forward run its index-free loop in training too; the
+/// 2×2 stride-2 case writes every input gradient once with compare masks, no scatter.
+/// The batch halves run on both cores.
+pub fn max_pool2d_backward_from_values<T: Scalar>(
+    g: &Pool2dGeometry,
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
+    g.check("input", x.len(), g.input_len())?;
+    g.check("output", y.len(), g.output_len())?;
+    g.check("output gradient", dy.len(), g.output_len())?;
+    g.check("input gradient", dx.len(), g.input_len())?;
+    let (per_in, per_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let halves = halves(g.n);
+    let dxp = SharedMut::new(dx);
+    let run = |h: usize| {
+        let imgs = halves[h].clone();
+        if imgs.is_empty() {
+            return;
+        }
+        let sub = Pool2dGeometry { n: imgs.len(), ..*g };
+        let (ins, outs) =
+            (imgs.start * per_in..imgs.end * per_in, imgs.start * per_out..imgs.end * per_out);
+        // SAFETY: each half writes only its own images' input gradients.
+        let d = unsafe { dxp.slice(ins.clone()) };
+        let (x, y, dy) = (&x[ins], &y[outs.clone()], &dy[outs]);
+        if (g.ph, g.pw, g.sh, g.sw, g.pad_top, g.pad_left) == (2, 2, 2, 2, 0, 0) {
+            max_pool_2x2_backward(&sub, x, y, dy, d);
+        } else {
+            max_pool_backward_scan(&sub, x, y, dy, d);
+        }
+    };
+    on_both_halves(g, &run);
+    Ok(())
+}
+
+fn max_pool_2x2_backward<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+    let c = g.c;
+    let row = g.w * c;
+    let zero = T::zero();
+    for b in 0..g.n {
+        let img = b * g.h * row;
+        // An odd last row or column belongs to no window: its gradient is zero.
+        if g.h > 2 * g.oh {
+            dx[img + 2 * g.oh * row..img + g.h * row].fill(zero);
+        }
+        for oy in 0..g.oh {
+            let r0 = img + 2 * oy * row;
+            if g.w > 2 * g.ow {
+                dx[r0 + 2 * g.ow * c..r0 + row].fill(zero);
+                dx[r0 + row + 2 * g.ow * c..r0 + 2 * row].fill(zero);
+            }
+            for ox in 0..g.ow {
+                let i00 = r0 + 2 * ox * c;
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                let (yo, go) = (&y[o..o + c], &dy[o..o + c]);
+                let (top, bottom) = dx[i00..i00 + row + 2 * c].split_at_mut(row);
+                let (d00, d01) = top[..2 * c].split_at_mut(c);
+                let (d10, d11) = bottom[..2 * c].split_at_mut(c);
+                let (x00, x01) = (&x[i00..i00 + c], &x[i00 + c..i00 + 2 * c]);
+                let (x10, x11) =
+                    (&x[i00 + row..i00 + row + c], &x[i00 + row + c..i00 + row + 2 * c]);
+                for ch in 0..c {
+                    let (m, gv) = (yo[ch], go[ch]);
+                    // `&`, not `&&`: no short-circuit branches, so the loop vectorizes.
+                    let e00 = x00[ch] == m;
+                    let e01 = !e00 & (x01[ch] == m);
+                    let e10 = !(e00 | e01) & (x10[ch] == m);
+                    let e11 = !(e00 | e01 | e10) & (x11[ch] == m);
+                    d00[ch] = if e00 { gv } else { zero };
+                    d01[ch] = if e01 { gv } else { zero };
+                    d10[ch] = if e10 { gv } else { zero };
+                    d11[ch] = if e11 { gv } else { zero };
+                }
+            }
+        }
+    }
+}
+
+/// Any window, stride and padding: zero `dx`, then add each output gradient at the first
+/// window position equal to the output.
+fn max_pool_backward_scan<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+    dx.fill(T::zero());
+    let c = g.c;
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                let o = ((b * g.oh + oy) * g.ow + ox) * c;
+                for ch in 0..c {
+                    let m = y[o + ch];
+                    let hit = ys
+                        .clone()
+                        .flat_map(|iy| xs.clone().map(move |ix| (iy, ix)))
+                        .find_map(|(iy, ix)| {
+                            let i = ((b * g.h + iy) * g.w + ix) * c + ch;
+                            (x[i] == m).then_some(i)
+                        });
+                    if let Some(i) = hit {
+                        dx[i] += dy[o + ch];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The two half-batches (image ranges); the split depends only on the batch size.
 fn halves(n: usize) -> [std::ops::Range<usize>; 2] {
     let h = n / 2;
