@@ -196,7 +196,7 @@ fn im2col_images<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
                     if ix0 >= 0 && ix0 as usize + g.kw <= g.w {
                         // The whole kernel row is inside: one contiguous copy.
                         let s = (iy as usize * g.w + ix0 as usize) * c;
-                        copy_short(dst, &img[s..s + g.kw * c]);
+                        copy_inline(dst, &img[s..s + g.kw * c]);
                     } else {
                         for kx in 0..g.kw {
                             let ix = ix0 + kx as isize;
@@ -205,7 +205,7 @@ fn im2col_images<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
                                 d.fill(T::zero());
                             } else {
                                 let s = (iy as usize * g.w + ix as usize) * c;
-                                d.copy_from_slice(&img[s..s + c]);
+                                copy_inline(d, &img[s..s + c]);
                             }
                         }
                     }
@@ -216,25 +216,32 @@ fn im2col_images<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
     }
 }
 
-/// `dst.copy_from_slice(src)`, with the short lengths of small kernels (3×3 over one
-/// to three channels: 3, 6, 9 values) copied inline: a `memcpy` call per 12 bytes cost
-/// more than the copy, and im2col makes one per output pixel and kernel row.
+/// `dst.copy_from_slice(src)` for the short rows of convolutions (a kernel row of a few
+/// channels, one bias row), copied inline in 16-value blocks: a `memcpy` call per row
+/// costs more than the copy itself, and im2col makes one per output pixel and kernel
+/// row.
 #[inline(always)]
-fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+pub(crate) fn copy_inline<T: Copy>(dst: &mut [T], src: &[T]) {
     fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
         let d: &mut [T; N] = dst.try_into().expect("same length");
         *d = *<&[T; N]>::try_from(src).expect("same length");
     }
+    assert_eq!(dst.len(), src.len(), "copy_inline lengths");
+    let (mut d, mut s) = (dst.chunks_exact_mut(16), src.chunks_exact(16));
+    for (a, b) in (&mut d).zip(&mut s) {
+        fixed::<T, 16>(a, b);
+    }
+    let (dst, src) = (d.into_remainder(), s.remainder());
     match dst.len() {
+        0 => {}
         1 => fixed::<T, 1>(dst, src),
         2 => fixed::<T, 2>(dst, src),
         3 => fixed::<T, 3>(dst, src),
         4 => fixed::<T, 4>(dst, src),
-        5 => fixed::<T, 5>(dst, src),
         6 => fixed::<T, 6>(dst, src),
-        7 => fixed::<T, 7>(dst, src),
         8 => fixed::<T, 8>(dst, src),
         9 => fixed::<T, 9>(dst, src),
+        12 => fixed::<T, 12>(dst, src),
         _ => dst.copy_from_slice(src),
     }
 }
@@ -385,7 +392,7 @@ pub fn conv2d_forward<T: Scalar>(
             let beta = match bias {
                 Some(b) => {
                     for row in yb.chunks_exact_mut(g.o) {
-                        row.copy_from_slice(b);
+                        copy_inline(row, b);
                     }
                     T::one()
                 }

@@ -277,7 +277,13 @@ unsafe fn pack_b(
             unsafe {
                 let src = b.offset(p as isize * rsb + j0 as isize * csb);
                 if csb == 1 {
-                    row[..cols].copy_from_slice(std::slice::from_raw_parts(src, cols));
+                    // Full panels are copied inline (a memcpy call per 32 values costs
+                    // more than the copy).
+                    match cols {
+                        32 => copy_n::<32>(src, row),
+                        16 => copy_n::<16>(src, row),
+                        _ => row[..cols].copy_from_slice(std::slice::from_raw_parts(src, cols)),
+                    }
                 } else {
                     for (j, v) in row[..cols].iter_mut().enumerate() {
                         *v = *src.offset(j as isize * csb);
@@ -308,10 +314,13 @@ unsafe fn pack_a(
                 let d = &mut dst[p * mr..(p + 1) * mr];
                 // SAFETY: in bounds per the caller of `sgemm`.
                 unsafe {
-                    d[..rows].copy_from_slice(std::slice::from_raw_parts(
-                        a.offset(i0 as isize + p as isize * csa),
-                        rows,
-                    ))
+                    let src = a.offset(i0 as isize + p as isize * csa);
+                    match rows {
+                        8 => copy_n::<8>(src, d),
+                        6 => copy_n::<6>(src, d),
+                        4 => copy_n::<4>(src, d),
+                        _ => d[..rows].copy_from_slice(std::slice::from_raw_parts(src, rows)),
+                    }
                 };
                 d[rows..].fill(0.0);
             }
@@ -342,6 +351,17 @@ unsafe fn pack_a(
             }
         }
     }
+}
+
+/// Copies `N` values from `src` to the start of `dst`, inline.
+///
+/// # Safety
+/// `src` must be valid for `N` reads.
+#[inline(always)]
+unsafe fn copy_n<const N: usize>(src: *const f32, dst: &mut [f32]) {
+    let d: &mut [f32; N] = (&mut dst[..N]).try_into().expect("N values");
+    // SAFETY: per the caller; unaligned reads are allowed.
+    *d = unsafe { std::ptr::read_unaligned(src.cast::<[f32; N]>()) };
 }
 
 /// Interleaves `MR` rows of a row-major matrix (row stride `rsa`) into `dst[p·MR + i]`.
