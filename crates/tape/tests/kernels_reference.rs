@@ -17,7 +17,8 @@ fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
 
 #[test]
 fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
-    for &(m, n, k) in &[(1, 1, 1), (3, 5, 4), (7, 13, 5), (33, 17, 65), (4, 3, 0)] {
+    // (9, 32, 600): B one AVX-512 panel wide, read in place, over two depth blocks.
+    for &(m, n, k) in &[(1, 1, 1), (3, 5, 4), (7, 13, 5), (33, 17, 65), (4, 3, 0), (9, 32, 600)] {
         for ta in [Trans::No, Trans::Yes] {
             for tb in [Trans::No, Trans::Yes] {
                 for &(alpha, beta) in &[(1.0, 0.0), (0.7, 1.0), (-2.0, 0.5)] {
@@ -54,7 +55,8 @@ fn gemm_matches_naive_for_every_transpose_alpha_and_beta() {
                     kernels::gemm(m, n, k, alpha as f32, &a32, ta, &b32, tb, beta as f32, &mut c32)
                         .unwrap();
                     let c32: Vec<f64> = c32.iter().map(|&v| v as f64).collect();
-                    assert_close(&c32, &want, 1e-5, "sgemm");
+                    // f32 rounding grows with the depth of each dot product.
+                    assert_close(&c32, &want, 1e-6 * (k as f64).max(10.0), "sgemm");
                 }
             }
         }

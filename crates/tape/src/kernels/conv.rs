@@ -347,7 +347,7 @@ pub type Prologue<'a, T> = dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync + 'a;
 ///
 /// The batch is processed in tiles of [`Conv2dGeometry::tile_images`] images so each
 /// im2col block stays in cache; the two half-batches run on both cores. The bias is
-/// broadcast into `y` and the GEMM accumulates onto it. `ws` is a caller-owned
+/// added to each output block right after its product, while it is in cache. `ws` is a caller-owned
 /// workspace of [`Conv2dGeometry::workspace_len`].
 pub fn conv2d_forward<T: Scalar>(
     g: &Conv2dGeometry,
@@ -389,18 +389,27 @@ pub fn conv2d_forward<T: Scalar>(
             let col = &mut col[..rows * g.patch()];
             im2col_images(&sub, &x[b0 * img_in..(b0 + count) * img_in], col);
             let yb = unsafe { yp.slice(b0 * per_out * g.o..(b0 + count) * per_out * g.o) };
-            let beta = match bias {
-                Some(b) => {
-                    for row in yb.chunks_exact_mut(g.o) {
-                        copy_inline(row, b);
-                    }
-                    T::one()
-                }
-                None => T::zero(),
-            };
             // Lengths are consistent by construction.
-            let _ =
-                gemm(rows, g.o, g.patch(), T::one(), col, Trans::No, kernel, Trans::No, beta, yb);
+            let _ = gemm(
+                rows,
+                g.o,
+                g.patch(),
+                T::one(),
+                col,
+                Trans::No,
+                kernel,
+                Trans::No,
+                T::zero(),
+                yb,
+            );
+            // Bias after the product (as Keras's bias_add), while the block is in cache.
+            if let Some(b) = bias {
+                for row in yb.chunks_exact_mut(g.o) {
+                    for (v, &bv) in row.iter_mut().zip(b) {
+                        *v += bv;
+                    }
+                }
+            }
             if let Some(post) = post {
                 post(yb);
             }

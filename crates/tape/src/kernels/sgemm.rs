@@ -202,17 +202,28 @@ unsafe fn sgemm_serial(
             while pc < k {
                 let kc = KC.min(k - pc);
                 let beta_here = if pc == 0 { beta } else { 1.0 };
-                // SAFETY: the caller guarantees the strides stay in bounds.
-                unsafe {
-                    pack_b(
-                        kc,
-                        nc,
-                        nr,
-                        b.offset(pc as isize * rsb + jc as isize * csb),
-                        rsb,
-                        csb,
-                        bp,
-                    )
+                // A row-major B exactly one panel wide is already in packed layout
+                // (kc rows of nr values): the kernel reads it in place. This skips a
+                // copy of the whole output gradient in a few-filter conv's kernel
+                // gradient (the first MNIST conv: 32 filters, nr = 32).
+                let direct = n == nr && csb == 1 && rsb == nr as isize;
+                let bpanel = if direct {
+                    // SAFETY: rows pc..pc + kc of B, in bounds per the caller.
+                    unsafe { b.offset(pc as isize * rsb) }
+                } else {
+                    // SAFETY: the caller guarantees the strides stay in bounds.
+                    unsafe {
+                        pack_b(
+                            kc,
+                            nc,
+                            nr,
+                            b.offset(pc as isize * rsb + jc as isize * csb),
+                            rsb,
+                            csb,
+                            bp,
+                        )
+                    };
+                    bp.as_ptr()
                 };
                 let mut ic = 0;
                 while ic < m {
@@ -238,7 +249,7 @@ unsafe fn sgemm_serial(
                                 (imp.kernel)(
                                     kc,
                                     ap.as_ptr().add(ir * kc),
-                                    bp.as_ptr().add(jr * kc),
+                                    bpanel.add(jr * kc),
                                     c.add((ic + ir) * ldc + jc + jr),
                                     ldc,
                                     alpha,
@@ -644,7 +655,7 @@ mod tests {
                                 (imp.kernel)(
                                     kc,
                                     ap.as_ptr().add(ir * kc),
-                                    bp.as_ptr().add(jr * kc),
+                                    bpanel.add(jr * kc),
                                     c.as_mut_ptr().add((ic + ir) * n + jc + jr),
                                     n,
                                     1.0,
