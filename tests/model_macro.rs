@@ -183,3 +183,60 @@ fn a_generated_model_trains_with_fit() {
     let p: Outputs<S1<3>> = m.predict(&x).unwrap();
     assert_eq!(p.len(), n);
 }
+
+model! {
+    /// Every kind of fusable Conv2D → MaxPool2D pair: relu on an odd-sized output (the
+    /// last row and column are in no window), linear, sigmoid on a two-core batch.
+    struct Blocks: [15, 15, 2] => [
+        Conv2D(6, kernel = 3, activation = relu),
+        MaxPool2D(2),
+        Conv2D(5, kernel = 2, padding = same),
+        MaxPool2D(2),
+        Conv2D(4, kernel = 1, activation = sigmoid),
+        MaxPool2D(2),
+        Flatten,
+        Dense(3),
+    ]
+}
+
+/// `model!` runs each Conv2D → MaxPool2D pair fused; a Sequential of the same layers
+/// runs them one by one. Outputs and every gradient must agree bit for bit, in training
+/// and inference, for a batch that takes the one-core path and one that takes two.
+#[test]
+fn fused_conv_pool_blocks_equal_the_layers_run_one_by_one() {
+    use kiln::layers::{Conv2D, Dense, Flatten, MaxPool2D};
+    use kiln::tape::kernels::Padding;
+    let mut fused = Blocks::new(Seed(3));
+    let mut plain = Sequential::builder("blocks", &[15, 15, 2])
+        .add(Conv2D::new(6).kernel(3, 3).activation(Activation::Relu))
+        .add(MaxPool2D::new(2))
+        .add(Conv2D::new(5).kernel(2, 2).padding(Padding::Same))
+        .add(MaxPool2D::new(2))
+        .add(Conv2D::new(4).kernel(1, 1).activation(Activation::Sigmoid))
+        .add(MaxPool2D::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(3))
+        .build(Seed(99))
+        .unwrap();
+    plain.params_mut().values_mut().copy_from_slice(fused.params().values());
+    for batch in [3, 600] {
+        // Rounded values make ties in the pooling windows, where the first must win.
+        let x: Vec<f32> = Tensor::<f32>::random_normal(&[batch, 15, 15, 2], 0.0, 1.0, 4)
+            .into_vec()
+            .iter()
+            .map(|v| (4.0 * v).round() / 4.0)
+            .collect();
+        let d = Tensor::<f32>::random_normal(&[batch, 3], 0.0, 1.0, 5).into_vec();
+        let yf = fused.forward_train(&x, batch).unwrap().outputs.to_vec();
+        let yp = plain.forward_train(&x, batch).unwrap().outputs.to_vec();
+        assert_eq!(yf, yp, "training outputs, batch {batch}");
+        let (mut gf, mut gp) = (vec![0.0; fused.params().len()], vec![0.0; plain.params().len()]);
+        fused.backward(&x, &d, false, &mut gf).unwrap();
+        plain.backward(&x, &d, false, &mut gp).unwrap();
+        assert_eq!(gf, gp, "gradients, batch {batch}");
+        assert!(gf.iter().all(|g| g.is_finite()) && gf.iter().any(|&g| g != 0.0));
+        let yf = fused.forward_infer(&x, batch).unwrap().outputs.to_vec();
+        let yp = plain.forward_infer(&x, batch).unwrap().outputs.to_vec();
+        assert_eq!(yf, yp, "inference outputs, batch {batch}");
+    }
+}

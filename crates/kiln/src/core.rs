@@ -10,7 +10,7 @@
 use crate::Seed;
 use crate::error::{Error, Result};
 use crate::init::param_seed;
-use crate::layers::{Layer, Params, ParamsMut};
+use crate::layers::{Conv2D, Layer, MaxPool2D, Params, ParamsMut};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{sigmoid, softmax, softmax_backward};
 use kiln_train::{OutputActivation, ParamDecl, ParamStore, TrainError, TrainOutput};
@@ -283,6 +283,74 @@ impl<T: Scalar> ModelCore<T> {
             &dy[..batch * info.out_len],
             batch,
             ParamsMut::new(grads, &info.ranges),
+            want,
+        )?;
+        self.grad.swap(0, 1);
+        Ok(())
+    }
+
+    /// Runs layer `i` (a Conv2D) and layer `i + 1` (a MaxPool2D) forward: as one fused
+    /// pass when [`Conv2D::fuses_with`] the pool (the convolution's own output is then
+    /// not kept), else one after the other. `model!` emits this for every such pair.
+    pub fn forward_conv_pool(
+        &mut self,
+        i: usize,
+        conv: &mut Conv2D<T>,
+        pool: &mut MaxPool2D,
+        x: &[T],
+        training: bool,
+    ) -> kiln_train::Result<()> {
+        if !conv.fuses_with(pool) {
+            self.forward_layer(i, conv, x, training)?;
+            return self.forward_layer(i + 1, pool, x, training);
+        }
+        let batch = self.batch;
+        let (before, rest) = self.acts.split_at_mut(i);
+        let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
+        // The convolution's output is never materialized.
+        rest[0].clear();
+        let y = &mut rest[1];
+        y.resize(batch * self.layers[i + 1].out_len, T::zero());
+        let values = self.params.values();
+        conv.forward_pooled(
+            &Params::new(values, &self.layers[i].ranges),
+            input,
+            batch,
+            y,
+            training,
+        )?;
+        Ok(())
+    }
+
+    /// Backward through a pair run by [`ModelCore::forward_conv_pool`] (call in place of
+    /// the two layers' backward steps).
+    pub fn backward_conv_pool(
+        &mut self,
+        i: usize,
+        conv: &mut Conv2D<T>,
+        pool: &mut MaxPool2D,
+        x: &[T],
+        grads: &mut [T],
+    ) -> kiln_train::Result<()> {
+        if !conv.fuses_with(pool) {
+            self.backward_layer(i + 1, pool, x, grads)?;
+            return self.backward_layer(i, conv, x, grads);
+        }
+        if i < self.first_trained {
+            return Ok(());
+        }
+        let batch = self.batch;
+        let input: &[T] = if i == 0 { &x[..batch * self.in_len] } else { &self.acts[i - 1] };
+        let [dy, dx] = &mut self.grad;
+        let want = (i > self.first_trained).then(|| &mut dx[..input.len()]);
+        let n = batch * self.layers[i + 1].out_len;
+        conv.backward_pooled(
+            Params::new(self.params.values(), &self.layers[i].ranges),
+            input,
+            &self.acts[i + 1],
+            &dy[..n],
+            batch,
+            ParamsMut::new(grads, &self.layers[i].ranges),
             want,
         )?;
         self.grad.swap(0, 1);

@@ -21,6 +21,8 @@ pub struct Planned {
     pub ctor: TokenStream,
     pub output: Vec<usize>,
     pub check: Option<TokenStream>,
+    /// The built-in layer's class ("Conv2D"), empty for custom layers.
+    pub class: &'static str,
 }
 
 struct Spec {
@@ -496,7 +498,7 @@ pub fn plan(
             let ot = shape_type(&out, out_span)?;
             let field = format_ident!("{name}");
             let check = quote_spanned!(expr.span()=> ::kiln::layers::check_custom_layer::<_, #it, #ot>(&#field););
-            Ok(Planned { field, name, ty, ctor, output: out, check: Some(check) })
+            Ok(Planned { field, name, ty, ctor, output: out, check: Some(check), class: "" })
         }
         LayerDef::Builtin { ident, args } => {
             let written = ident.to_string();
@@ -758,7 +760,15 @@ pub fn plan(
                     (quote!(::kiln::layers::Activation<f32>), ctor, input.to_vec())
                 }
             };
-            Ok(Planned { field: format_ident!("{name}"), name, ty, ctor, output, check: None })
+            Ok(Planned {
+                field: format_ident!("{name}"),
+                name,
+                ty,
+                ctor,
+                output,
+                check: None,
+                class: spec.class,
+            })
         }
     }
 }

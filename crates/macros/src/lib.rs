@@ -76,9 +76,45 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             quote!(&[#(#d),*])
         })
         .collect();
+    // The passes walk "steps": one layer, or a Conv2D and the MaxPool2D after it, which
+    // ModelCore runs fused when their settings allow.
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < planned.len() {
+        let pair = planned[i].class == "Conv2D"
+            && planned.get(i + 1).is_some_and(|p| p.class == "MaxPool2D");
+        steps.push((i, pair));
+        i += if pair { 2 } else { 1 };
+    }
+    let step = |training: proc_macro2::TokenStream| {
+        steps
+            .iter()
+            .map(|&(i, pair)| {
+                let f = &fields[i];
+                if pair {
+                    let g = &fields[i + 1];
+                    quote!(self.__kiln_core.forward_conv_pool(#i, &mut self.#f, &mut self.#g, x, #training)?;)
+                } else {
+                    quote!(self.__kiln_core.forward_layer(#i, &mut self.#f, x, #training)?;)
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let (infer_steps, train_steps) = (step(quote!(false)), step(quote!(true)));
+    let back_steps: Vec<_> = steps
+        .iter()
+        .rev()
+        .map(|&(i, pair)| {
+            let f = &fields[i];
+            if pair {
+                let g = &fields[i + 1];
+                quote!(self.__kiln_core.backward_conv_pool(#i, &mut self.#f, &mut self.#g, x, grads)?;)
+            } else {
+                quote!(self.__kiln_core.backward_layer(#i, &mut self.#f, x, grads)?;)
+            }
+        })
+        .collect();
     let idx: Vec<usize> = (0..planned.len()).collect();
-    let ridx: Vec<usize> = (0..planned.len()).rev().collect();
-    let rfields: Vec<_> = fields.iter().rev().cloned().collect();
     let n = planned.len();
 
     Ok(quote! {
@@ -155,17 +191,17 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             }
             fn forward_infer(&mut self, x: &[f32], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, f32>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, false)?; )*
+                #( #infer_steps )*
                 self.__kiln_core.output()
             }
             fn forward_train(&mut self, x: &[f32], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, f32>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, true)?; )*
+                #( #train_steps )*
                 self.__kiln_core.output()
             }
             fn backward(&mut self, x: &[f32], d: &[f32], wrt_logits: bool, grads: &mut [f32]) -> ::kiln::train::Result<()> {
                 self.__kiln_core.backward_begin(d, wrt_logits, grads)?;
-                #( self.__kiln_core.backward_layer(#ridx, &mut self.#rfields, x, grads)?; )*
+                #( #back_steps )*
                 ::core::result::Result::Ok(())
             }
             fn reseed(&mut self, seed: u64) {

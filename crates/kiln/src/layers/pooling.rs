@@ -98,6 +98,12 @@ impl MaxPool2D {
             w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
         }
     }
+
+    /// Whether this is the common 2×2, stride-2, valid pool (which a preceding Conv2D
+    /// can run fused).
+    pub fn is_2x2_stride2_valid(&self) -> bool {
+        self.w.pool == (2, 2) && self.w.strides() == (2, 2) && self.w.padding == Padding::Valid
+    }
 }
 
 impl<T: Scalar> Layer<T> for MaxPool2D {

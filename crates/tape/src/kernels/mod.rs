@@ -19,14 +19,15 @@ pub use activation::{
     Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,
 };
 pub use conv::{
-    Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, im2col, window_output,
+    Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, conv2d_maxpool2_forward,
+    im2col, window_output,
 };
 pub use elementwise::{broadcast_binary, sum_to_shape};
 pub use gemm::{Trans, gemm};
 pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};
 pub use pool::{
     Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_backward_from_values,
-    max_pool2d_forward,
+    global_avg_pool2d_forward, max_pool_2x2_winners, max_pool2d_backward,
+    max_pool2d_backward_from_values, max_pool2d_forward,
 };
 pub use reduce::{Reduce, argmax_all, argmax_axis, reduce_all, reduce_axis};

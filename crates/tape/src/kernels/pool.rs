@@ -424,6 +424,67 @@ fn max_pool_backward_scan<T: Scalar>(g: &Pool2dGeometry, x: &[T], y: &[T], dy: &
     }
 }
 
+/// 2×2 stride-2 max pooling of `n` images `[h, w, c]` (odd last row/column dropped, as
+/// valid padding) with the winner of each output recorded as 0, 1, 2 or 3 (row-major in
+/// its window; the first maximum wins, as everywhere in kiln). For pooling fused into a
+/// convolution, where the winners replace the convolution's stored output. Winners are
+/// stored as `T` so the loops that write and read them vectorize at one lane width.
+pub fn max_pool_2x2_winners<T: Scalar>(
+    (n, h, w, c): (usize, usize, usize, usize),
+    x: &[T],
+    y: &mut [T],
+    winners: Option<&mut [T]>,
+) {
+    let (oh, ow, row) = (h / 2, w / 2, w * c);
+    let mut wn = winners;
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let i00 = ((b * h + 2 * oy) * w + 2 * ox) * c;
+                let o = ((b * oh + oy) * ow + ox) * c;
+                let (x00, x01) = (&x[i00..i00 + c], &x[i00 + c..i00 + 2 * c]);
+                let (x10, x11) =
+                    (&x[i00 + row..i00 + row + c], &x[i00 + row + c..i00 + row + 2 * c]);
+                let yo = &mut y[o..o + c];
+                match wn.as_deref_mut() {
+                    Some(wn) => max4_with_winner(x00, x01, x10, x11, yo, &mut wn[o..o + c]),
+                    None => max4(x00, x01, x10, x11, yo),
+                }
+            }
+        }
+    }
+}
+
+/// `y = max(a, b, c, d)` per lane, the first maximum winning. Separate slice arguments
+/// tell the compiler nothing aliases, so the loop vectorizes.
+#[inline(always)]
+fn max4<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T]) {
+    for ((((y, &a), &b), &c), &d) in y.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+        let m = if b > a { b } else { a };
+        let m = if c > m { c } else { m };
+        *y = if d > m { d } else { m };
+    }
+}
+
+/// [`max4`] that also records which of the four won (0 to 3, as `T`).
+#[inline(always)]
+fn max4_with_winner<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T], w: &mut [T]) {
+    let [k1, k2, k3] = [T::one(), T::of(2.0), T::of(3.0)];
+    let lanes = y.iter_mut().zip(w.iter_mut());
+    for (((((y, w), &a), &b), &c), &d) in lanes.zip(a).zip(b).zip(c).zip(d) {
+        let (mut m, mut k) = (a, T::zero());
+        let b1 = b > m;
+        m = if b1 { b } else { m };
+        k = if b1 { k1 } else { k };
+        let b2 = c > m;
+        m = if b2 { c } else { m };
+        k = if b2 { k2 } else { k };
+        let b3 = d > m;
+        *y = if b3 { d } else { m };
+        *w = if b3 { k3 } else { k };
+    }
+}
+
 /// The two half-batches (image ranges); the split depends only on the batch size.
 fn halves(n: usize) -> [std::ops::Range<usize>; 2] {
     let h = n / 2;

@@ -655,7 +655,7 @@ mod tests {
                                 (imp.kernel)(
                                     kc,
                                     ap.as_ptr().add(ir * kc),
-                                    bpanel.add(jr * kc),
+                                    bp.as_ptr().add(jr * kc),
                                     c.as_mut_ptr().add((ic + ir) * n + jc + jr),
                                     n,
                                     1.0,
