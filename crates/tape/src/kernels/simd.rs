@@ -3,15 +3,17 @@
 //! is vectorized for the widest extension this CPU has, while the binary still runs on
 //! any x86-64 (no `target-cpu=native` build needed).
 
-/// Runs `f` compiled for the best vector extension available (AVX-512, else AVX2+FMA,
-/// else the baseline). Keep `f`'s body a simple loop so the compiler inlines and
+/// Runs `f` compiled for the best vector extension available (AVX-512 F and DQ — DQ for
+/// 64-bit multiplies — else AVX2+FMA, else the baseline). Keep `f`'s body a simple loop so the compiler inlines and
 /// vectorizes it.
 #[inline(always)]
 pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the CPU supports AVX-512F and DQ, checked just above.
             return unsafe { avx512(f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -24,7 +26,7 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 #[inline]
 unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
