@@ -161,6 +161,9 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         ([1, 4, 4, 2], [4, 4, 2, 2], (1, 1), Padding::Valid),
         // Large enough for im2col and col2im to split the batch across both cores.
         ([17, 24, 24, 3], [3, 3, 3, 2], (1, 1), Padding::Same),
+        // Channels in whole groups of 8 and not; several tiles per half.
+        ([40, 13, 13, 32], [3, 3, 32, 64], (1, 1), Padding::Valid),
+        ([9, 11, 10, 12], [3, 2, 12, 5], (2, 1), Padding::Same),
     ];
     for (i, (xs, ks, s, p)) in cases.iter().enumerate() {
         let g = Conv2dGeometry::new(xs, ks, *s, *p).unwrap();
@@ -191,6 +194,34 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         assert_close(&dx, &want_dx, 1e-12, &format!("{what} dx"));
         assert_close(&dk, &want_dk, 1e-12, &format!("{what} dk"));
         assert_close(&db, &want_db, 1e-12, &format!("{what} db"));
+
+        // f32 takes its own paths (kernel-gradient panels packed straight from x).
+        let f = |v: &[f64]| v.iter().map(|&e| e as f32).collect::<Vec<f32>>();
+        let back = |v: &[f32]| v.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+        let (x32, k32, b32, dy32) = (f(&x), f(&k), f(&bias), f(&dy));
+        let mut col32 = vec![0f32; g.workspace_len()];
+        let mut y32 = vec![0f32; y.len()];
+        kernels::conv2d_forward(&g, &x32, &k32, Some(&b32), &mut y32, &mut col32, None).unwrap();
+        // f32 rounding grows with the number of terms in each sum.
+        let tol = |terms: usize| 1e-6 * (terms as f64).max(10.0);
+        assert_close(&back(&y32), &y, tol(g.patch()), &format!("{what} f32"));
+        let (mut dx32, mut dk32, mut db32) =
+            (vec![7f32; x.len()], vec![7f32; k.len()], vec![7f32; g.o]);
+        kernels::conv2d_backward(
+            &g,
+            &x32,
+            &k32,
+            &dy32,
+            Some(&mut dx32),
+            &mut dk32,
+            Some(&mut db32),
+            &mut col32,
+            None,
+        )
+        .unwrap();
+        assert_close(&back(&dx32), &want_dx, tol(g.kh * g.kw * g.o), &format!("{what} f32 dx"));
+        assert_close(&back(&dk32), &want_dk, tol(g.rows()), &format!("{what} f32 dk"));
+        assert_close(&back(&db32), &want_db, tol(g.rows()), &format!("{what} f32 db"));
     }
 }
 
