@@ -6,7 +6,9 @@
 
 use crate::error::{Result, TapeError};
 use crate::kernels::gemm::{Trans, gemm};
+use crate::kernels::sgemm::{panel_rows, sgemm_packed_a};
 use crate::scalar::Scalar;
+use std::any::TypeId;
 
 /// How a window treats the border, as Keras's `padding` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -288,6 +290,67 @@ fn col2im_images<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) {
                 }
                 r += 1;
             }
+        }
+    }
+}
+
+/// `v` as `&[f32]` when `T` is `f32` (for the f32-only GEMM entry points).
+fn as_f32<T: Scalar>(v: &[T]) -> Option<&[f32]> {
+    // SAFETY: the TypeId check proves T is f32.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+}
+
+/// `v` as `&mut [f32]` when `T` is `f32`.
+fn as_f32_mut<T: Scalar>(v: &mut [T]) -> Option<&mut [f32]> {
+    if TypeId::of::<T>() != TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: the TypeId check proves T is f32; the borrow is carried over.
+    Some(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+}
+
+/// Packs a block of colᵀ (the im2col matrix of `x`, transposed: one row per patch
+/// entry, one column per output pixel) in the GEMM's panel layout (see
+/// [`PackA`](super::sgemm::PackA)), reading `x` directly: rows `ic..ic + mc` are patch
+/// entries, depth `pc..pc + kc` output pixels. Channels must come in whole panels
+/// (`c % mr == 0`), so each panel's `mr` entries are consecutive channels of one kernel
+/// position: `mr` contiguous values of `x` per pixel.
+fn pack_col_transposed(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    (ic, mc, pc, kc, mr): (usize, usize, usize, usize, usize),
+    dst: &mut [f32],
+) {
+    let c = g.c;
+    assert!(
+        c.is_multiple_of(mr) && ic.is_multiple_of(mr),
+        "channels must come in whole panels of {mr}"
+    );
+    for (panel, i0) in (ic..ic + mc).step_by(mr).enumerate() {
+        let d = &mut dst[panel * kc * mr..(panel + 1) * kc * mr];
+        let (ky, kx, c0) = (i0 / c / g.kw, (i0 / c) % g.kw, i0 % c);
+        // Walk the pixels one output row (b, oy) at a time: along a row the source moves
+        // by sw·c values per pixel.
+        let (mut r, end) = (pc, pc + kc);
+        let mut chunks = d.chunks_exact_mut(mr);
+        while r < end {
+            let (b, oy, ox0) = (r / (g.oh * g.ow), (r / g.ow) % g.oh, r % g.ow);
+            let run = (g.ow - ox0).min(end - r);
+            let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+            let row_in = iy >= 0 && (iy as usize) < g.h;
+            let base = (b * g.h + iy.max(0) as usize) * g.w;
+            for ox in ox0..ox0 + run {
+                let dd = chunks.next().expect("kc pixels");
+                let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                if row_in && ix >= 0 && (ix as usize) < g.w {
+                    let s = (base + ix as usize) * c + c0;
+                    copy_inline(dd, &x[s..s + mr]);
+                } else {
+                    dd.fill(0.0);
+                }
+            }
+            r += run;
         }
     }
 }
@@ -598,10 +661,50 @@ pub fn conv2d_backward<T: Scalar>(
                 }
                 None => &dy[out],
             };
-            im2col_images(&sub, &x[b0 * img_in..(b0 + count) * img_in], col);
-            // dK += colᵀ · dY
-            let _ =
-                gemm(g.patch(), g.o, rows, T::one(), col, Trans::Yes, dyb, Trans::No, T::one(), dk);
+            let xb = &x[b0 * img_in..(b0 + count) * img_in];
+            // dK += colᵀ · dY; in f32, with channels in whole panels, the GEMM packs colᵀ
+            // straight from x (no im2col).
+            let whole_panels = g.c.is_multiple_of(panel_rows());
+            let packed = match (as_f32(xb), as_f32(dyb), as_f32_mut(&mut *dk)) {
+                (Some(xs), Some(dys), Some(dks)) if whole_panels => {
+                    let pack = |ic, mc, pc, kc, mr, dst: &mut [f32]| {
+                        pack_col_transposed(&sub, xs, (ic, mc, pc, kc, mr), dst)
+                    };
+                    // SAFETY: dY is rows × o and dK is patch × o, both row-major.
+                    unsafe {
+                        sgemm_packed_a(
+                            g.patch(),
+                            rows,
+                            g.o,
+                            1.0,
+                            &pack,
+                            dys.as_ptr(),
+                            g.o as isize,
+                            1,
+                            1.0,
+                            dks.as_mut_ptr(),
+                            g.o,
+                        )
+                    };
+                    true
+                }
+                _ => false,
+            };
+            if !packed {
+                im2col_images(&sub, xb, col);
+                let _ = gemm(
+                    g.patch(),
+                    g.o,
+                    rows,
+                    T::one(),
+                    col,
+                    Trans::Yes,
+                    dyb,
+                    Trans::No,
+                    T::one(),
+                    dk,
+                );
+            }
             if want_db {
                 for row in dyb.chunks_exact(g.o) {
                     for (d, &v) in db.iter_mut().zip(row) {

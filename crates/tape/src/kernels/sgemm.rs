@@ -64,6 +64,11 @@ fn chosen() -> Impl {
     *IMPL.get_or_init(detect)
 }
 
+/// Rows per packed A panel of this CPU's microkernel (8, 6 or 4).
+pub fn panel_rows() -> usize {
+    chosen().mr
+}
+
 /// Which microkernel this CPU uses ("avx512", "avx2+fma" or "portable").
 pub fn kernel_name() -> &'static str {
     chosen().name
@@ -168,6 +173,44 @@ pub unsafe fn sgemm(
     unsafe { sgemm_serial(imp, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, ldc) }
 }
 
+/// Writes one block of A in packed form: rows `ic..ic + mc`, depth `pc..pc + kc`, as
+/// panels of `mr` rows, each `kc × mr` (`dst[panel·kc·mr + p·mr + i]`), rows past `mc`
+/// zero. Lets a caller produce A straight into the GEMM's layout (a convolution packs
+/// from its input without an im2col matrix).
+pub type PackA<'a> = dyn Fn(usize, usize, usize, usize, usize, &mut [f32]) + 'a;
+
+/// `C ← alpha·A·B + beta·C` on this thread, with A produced block by block by `pack`
+/// (see [`PackA`]) instead of read from memory.
+///
+/// # Safety
+/// As [`sgemm`] for B and C; `pack` must fill exactly the block it is asked for.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_packed_a(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    pack: &PackA<'_>,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: forwarded contract; `a` is unused when a packer is given.
+    unsafe {
+        sgemm_blocked(chosen(), m, k, n, alpha, ASource::Packer(pack), b, rsb, csb, beta, c, ldc)
+    }
+}
+
+/// Where the blocked loop gets A from.
+#[derive(Clone, Copy)]
+enum ASource<'p, 'a> {
+    Strided(*const f32, isize, isize),
+    Packer(&'p PackA<'a>),
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(
     imp: Impl,
@@ -178,6 +221,27 @@ unsafe fn sgemm_serial(
     a: *const f32,
     rsa: isize,
     csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        sgemm_blocked(imp, m, k, n, alpha, ASource::Strided(a, rsa, csa), b, rsb, csb, beta, c, ldc)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_blocked(
+    imp: Impl,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: ASource<'_, '_>,
     b: *const f32,
     rsb: isize,
     csb: isize,
@@ -228,17 +292,22 @@ unsafe fn sgemm_serial(
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
-                    unsafe {
-                        pack_a(
-                            mc,
-                            kc,
-                            mr,
-                            a.offset(ic as isize * rsa + pc as isize * csa),
-                            rsa,
-                            csa,
-                            ap,
-                        )
-                    };
+                    match a {
+                        ASource::Strided(a, rsa, csa) => unsafe {
+                            pack_a(
+                                mc,
+                                kc,
+                                mr,
+                                a.offset(ic as isize * rsa + pc as isize * csa),
+                                rsa,
+                                csa,
+                                ap,
+                            )
+                        },
+                        ASource::Packer(f) => {
+                            f(ic, mc, pc, kc, mr, &mut ap[..mc.div_ceil(mr) * mr * kc])
+                        }
+                    }
                     let mut jr = 0;
                     while jr < nc {
                         let cols = nr.min(nc - jr);
