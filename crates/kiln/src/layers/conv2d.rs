@@ -18,7 +18,7 @@ use kiln_tape::kernels::conv::Prologue;
 use kiln_tape::kernels::simd::with_simd;
 use kiln_tape::kernels::{
     Conv2dGeometry, Padding, conv2d_backward, conv2d_forward, conv2d_maxpool2_forward,
-    window_output,
+    conv2d_maxpool2_kernel_grad, window_output,
 };
 
 /// A 2-D convolution layer (Keras `Conv2D`).
@@ -175,6 +175,19 @@ impl<T: Scalar> Conv2D<T> {
         self.dpool.resize(n, T::zero());
         self.activation.backward(&[], &pooled[..n], &dy[..n], o, &mut self.dpool[..n]);
         let (win, dpool) = (&self.winners[..n], &self.dpool[..n]);
+        if dx.is_none() {
+            // A one-channel first layer: kernel gradients straight from the winners.
+            let xin = &x[..geom.n * geom.h * geom.w * geom.c];
+            let (dk, db) = if self.use_bias {
+                let [dk, db] = g.many_mut([0, 1]);
+                (dk, Some(db))
+            } else {
+                (g.get_mut(0), None)
+            };
+            if conv2d_maxpool2_kernel_grad(&geom, xin, win, dpool, dk, db, &mut self.col)? {
+                return Ok(());
+            }
+        }
         // Each tile's gradient w.r.t. the convolution's pre-activation output: that
         // value at each window's winner, zero elsewhere.
         let through = move |r: std::ops::Range<usize>, dz: &mut [T]| {

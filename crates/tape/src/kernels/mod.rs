@@ -20,7 +20,7 @@ pub use activation::{
 };
 pub use conv::{
     Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, conv2d_maxpool2_forward,
-    im2col, window_output,
+    conv2d_maxpool2_kernel_grad, im2col, window_output,
 };
 pub use elementwise::{broadcast_binary, sum_to_shape};
 pub use gemm::{Trans, gemm};

@@ -458,7 +458,7 @@ pub fn max_pool_2x2_winners<T: Scalar>(
 /// `y = max(a, b, c, d)` per lane, the first maximum winning. Separate slice arguments
 /// tell the compiler nothing aliases, so the loop vectorizes.
 #[inline(always)]
-fn max4<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T]) {
+pub(crate) fn max4<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T]) {
     for ((((y, &a), &b), &c), &d) in y.iter_mut().zip(a).zip(b).zip(c).zip(d) {
         let m = if b > a { b } else { a };
         let m = if c > m { c } else { m };
@@ -468,7 +468,14 @@ fn max4<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T]) {
 
 /// [`max4`] that also records which of the four won (0 to 3, as `T`).
 #[inline(always)]
-fn max4_with_winner<T: Scalar>(a: &[T], b: &[T], c: &[T], d: &[T], y: &mut [T], w: &mut [T]) {
+pub(crate) fn max4_with_winner<T: Scalar>(
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    d: &[T],
+    y: &mut [T],
+    w: &mut [T],
+) {
     let [k1, k2, k3] = [T::one(), T::of(2.0), T::of(3.0)];
     let lanes = y.iter_mut().zip(w.iter_mut());
     for (((((y, w), &a), &b), &c), &d) in lanes.zip(a).zip(b).zip(c).zip(d) {

@@ -38,3 +38,16 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// Whether this CPU has fused multiply-add, which every GEMM microkernel but the
+/// portable one uses: code that must round exactly as the GEMM does checks it.
+pub fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
