@@ -754,7 +754,13 @@ fn pack_col_transposed_body(
                 let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
                 if row_in && ix >= 0 && (ix as usize) < g.w {
                     let s = (base + ix as usize) * c + c0;
-                    copy_inline(dd, &x[s..s + mr]);
+                    if mr == 8 {
+                        // The AVX-512 kernel's panels: one fixed-size copy, no dispatch.
+                        let d: &mut [f32; 8] = dd.try_into().expect("8");
+                        *d = x[s..s + 8].try_into().expect("8");
+                    } else {
+                        copy_inline(dd, &x[s..s + mr]);
+                    }
                 } else {
                     dd.fill(0.0);
                 }
