@@ -276,25 +276,34 @@ unsafe fn sgemm_blocked(
                     unsafe { b.offset(pc as isize * rsb) }
                 } else {
                     // SAFETY: the caller guarantees the strides stay in bounds.
-                    let src = unsafe { b.offset(pc as isize * rsb + jc as isize * csb) };
-                    let bp = &mut *bp;
-                    // SAFETY: as above; compiled for the CPU's widest vectors.
-                    super::simd::with_simd(|| unsafe { pack_b(kc, nc, nr, src, rsb, csb, bp) });
+                    unsafe {
+                        pack_b(
+                            kc,
+                            nc,
+                            nr,
+                            b.offset(pc as isize * rsb + jc as isize * csb),
+                            rsb,
+                            csb,
+                            bp,
+                        )
+                    };
                     bp.as_ptr()
                 };
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
                     match a {
-                        ASource::Strided(a, rsa, csa) => {
-                            let src = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
-                            let ap = &mut *ap;
-                            // SAFETY: in bounds per the caller; compiled for the CPU's
-                            // widest vectors.
-                            super::simd::with_simd(|| unsafe {
-                                pack_a(mc, kc, mr, src, rsa, csa, ap)
-                            });
-                        }
+                        ASource::Strided(a, rsa, csa) => unsafe {
+                            pack_a(
+                                mc,
+                                kc,
+                                mr,
+                                a.offset(ic as isize * rsa + pc as isize * csa),
+                                rsa,
+                                csa,
+                                ap,
+                            )
+                        },
                         ASource::Packer(f) => {
                             f(ic, mc, pc, kc, mr, &mut ap[..mc.div_ceil(mr) * mr * kc])
                         }
@@ -332,7 +341,6 @@ unsafe fn sgemm_blocked(
 }
 
 /// Packs `kc × nc` of B into panels of `nr` columns (zero-padded), each `kc × nr`.
-#[inline(always)]
 unsafe fn pack_b(
     kc: usize,
     nc: usize,
@@ -370,7 +378,6 @@ unsafe fn pack_b(
 }
 
 /// Packs `mc × kc` of A into panels of `mr` rows (zero-padded), each `kc × mr`.
-#[inline(always)]
 unsafe fn pack_a(
     mc: usize,
     kc: usize,
