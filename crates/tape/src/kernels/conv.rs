@@ -180,12 +180,6 @@ pub fn im2col<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) -> Result<(
 }
 
 fn im2col_images<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
-    // Compiled for the CPU's widest vectors (the copies and adds are the whole work).
-    super::simd::with_simd(|| im2col_images_body(g, x, col))
-}
-
-#[inline(always)]
-fn im2col_images_body<T: Scalar>(g: &Conv2dGeometry, x: &[T], col: &mut [T]) {
     let c = g.c;
     let mut r = 0;
     for b in 0..g.n {
@@ -269,12 +263,6 @@ pub fn col2im<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) -> Result<
 }
 
 fn col2im_images<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) {
-    // Compiled for the CPU's widest vectors (the copies and adds are the whole work).
-    super::simd::with_simd(|| col2im_images_body(g, col, dx))
-}
-
-#[inline(always)]
-fn col2im_images_body<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) {
     dx.fill(T::zero());
     let c = g.c;
     let mut r = 0;
@@ -716,16 +704,6 @@ unsafe fn kernel_grad_3x3_avx512(
 /// (`c % mr == 0`), so each panel's `mr` entries are consecutive channels of one kernel
 /// position: `mr` contiguous values of `x` per pixel.
 fn pack_col_transposed(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    block: (usize, usize, usize, usize, usize),
-    dst: &mut [f32],
-) {
-    super::simd::with_simd(|| pack_col_transposed_body(g, x, block, dst))
-}
-
-#[inline(always)]
-fn pack_col_transposed_body(
     g: &Conv2dGeometry,
     x: &[f32],
     (ic, mc, pc, kc, mr): (usize, usize, usize, usize, usize),
