@@ -236,11 +236,11 @@ impl Act {
                     dz[i] = dy[i] * a.derivative(z[i], y[i]);
                 }
             }
-            Act::Elementwise(Elementwise::Relu) => kiln_tape::kernels::simd::with_simd(|| {
+            Act::Elementwise(Elementwise::Relu) => {
                 for ((d, &g), &v) in dz.iter_mut().zip(dy).zip(y) {
                     *d = if v > T::zero() { g } else { T::zero() };
                 }
-            }),
+            }
             Act::Elementwise(a) => {
                 for i in 0..dz.len() {
                     dz[i] = dy[i] * a.derivative_from_output(y[i]);

@@ -290,11 +290,10 @@ impl Activation {
     pub fn forward_inplace<T: Scalar>(self, x: &mut [T]) {
         match self {
             Activation::Linear => {}
-            // The most common case, as a loop LLVM vectorizes for the CPU's widest
-            // vectors.
-            Activation::Relu => super::simd::with_simd(|| {
+            // The most common case, as a loop LLVM vectorizes.
+            Activation::Relu => {
                 x.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() })
-            }),
+            }
             _ => x.iter_mut().for_each(|v| *v = self.apply(*v)),
         }
     }
