@@ -155,5 +155,60 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_mlp, conv);
+/// The convnet's two Conv2D (relu) → MaxPool2D(2) blocks as `model!` runs them fused,
+/// forward in training mode (pool winners kept), and the first block's kernel gradient
+/// from the winners (its one-channel direct path).
+fn conv_pool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv2d+pool");
+    g.sample_size(10);
+    let relu = |y: &mut [f32]| kiln_tape::Activation::Relu.forward_inplace(y);
+    for (input, kernel) in [([128, 28, 28, 1], [3, 3, 1, 32]), ([128, 13, 13, 32], [3, 3, 32, 64])]
+    {
+        let geom = Conv2dGeometry::new(&input, &kernel, (1, 1), Padding::Valid).unwrap();
+        let x = randv(input.iter().product(), 4);
+        let k = randv(kernel.iter().product(), 5);
+        let bias = randv(kernel[3], 6);
+        let mut ws = vec![0f32; geom.workspace_len()];
+        let pooled_len = geom.n * (geom.oh / 2) * (geom.ow / 2) * geom.o;
+        let (mut pooled, mut winners) = (vec![0f32; pooled_len], vec![0f32; pooled_len]);
+        let name = format!("{input:?}*{kernel:?}");
+        g.throughput(Throughput::Elements((2 * geom.rows() * geom.patch() * geom.o) as u64));
+        g.bench_function(BenchmarkId::new("forward", &name), |b| {
+            b.iter(|| {
+                kernels::conv2d_maxpool2_forward(
+                    &geom,
+                    black_box(&x),
+                    &k,
+                    Some(&bias),
+                    &mut pooled,
+                    Some(&mut winners),
+                    &mut ws,
+                    Some(&relu),
+                )
+                .unwrap()
+            })
+        });
+        if input[3] == 1 {
+            let dpool = randv(pooled_len, 7);
+            let (mut dk, mut db) = (vec![0f32; k.len()], vec![0f32; geom.o]);
+            g.bench_function(BenchmarkId::new("kernel gradient", &name), |b| {
+                b.iter(|| {
+                    kernels::conv2d_maxpool2_kernel_grad(
+                        &geom,
+                        black_box(&x),
+                        &winners,
+                        &dpool,
+                        &mut dk,
+                        Some(&mut db),
+                        &mut ws,
+                    )
+                    .unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_mlp, conv, conv_pool);
 criterion_main!(benches);

@@ -351,26 +351,24 @@ fn conv_one_channel_pool2(
             let first = ((b * ph + py) * pw) * o;
             let out_row = &mut pooled[first..first + pw * o];
             let mut win_row = winners.as_deref_mut().map(|w| &mut w[first..first + pw * o]);
-            super::simd::with_simd(|| {
-                for (px, (quad, y)) in
-                    row.chunks_exact(4 * o).zip(out_row.chunks_exact_mut(o)).enumerate()
-                {
-                    let (a, rest) = quad.split_at(o);
-                    let (bq, rest) = rest.split_at(o);
-                    let (cq, dq) = rest.split_at(o);
-                    match win_row.as_deref_mut() {
-                        Some(w) => super::pool::max4_with_winner(
-                            a,
-                            bq,
-                            cq,
-                            dq,
-                            y,
-                            &mut w[px * o..(px + 1) * o],
-                        ),
-                        None => super::pool::max4(a, bq, cq, dq, y),
-                    }
+            for (px, (quad, y)) in
+                row.chunks_exact(4 * o).zip(out_row.chunks_exact_mut(o)).enumerate()
+            {
+                let (a, rest) = quad.split_at(o);
+                let (bq, rest) = rest.split_at(o);
+                let (cq, dq) = rest.split_at(o);
+                match win_row.as_deref_mut() {
+                    Some(w) => super::pool::max4_with_winner(
+                        a,
+                        bq,
+                        cq,
+                        dq,
+                        y,
+                        &mut w[px * o..(px + 1) * o],
+                    ),
+                    None => super::pool::max4(a, bq, cq, dq, y),
                 }
-            });
+            }
         }
     }
 }
@@ -984,9 +982,7 @@ pub fn conv2d_maxpool2_forward<T: Scalar>(
             let dst = b0 * per_pool..(b0 + count) * per_pool;
             let win = wp.map(|w| unsafe { w.slice(dst.clone()) });
             let py = unsafe { pp.slice(dst) };
-            super::simd::with_simd(|| {
-                super::pool::max_pool_2x2_winners((count, g.oh, g.ow, g.o), yb, py, win)
-            });
+            super::pool::max_pool_2x2_winners((count, g.oh, g.ow, g.o), yb, py, win);
             b0 += count;
         }
     };
