@@ -178,12 +178,7 @@ impl<T: Scalar> Conv2D<T> {
         if dx.is_none() {
             // A one-channel first layer: kernel gradients straight from the winners.
             let xin = &x[..geom.n * geom.h * geom.w * geom.c];
-            let (dk, db) = if self.use_bias {
-                let [dk, db] = g.many_mut([0, 1]);
-                (dk, Some(db))
-            } else {
-                (g.get_mut(0), None)
-            };
+            let (dk, db) = self.kernel_and_bias_grads(&mut g);
             if conv2d_maxpool2_kernel_grad(&geom, xin, win, dpool, dk, db, &mut self.col)? {
                 return Ok(());
             }
@@ -217,14 +212,22 @@ impl<T: Scalar> Conv2D<T> {
         };
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = if self.use_bias {
+        let (dk, db) = self.kernel_and_bias_grads(&mut g);
+        let pre: &Prologue<'_, T> = &through;
+        conv2d_backward(&geom, xin, p.get(0), &[], dx, dk, db, &mut self.col, Some(pre))
+    }
+
+    /// The kernel gradient and, with a bias, the bias gradient of this layer.
+    fn kernel_and_bias_grads<'g>(
+        &self,
+        g: &'g mut ParamsMut<'_, T>,
+    ) -> (&'g mut [T], Option<&'g mut [T]>) {
+        if self.use_bias {
             let [dk, db] = g.many_mut([0, 1]);
             (dk, Some(db))
         } else {
             (g.get_mut(0), None)
-        };
-        let pre: &Prologue<'_, T> = &through;
-        conv2d_backward(&geom, xin, p.get(0), &[], dx, dk, db, &mut self.col, Some(pre))
+        }
     }
 
     fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv2dGeometry> {
@@ -381,12 +384,7 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         let pre = (!act.is_linear()).then_some(&through as &Prologue<'_, T>);
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = if self.use_bias {
-            let [dk, db] = g.many_mut([0, 1]);
-            (dk, Some(db))
-        } else {
-            (g.get_mut(0), None)
-        };
+        let (dk, db) = self.kernel_and_bias_grads(&mut g);
         conv2d_backward(&geom, xin, p.get(0), dy, dx, dk, db, &mut self.col, pre)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {

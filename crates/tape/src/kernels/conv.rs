@@ -590,16 +590,7 @@ pub fn conv2d_maxpool2_kernel_grad<T: Scalar>(
         g.check("pooled gradient", dpool.len(), g.n * per_pool)?;
         g.check("kernel gradient", dkernel.len(), 9 * g.o)?;
         let part = 10 * g.o;
-        if ws.len() < 2 * part {
-            return Err(TapeError::InvalidArgument {
-                op: "conv2d",
-                message: format!(
-                    "the workspace holds {} elements but needs {}",
-                    ws.len(),
-                    2 * part
-                ),
-            });
-        }
+        check_workspace(ws.len(), 2 * part)?;
         let wsp = Shared::new(ws);
         let halves = g.halves();
         let run = |h: usize| {
@@ -796,6 +787,45 @@ pub type Epilogue<T> = dyn Fn(&mut [T]) + Sync;
 /// computed per tile on both cores instead of in a separate pass over the whole batch.
 pub type Prologue<'a, T> = dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync + 'a;
 
+/// An error unless the caller's workspace holds at least `need` elements.
+fn check_workspace(len: usize, need: usize) -> Result<()> {
+    if len < need {
+        return Err(TapeError::InvalidArgument {
+            op: "conv2d",
+            message: format!("the workspace holds {len} elements but needs {need}"),
+        });
+    }
+    Ok(())
+}
+
+/// One tile of a convolution forward (`g.n` images): im2col into `col`, the product
+/// into `y`, then the bias (after the product, as Keras's bias_add) and `post`, while
+/// the block is in cache.
+fn forward_tile<T: Scalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    kernel: &[T],
+    bias: Option<&[T]>,
+    post: Option<&Epilogue<T>>,
+    col: &mut [T],
+    y: &mut [T],
+) {
+    im2col_images(g, x, col);
+    // Lengths are consistent by construction.
+    let _ =
+        gemm(g.rows(), g.o, g.patch(), T::one(), col, Trans::No, kernel, Trans::No, T::zero(), y);
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(g.o) {
+            for (v, &bv) in row.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+    if let Some(post) = post {
+        post(y);
+    }
+}
+
 /// Convolution forward: `y = im2col(x) · kernel (+ bias)`, `y` in NHWC, then `post` on
 /// each block of `y` while it is in cache (the layer's activation).
 ///
@@ -815,16 +845,7 @@ pub fn conv2d_forward<T: Scalar>(
     g.check("input", x.len(), g.n * g.h * g.w * g.c)?;
     g.check("kernel", kernel.len(), g.patch() * g.o)?;
     g.check("output", y.len(), g.rows() * g.o)?;
-    if ws.len() < g.workspace_len() {
-        return Err(TapeError::InvalidArgument {
-            op: "conv2d",
-            message: format!(
-                "the workspace holds {} elements but needs {}",
-                ws.len(),
-                g.workspace_len()
-            ),
-        });
-    }
+    check_workspace(ws.len(), g.workspace_len())?;
     if let Some(b) = bias {
         g.check("bias", b.len(), g.o)?;
     }
@@ -841,32 +862,8 @@ pub fn conv2d_forward<T: Scalar>(
             let sub = Conv2dGeometry { n: count, ..*g };
             let rows = count * per_out;
             let col = &mut col[..rows * g.patch()];
-            im2col_images(&sub, &x[b0 * img_in..(b0 + count) * img_in], col);
             let yb = unsafe { yp.slice(b0 * per_out * g.o..(b0 + count) * per_out * g.o) };
-            // Lengths are consistent by construction.
-            let _ = gemm(
-                rows,
-                g.o,
-                g.patch(),
-                T::one(),
-                col,
-                Trans::No,
-                kernel,
-                Trans::No,
-                T::zero(),
-                yb,
-            );
-            // Bias after the product (as Keras's bias_add), while the block is in cache.
-            if let Some(b) = bias {
-                for row in yb.chunks_exact_mut(g.o) {
-                    for (v, &bv) in row.iter_mut().zip(b) {
-                        *v += bv;
-                    }
-                }
-            }
-            if let Some(post) = post {
-                post(yb);
-            }
+            forward_tile(&sub, &x[b0 * img_in..(b0 + count) * img_in], kernel, bias, post, col, yb);
             b0 += count;
         }
     };
@@ -909,16 +906,7 @@ pub fn conv2d_maxpool2_forward<T: Scalar>(
     if let Some(b) = bias {
         g.check("bias", b.len(), g.o)?;
     }
-    if ws.len() < g.workspace_len() {
-        return Err(TapeError::InvalidArgument {
-            op: "conv2d",
-            message: format!(
-                "the workspace holds {} elements but needs {}",
-                ws.len(),
-                g.workspace_len()
-            ),
-        });
-    }
+    check_workspace(ws.len(), g.workspace_len())?;
     let (img_in, per_out, tile) = (g.h * g.w * g.c, g.oh * g.ow, g.tile_images());
     let (tile_len, out_len) = (tile * per_out * g.patch(), tile * per_out * g.o);
     let (pp, wp, sp) = (Shared::new(pooled), winners.map(Shared::new), Shared::new(ws));
@@ -956,29 +944,7 @@ pub fn conv2d_maxpool2_forward<T: Scalar>(
             let sub = Conv2dGeometry { n: count, ..*g };
             let rows = count * per_out;
             let (col, yb) = (&mut col[..rows * g.patch()], &mut out[..rows * g.o]);
-            im2col_images(&sub, &x[b0 * img_in..(b0 + count) * img_in], col);
-            let _ = gemm(
-                rows,
-                g.o,
-                g.patch(),
-                T::one(),
-                col,
-                Trans::No,
-                kernel,
-                Trans::No,
-                T::zero(),
-                yb,
-            );
-            if let Some(b) = bias {
-                for row in yb.chunks_exact_mut(g.o) {
-                    for (v, &bv) in row.iter_mut().zip(b) {
-                        *v += bv;
-                    }
-                }
-            }
-            if let Some(post) = post {
-                post(yb);
-            }
+            forward_tile(&sub, &x[b0 * img_in..(b0 + count) * img_in], kernel, bias, post, col, yb);
             let dst = b0 * per_pool..(b0 + count) * per_pool;
             let win = wp.map(|w| unsafe { w.slice(dst.clone()) });
             let py = unsafe { pp.slice(dst) };
@@ -1021,16 +987,7 @@ pub fn conv2d_backward<T: Scalar>(
     if let Some(d) = dx.as_deref() {
         g.check("input gradient", d.len(), g.n * g.h * g.w * g.c)?;
     }
-    if ws.len() < g.workspace_len() {
-        return Err(TapeError::InvalidArgument {
-            op: "conv2d",
-            message: format!(
-                "the workspace holds {} elements but needs {}",
-                ws.len(),
-                g.workspace_len()
-            ),
-        });
-    }
+    check_workspace(ws.len(), g.workspace_len())?;
     let (img_in, per_out, tile, kl) =
         (g.h * g.w * g.c, g.oh * g.ow, g.tile_images(), g.patch() * g.o);
     let tile_len = tile * per_out * g.patch();
