@@ -383,7 +383,7 @@ fn shape_rules_reject_what_does_not_fit() {
     let e = Layer::<f32>::build(&mut Dense::new(3), &[26, 26, 32]).unwrap_err();
     assert_eq!(e, "Dense needs a flat input but gets [26, 26, 32]: add Flatten before it");
     let e = Layer::<f32>::build(&mut Conv2D::new(3).kernel(5, 5), &[4, 4, 1]).unwrap_err();
-    assert!(e.contains("kernel 5x5 does not fit the 4x4 input"), "{e}");
+    assert!(e.contains("the 5x5 kernel does not fit the 4x4 input"), "{e}");
     assert!(
         Layer::<f32>::build(&mut Conv2D::new(3).kernel(5, 5).padding(Padding::Same), &[4, 4, 1])
             .is_ok()

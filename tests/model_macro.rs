@@ -259,14 +259,15 @@ fn assert_same_bits<M: Model<Scalar = f32>>(
 }
 
 /// `model!` runs each Conv2D → MaxPool2D pair fused; a Sequential of the same layers
-/// runs them one by one. Outputs and every gradient must agree bit for bit (up to the
-/// summation order of a one-channel block's kernel gradient), for a batch that takes
-/// the one-core path and one that takes two.
+/// built with `fuse(false)` runs them one by one. Outputs and every gradient must agree
+/// bit for bit (up to the summation order of a one-channel block's kernel gradient),
+/// for a batch that takes the one-core path and one that takes two.
 #[test]
 fn fused_conv_pool_blocks_equal_the_layers_run_one_by_one() {
     use kiln::layers::{Conv2D, Dense, Flatten, MaxPool2D};
     use kiln::tape::kernels::Padding;
     let mut plain = Sequential::builder("blocks", &[15, 15, 2])
+        .fuse(false)
         .add(Conv2D::new(6).kernel(3, 3).activation(Activation::Relu))
         .add(MaxPool2D::new(2))
         .add(Conv2D::new(5).kernel(2, 2).padding(Padding::Same))
@@ -279,6 +280,7 @@ fn fused_conv_pool_blocks_equal_the_layers_run_one_by_one() {
         .unwrap();
     assert_same_bits(&mut Blocks::new(Seed(3)), &mut plain, [15, 15, 2], &[]);
     let mut plain = Sequential::builder("gray", &[15, 15, 1])
+        .fuse(false)
         .add(Conv2D::new(32).kernel(3, 3).activation(Activation::Relu))
         .add(MaxPool2D::new(2))
         .add(Flatten::new())
@@ -288,4 +290,44 @@ fn fused_conv_pool_blocks_equal_the_layers_run_one_by_one() {
     // The one-channel block's kernel gradient is summed straight from the pool's winners.
     let resummed = ["conv2d/kernel", "conv2d/bias"];
     assert_same_bits(&mut Gray::new(Seed(3)), &mut plain, [15, 15, 1], &resummed);
+}
+
+/// A Sequential fuses the same pairs as `model!` (fusion is the layers' capability, not
+/// the macro's): the same layers built at run time absorb each pool into its
+/// convolution and compute exactly what the generated network computes.
+#[test]
+fn sequential_fuses_the_same_pairs_as_model() {
+    use kiln::layers::{Conv2D, Dense, Flatten, MaxPool2D};
+    use kiln::tape::kernels::Padding;
+    let build = |fuse: bool| {
+        Sequential::builder("blocks", &[15, 15, 2])
+            .fuse(fuse)
+            .add(Conv2D::new(6).kernel(3, 3).activation(Activation::Relu))
+            .add(MaxPool2D::new(2))
+            .add(Conv2D::new(5).kernel(2, 2).padding(Padding::Same))
+            .add(MaxPool2D::new(2))
+            .add(Conv2D::new(4).kernel(1, 1).activation(Activation::Sigmoid))
+            .add(MaxPool2D::new(2))
+            .add(Flatten::new())
+            .add(Dense::new(3))
+            .build(Seed(99))
+            .unwrap()
+    };
+    let mut fused = build(true);
+    assert_eq!(fused.fused_layers(), ["max_pooling2d", "max_pooling2d_1", "max_pooling2d_2"]);
+    assert!(build(false).fused_layers().is_empty());
+    let mut generated = Blocks::new(Seed(3));
+    fused.params_mut().values_mut().copy_from_slice(generated.params().values());
+    let x = Tensor::<f32>::random_normal(&[5, 15, 15, 2], 0.0, 1.0, 4).into_vec();
+    let a = generated.forward_train(&x, 5).unwrap().outputs.to_vec();
+    let b = fused.forward_train(&x, 5).unwrap().outputs.to_vec();
+    assert_eq!(a, b);
+    // A pool the convolution cannot take in (3×3 windows) runs by itself.
+    let s = Sequential::builder("odd", &[9, 9, 1])
+        .add(Conv2D::new(2).kernel(3, 3))
+        .add(MaxPool2D::new(3))
+        .add(Flatten::new())
+        .build(Seed(1))
+        .unwrap();
+    assert!(s.fused_layers().is_empty());
 }

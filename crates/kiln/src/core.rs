@@ -6,11 +6,17 @@
 //! once per field with the concrete layer (static dispatch, unrolled by the macro);
 //! [`crate::Sequential`] calls them in a loop with `dyn Layer`. Buffers grow to the
 //! largest batch once and are reused, so a training step allocates nothing after that.
+//!
+//! Fusion is decided here once, generically: when a layer offers itself as an
+//! [`crate::layers::Epilogue`] and its predecessor [`Layer::absorb`]s it, the
+//! predecessor's passes compute both layers and the successor's steps do nothing.
+//! The engine names no concrete layer, so `model!` networks and `Sequential` fuse the
+//! same pairs.
 
 use crate::Seed;
 use crate::error::{Error, Result};
-use crate::init::param_seed;
-use crate::layers::{Conv2D, Layer, MaxPool2D, Params, ParamsMut};
+use crate::init::{Sample, param_seed};
+use crate::layers::{Layer, Params, ParamsMut};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{sigmoid, softmax, softmax_backward};
 use kiln_train::{OutputActivation, ParamDecl, ParamStore, TrainError, TrainOutput};
@@ -26,6 +32,10 @@ struct Info {
     out_len: usize,
     ranges: Vec<Range<usize>>,
     params: usize,
+    /// Run inside the layer before it: its steps do nothing.
+    absorbed: bool,
+    /// Runs the layer after it inside its own passes: its output is that layer's.
+    absorbs: bool,
 }
 
 /// Parameter arena, buffers and the forward/backward walks of a Sequential network.
@@ -56,6 +66,18 @@ impl<T: Scalar> ModelCore<T> {
         layers: &mut [(Option<&str>, &mut dyn Layer<T>)],
         seed: Seed,
     ) -> Result<Self> {
+        Self::build_with(name, input, layers, seed, true)
+    }
+
+    /// [`ModelCore::build`], with `fuse = false` running every layer by itself (for
+    /// tests that compare fused passes with the layers run one by one).
+    pub fn build_with(
+        name: &str,
+        input: &[usize],
+        layers: &mut [(Option<&str>, &mut dyn Layer<T>)],
+        seed: Seed,
+        fuse: bool,
+    ) -> Result<Self> {
         if layers.is_empty() {
             return Err(Error::Layer {
                 layer: name.into(),
@@ -63,7 +85,7 @@ impl<T: Scalar> ModelCore<T> {
             });
         }
         let mut shape = input.to_vec();
-        let mut counts = std::collections::HashMap::<&'static str, usize>::new();
+        let mut namer = kiln_spec::Namer::new();
         let mut infos = Vec::new();
         let mut decls = Vec::new();
         let last = layers.len() - 1;
@@ -71,16 +93,7 @@ impl<T: Scalar> ModelCore<T> {
         for (i, (given, layer)) in layers.iter_mut().enumerate() {
             let name = match given {
                 Some(n) => n.to_string(),
-                None => {
-                    let c = counts.entry(layer.base_name()).or_insert(0);
-                    let n = if *c == 0 {
-                        layer.base_name().to_string()
-                    } else {
-                        format!("{}_{c}", layer.base_name())
-                    };
-                    *c += 1;
-                    n
-                }
+                None => namer.next(layer.base_name()),
             };
             let output = layer.build(&shape).map_err(|message| Error::Layer {
                 layer: format!("{name} ({})", layer.class_name()),
@@ -100,7 +113,9 @@ impl<T: Scalar> ModelCore<T> {
                 });
             }
             layer.reseed(param_seed(seed, &format!("{name}/rng")));
-            if i == last {
+            // A final softmax/sigmoid over a flat output is handed to the loss (fused
+            // gradient); over a sequence it stays in the layer, per step.
+            if i == last && output.len() == 1 {
                 out_act = layer.split_output_activation();
             }
             let out_len = output.iter().product();
@@ -111,8 +126,24 @@ impl<T: Scalar> ModelCore<T> {
                 out_len,
                 ranges: Vec::new(),
                 params: count,
+                absorbed: false,
+                absorbs: false,
             });
             shape = output;
+        }
+        if fuse {
+            for i in 1..layers.len() {
+                // A layer already absorbed into its predecessor absorbs nothing itself.
+                if infos[i - 1].absorbed || i - 1 == last {
+                    continue;
+                }
+                let Some(e) = layers[i].1.epilogue() else { continue };
+                // The successor must hold no parameters: only the producer's are passed.
+                if infos[i].params == 0 && layers[i - 1].1.absorb(&e) {
+                    infos[i - 1].absorbs = true;
+                    infos[i].absorbed = true;
+                }
+            }
         }
         let params = ParamStore::new(decls)?;
         for info in &mut infos {
@@ -193,11 +224,20 @@ impl<T: Scalar> ModelCore<T> {
         x: &[T],
         training: bool,
     ) -> kiln_train::Result<()> {
+        if self.layers[i].absorbed {
+            return Ok(());
+        }
         let batch = self.batch;
         let (before, rest) = self.acts.split_at_mut(i);
-        let y = &mut rest[0];
         let info = &self.layers[i];
-        y.resize(batch * info.out_len, T::zero());
+        // A layer that absorbs its successor writes the successor's output.
+        let (y, out_len) = if info.absorbs {
+            rest[0].clear();
+            (&mut rest[1], self.layers[i + 1].out_len)
+        } else {
+            (&mut rest[0], info.out_len)
+        };
+        y.resize(batch * out_len, T::zero());
         let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
         let values = self.params.values_mut();
         if training {
@@ -268,19 +308,24 @@ impl<T: Scalar> ModelCore<T> {
         x: &[T],
         grads: &mut [T],
     ) -> kiln_train::Result<()> {
-        if i < self.first_trained {
+        if i < self.first_trained || self.layers[i].absorbed {
             return Ok(());
         }
         let batch = self.batch;
         let info = &self.layers[i];
         let input: &[T] = if i == 0 { &x[..batch * self.in_len] } else { &self.acts[i - 1] };
+        let (y, out_len) = if info.absorbs {
+            (&self.acts[i + 1], self.layers[i + 1].out_len)
+        } else {
+            (&self.acts[i], info.out_len)
+        };
         let [dy, dx] = &mut self.grad;
         let want = (i > self.first_trained).then(|| &mut dx[..input.len()]);
         layer.backward(
             Params::new(self.params.values(), &info.ranges),
             input,
-            &self.acts[i],
-            &dy[..batch * info.out_len],
+            y,
+            &dy[..batch * out_len],
             batch,
             ParamsMut::new(grads, &info.ranges),
             want,
@@ -289,72 +334,9 @@ impl<T: Scalar> ModelCore<T> {
         Ok(())
     }
 
-    /// Runs layer `i` (a Conv2D) and layer `i + 1` (a MaxPool2D) forward: as one fused
-    /// pass when [`Conv2D::fuses_with`] the pool (the convolution's own output is then
-    /// not kept), else one after the other. `model!` emits this for every such pair.
-    pub fn forward_conv_pool(
-        &mut self,
-        i: usize,
-        conv: &mut Conv2D<T>,
-        pool: &mut MaxPool2D,
-        x: &[T],
-        training: bool,
-    ) -> kiln_train::Result<()> {
-        if !conv.fuses_with(pool) {
-            self.forward_layer(i, conv, x, training)?;
-            return self.forward_layer(i + 1, pool, x, training);
-        }
-        let batch = self.batch;
-        let (before, rest) = self.acts.split_at_mut(i);
-        let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
-        // The convolution's output is never materialized.
-        rest[0].clear();
-        let y = &mut rest[1];
-        y.resize(batch * self.layers[i + 1].out_len, T::zero());
-        let values = self.params.values();
-        conv.forward_pooled(
-            &Params::new(values, &self.layers[i].ranges),
-            input,
-            batch,
-            y,
-            training,
-        )?;
-        Ok(())
-    }
-
-    /// Backward through a pair run by [`ModelCore::forward_conv_pool`] (call in place of
-    /// the two layers' backward steps).
-    pub fn backward_conv_pool(
-        &mut self,
-        i: usize,
-        conv: &mut Conv2D<T>,
-        pool: &mut MaxPool2D,
-        x: &[T],
-        grads: &mut [T],
-    ) -> kiln_train::Result<()> {
-        if !conv.fuses_with(pool) {
-            self.backward_layer(i + 1, pool, x, grads)?;
-            return self.backward_layer(i, conv, x, grads);
-        }
-        if i < self.first_trained {
-            return Ok(());
-        }
-        let batch = self.batch;
-        let input: &[T] = if i == 0 { &x[..batch * self.in_len] } else { &self.acts[i - 1] };
-        let [dy, dx] = &mut self.grad;
-        let want = (i > self.first_trained).then(|| &mut dx[..input.len()]);
-        let n = batch * self.layers[i + 1].out_len;
-        conv.backward_pooled(
-            Params::new(self.params.values(), &self.layers[i].ranges),
-            input,
-            &self.acts[i + 1],
-            &dy[..n],
-            batch,
-            ParamsMut::new(grads, &self.layers[i].ranges),
-            want,
-        )?;
-        self.grad.swap(0, 1);
-        Ok(())
+    /// The names of the layers that run inside the layer before them (fused pairs).
+    pub fn fused_layers(&self) -> Vec<&str> {
+        self.layers.iter().filter(|l| l.absorbed).map(|l| l.name.as_str()).collect()
     }
 
     /// Reseeds layer `i`'s randomness from the fit loop's per-epoch seed.

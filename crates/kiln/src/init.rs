@@ -6,79 +6,18 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// How a parameter's first values are drawn (Keras's initializer names).
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub enum Initializer {
-    /// U(−l, l) with l = √(6 / (fan_in + fan_out)) — Keras's default for kernels.
-    #[default]
-    GlorotUniform,
-    /// Truncated normal with σ = √(2 / (fan_in + fan_out)).
-    GlorotNormal,
-    /// Truncated normal with σ = √(2 / fan_in).
-    HeNormal,
-    /// U(−l, l) with l = √(6 / fan_in).
-    HeUniform,
-    /// Truncated normal with σ = √(1 / fan_in).
-    LecunNormal,
-    /// U(−l, l) with l = √(3 / fan_in).
-    LecunUniform,
-    /// All zeros — Keras's default for biases.
-    Zeros,
-    /// All ones.
-    Ones,
-    /// Every value the same.
-    Constant(f64),
-    /// N(mean, stddev²).
-    RandomNormal {
-        /// Mean.
-        mean: f64,
-        /// Standard deviation.
-        stddev: f64,
-    },
-    /// U(minval, maxval).
-    RandomUniform {
-        /// Lower bound.
-        minval: f64,
-        /// Upper bound.
-        maxval: f64,
-    },
-}
+pub use kiln_spec::Initializer;
 
-impl Initializer {
-    /// Every name [`Initializer::from_name`] accepts.
-    pub const NAMES: &'static [&'static str] = &[
-        "glorot_uniform",
-        "glorot_normal",
-        "he_normal",
-        "he_uniform",
-        "lecun_normal",
-        "lecun_uniform",
-        "zeros",
-        "ones",
-        "random_normal",
-        "random_uniform",
-    ];
-
-    /// Looks an initializer up by its Keras name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "glorot_uniform" => Initializer::GlorotUniform,
-            "glorot_normal" => Initializer::GlorotNormal,
-            "he_normal" => Initializer::HeNormal,
-            "he_uniform" => Initializer::HeUniform,
-            "lecun_normal" => Initializer::LecunNormal,
-            "lecun_uniform" => Initializer::LecunUniform,
-            "zeros" => Initializer::Zeros,
-            "ones" => Initializer::Ones,
-            "random_normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
-            "random_uniform" => Initializer::RandomUniform { minval: -0.05, maxval: 0.05 },
-            _ => return None,
-        })
-    }
-
+/// Draws an [`Initializer`]'s values (the enum itself is kiln-spec's, where `model!`
+/// reads initializer names too).
+pub trait Sample {
     /// Draws values for a parameter of `shape` (Keras's fan rules: the last axis is
     /// fan-out, the one before fan-in, leading axes a receptive field), seeded by `seed`.
-    pub fn sample<T: Scalar>(&self, shape: &[usize], seed: u64) -> Vec<T> {
+    fn sample<T: Scalar>(&self, shape: &[usize], seed: u64) -> Vec<T>;
+}
+
+impl Sample for Initializer {
+    fn sample<T: Scalar>(&self, shape: &[usize], seed: u64) -> Vec<T> {
         let n: usize = shape.iter().product();
         let (fan_in, fan_out) = fans(shape);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

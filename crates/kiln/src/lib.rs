@@ -1,9 +1,11 @@
 //! kiln: Keras's workflow for Rust. Declare a network once with `model!`, have its shapes
 //! checked at compile time, then `compile`, `fit`, `evaluate` and `predict`.
 //!
-//! This crate re-exports the workspace: [`tape`] (tensors, kernels, autograd) and
-//! [`train`] (the training loop). Layers, the `model!` macro, datasets and checkpoints
-//! arrive with the issues that build them.
+//! This crate holds the layers ([`layers`]), the engine every model runs on
+//! ([`ModelCore`]), the runtime [`Sequential`], datasets, plots and the prelude, and
+//! re-exports the workspace: [`spec`] (every built-in layer's arguments and shape
+//! rule), [`tape`] (tensors, kernels, autograd) and [`train`] (optimizers, losses,
+//! metrics, callbacks and the fit loop). docs/ARCHITECTURE.md maps the code.
 
 #![warn(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod sequential;
 
 pub use error::{Error, Result};
 pub use kiln_macros::model;
+pub use kiln_spec as spec;
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 

@@ -3,7 +3,8 @@
 //! It implements the same [`Model`] trait as the networks `model!` generates, on the
 //! same [`ModelCore`] engine and layer code; its shapes are checked when it is built
 //! rather than when the program compiles. Use it when layer widths come from
-//! configuration (a sweep, a file of recorded Keras models).
+//! configuration (a sweep, a file of recorded Keras models). It fuses the same layer
+//! pairs as `model!` does (see [`crate::layers::Epilogue`]), so it runs as fast.
 
 use crate::Seed;
 use crate::core::{ModelCore, Summary};
@@ -23,6 +24,7 @@ pub struct SequentialBuilder<T: Scalar> {
     name: String,
     input: Vec<usize>,
     layers: Vec<(Option<String>, Box<dyn Layer<T>>)>,
+    fuse: bool,
 }
 
 // `add` is Keras's name for appending a layer; it is a builder method, not arithmetic.
@@ -30,7 +32,30 @@ pub struct SequentialBuilder<T: Scalar> {
 impl<T: Scalar> SequentialBuilder<T> {
     /// Starts a model called `name` taking samples of shape `input`.
     pub fn new(name: &str, input: &[usize]) -> Self {
-        SequentialBuilder { name: name.into(), input: input.to_vec(), layers: Vec::new() }
+        SequentialBuilder {
+            name: name.into(),
+            input: input.to_vec(),
+            layers: Vec::new(),
+            fuse: true,
+        }
+    }
+
+    /// Whether layers that can run fused do (the default); `false` runs every layer by
+    /// itself, which computes the same values (tests compare the two).
+    pub fn fuse(mut self, fuse: bool) -> Self {
+        self.fuse = fuse;
+        self
+    }
+
+    /// Appends a built-in layer by its Keras class name and Keras-style arguments, as
+    /// `model!` writes them: `.add_builtin("Dense", &[(None, 10.into()), (Some("activation"), "relu".into())])`.
+    pub fn add_builtin(
+        mut self,
+        class: &str,
+        args: &[(Option<&str>, kiln_spec::Value)],
+    ) -> Result<Self> {
+        self.layers.push((None, crate::layers::builtin(class, args)?));
+        Ok(self)
     }
 
     /// Appends a layer, named Keras-style (`dense`, `dense_1`, ...).
@@ -61,7 +86,7 @@ impl<T: Scalar> SequentialBuilder<T> {
             .map(|n| n.as_deref())
             .zip(layers.iter_mut().map(|l| -> &mut dyn Layer<T> { l.as_mut() }))
             .collect();
-        let core = ModelCore::build(&self.name, &self.input, &mut refs, seed)?;
+        let core = ModelCore::build_with(&self.name, &self.input, &mut refs, seed, self.fuse)?;
         Ok(Sequential { layers, core })
     }
 }
@@ -83,6 +108,11 @@ impl<T: Scalar> Sequential<T> {
     /// Every layer's output shape in order.
     pub fn layer_shapes(&self) -> Vec<&[usize]> {
         self.core.layer_shapes()
+    }
+
+    /// The names of the layers that run fused into the layer before them.
+    pub fn fused_layers(&self) -> Vec<&str> {
+        self.core.fused_layers()
     }
 
     /// Keras's `model.summary()` table (print it with `{}`).

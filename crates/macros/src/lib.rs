@@ -5,13 +5,12 @@
 //! Use it through the `kiln` crate (`kiln::model!`); the generated code names items
 //! under `::kiln`.
 
-mod layers;
 mod parse;
+mod plan;
 
 use parse::ModelDef;
 use proc_macro::TokenStream;
 use quote::quote;
-use std::collections::HashMap;
 
 /// Declares a Sequential network whose shapes are checked at compile time.
 ///
@@ -35,6 +34,11 @@ use std::collections::HashMap;
 /// `summary()`, and the `kiln::Model` implementation with input and output shape types.
 /// A layer that does not fit its input is a compile error on that layer, saying the
 /// shapes and the fix.
+///
+/// Every built-in layer of `kiln::layers` can be written with its Keras class name and
+/// Keras's arguments (positional ones in Keras's order); kiln-spec holds each layer's
+/// table and shape rule, so the macro knows no layer by name. The network computes in
+/// `f32` (Keras's default) unless the declaration carries `#[dtype(f64)]`.
 #[proc_macro]
 pub fn model(input: TokenStream) -> TokenStream {
     let def = syn::parse_macro_input!(input as ModelDef);
@@ -45,21 +49,22 @@ pub fn model(input: TokenStream) -> TokenStream {
 }
 
 fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
-    let ModelDef { attrs, vis, name, input, input_span, layers } = def;
+    let ModelDef { mut attrs, vis, name, input, input_span, layers } = def;
     if layers.is_empty() {
         return Err(syn::Error::new(name.span(), "a model needs at least one layer"));
     }
-    let input_type = layers::shape_type(&input, input_span)?;
-    let mut counts = HashMap::new();
+    let scalar = dtype(&mut attrs)?;
+    let input_type = plan::shape_type(&input, input_span)?;
+    let mut namer = kiln_spec::Namer::new();
     let mut shape = input.clone();
     let mut planned = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let p = layers::plan(l, &shape, i, &mut counts)?;
+        let p = plan::plan(l, &shape, i, &mut namer, &scalar)?;
         shape = p.output.clone();
         planned.push(p);
     }
-    let output_type = layers::shape_type(&shape, layers.last().map_or(name.span(), |l| l.span()))?;
-    let model_name = layers::model_name(&name.to_string());
+    let output_type = plan::shape_type(&shape, layers.last().map_or(name.span(), |l| l.span()))?;
+    let model_name = kiln_spec::snake_case(&name.to_string());
     let fields: Vec<_> = planned.iter().map(|p| p.field.clone()).collect();
     let names: Vec<_> = planned.iter().map(|p| p.name.clone()).collect();
     let tys: Vec<_> = planned.iter().map(|p| p.ty.clone()).collect();
@@ -76,45 +81,11 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             quote!(&[#(#d),*])
         })
         .collect();
-    // The passes walk "steps": one layer, or a Conv2D and the MaxPool2D after it, which
-    // ModelCore runs fused when their settings allow.
-    let mut steps = Vec::new();
-    let mut i = 0;
-    while i < planned.len() {
-        let pair = planned[i].class == "Conv2D"
-            && planned.get(i + 1).is_some_and(|p| p.class == "MaxPool2D");
-        steps.push((i, pair));
-        i += if pair { 2 } else { 1 };
-    }
-    let step = |training: proc_macro2::TokenStream| {
-        steps
-            .iter()
-            .map(|&(i, pair)| {
-                let f = &fields[i];
-                if pair {
-                    let g = &fields[i + 1];
-                    quote!(self.__kiln_core.forward_conv_pool(#i, &mut self.#f, &mut self.#g, x, #training)?;)
-                } else {
-                    quote!(self.__kiln_core.forward_layer(#i, &mut self.#f, x, #training)?;)
-                }
-            })
-            .collect::<Vec<_>>()
-    };
-    let (infer_steps, train_steps) = (step(quote!(false)), step(quote!(true)));
-    let back_steps: Vec<_> = steps
-        .iter()
-        .rev()
-        .map(|&(i, pair)| {
-            let f = &fields[i];
-            if pair {
-                let g = &fields[i + 1];
-                quote!(self.__kiln_core.backward_conv_pool(#i, &mut self.#f, &mut self.#g, x, grads)?;)
-            } else {
-                quote!(self.__kiln_core.backward_layer(#i, &mut self.#f, x, grads)?;)
-            }
-        })
-        .collect();
+    // Every layer gets its step; ModelCore runs a layer that its predecessor absorbed
+    // (a fused pair) inside that predecessor and skips its own step.
     let idx: Vec<usize> = (0..planned.len()).collect();
+    let back: Vec<usize> = idx.iter().rev().copied().collect();
+    let back_fields: Vec<_> = back.iter().map(|&i| fields[i].clone()).collect();
     let n = planned.len();
 
     Ok(quote! {
@@ -124,7 +95,7 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
                 #[doc = #docs]
                 pub #fields: #tys,
             )*
-            __kiln_core: ::kiln::ModelCore<f32>,
+            __kiln_core: ::kiln::ModelCore<#scalar>,
         }
 
         impl #name {
@@ -147,7 +118,7 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
                 let __kiln_core = ::kiln::ModelCore::build(
                     #model_name,
                     &[#(#input),*],
-                    &mut [#( (::core::option::Option::Some(#names), &mut #fields as &mut dyn ::kiln::layers::Layer<f32>) ),*],
+                    &mut [#( (::core::option::Option::Some(#names), &mut #fields as &mut dyn ::kiln::layers::Layer<#scalar>) ),*],
                     seed,
                 )?;
                 let __kiln_expected: [&[usize]; #n] = [#(#shapes),*];
@@ -167,7 +138,7 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
         }
 
         impl ::kiln::Model for #name {
-            type Scalar = f32;
+            type Scalar = #scalar;
             type Input = #input_type;
             type Output = #output_type;
 
@@ -180,28 +151,28 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             fn output_shape(&self) -> &[usize] {
                 self.__kiln_core.output_shape()
             }
-            fn params(&self) -> &::kiln::ParamStore<f32> {
+            fn params(&self) -> &::kiln::ParamStore<#scalar> {
                 self.__kiln_core.params()
             }
-            fn params_mut(&mut self) -> &mut ::kiln::ParamStore<f32> {
+            fn params_mut(&mut self) -> &mut ::kiln::ParamStore<#scalar> {
                 self.__kiln_core.params_mut()
             }
             fn output_activation(&self) -> ::kiln::OutputActivation {
                 self.__kiln_core.output_activation()
             }
-            fn forward_infer(&mut self, x: &[f32], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, f32>> {
+            fn forward_infer(&mut self, x: &[#scalar], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, #scalar>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( #infer_steps )*
+                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, false)?; )*
                 self.__kiln_core.output()
             }
-            fn forward_train(&mut self, x: &[f32], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, f32>> {
+            fn forward_train(&mut self, x: &[#scalar], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, #scalar>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( #train_steps )*
+                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, true)?; )*
                 self.__kiln_core.output()
             }
-            fn backward(&mut self, x: &[f32], d: &[f32], wrt_logits: bool, grads: &mut [f32]) -> ::kiln::train::Result<()> {
+            fn backward(&mut self, x: &[#scalar], d: &[#scalar], wrt_logits: bool, grads: &mut [#scalar]) -> ::kiln::train::Result<()> {
                 self.__kiln_core.backward_begin(d, wrt_logits, grads)?;
-                #( #back_steps )*
+                #( self.__kiln_core.backward_layer(#back, &mut self.#back_fields, x, grads)?; )*
                 ::core::result::Result::Ok(())
             }
             fn reseed(&mut self, seed: u64) {
@@ -209,4 +180,35 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             }
         }
     })
+}
+
+/// The scalar type from a `#[dtype(f64)]` attribute (removed from the attributes
+/// passed through), `f32` without one.
+fn dtype(attrs: &mut Vec<syn::Attribute>) -> syn::Result<proc_macro2::TokenStream> {
+    let mut scalar = quote!(f32);
+    let mut keep = Vec::new();
+    for a in attrs.drain(..) {
+        if !a.path().is_ident("dtype") {
+            keep.push(a);
+            continue;
+        }
+        let ty: syn::Expr = a.parse_args()?;
+        let name = match &ty {
+            syn::Expr::Path(p) => p.path.get_ident().map(|i| i.to_string()).unwrap_or_default(),
+            syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => s.value(),
+            _ => String::new(),
+        };
+        scalar = match name.as_str() {
+            "f32" | "float32" => quote!(f32),
+            "f64" | "float64" => quote!(f64),
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &ty,
+                    "dtype must be f32 or f64 (Keras's \"float32\" or \"float64\")",
+                ));
+            }
+        };
+    }
+    *attrs = keep;
+    Ok(scalar)
 }

@@ -2,7 +2,8 @@
 //! Swish, and `Activation(name)`. Shape rule: output shape = input shape (Softmax acts on
 //! the last axis). At the end of a model, Softmax and Sigmoid hand the loss the logits.
 
-use super::{Act, Layer, Params, ParamsMut};
+use super::{Act, Builtin, Layer, Params, ParamsMut};
+use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::{Activation as A, Scalar};
 use kiln_train::OutputActivation;
 
@@ -20,56 +21,70 @@ pub struct Activation<T = f32> {
 impl<T: Scalar> Activation<T> {
     /// `Activation(act)`.
     pub fn new(act: impl Into<Act>) -> Self {
-        Self::named(act.into(), "Activation", "activation")
+        spec::Activation { activation: act.into().into() }.into_layer()
     }
-    fn named(act: Act, class: &'static str, base: &'static str) -> Self {
-        Activation { act, class, base, width: 0, scratch: Vec::new() }
+    fn named<S: LayerSpec>(act: impl Into<Act>) -> Self {
+        Activation {
+            act: act.into(),
+            class: S::CLASS,
+            base: S::BASE_NAME,
+            width: 0,
+            scratch: Vec::new(),
+        }
     }
 }
 
+/// Each activation layer's spec type maps to [`Activation`] under its own class name,
+/// with a constructor of the same name in lower case.
 macro_rules! activation_layers {
-    ($($(#[$doc:meta])* $name:ident, $class:literal, $base:literal, $act:expr;)*) => {
+    ($($(#[$doc:meta])* $t:ident, $name:ident($($arg:ident: $ty:ty),*) => $act:expr;)*) => {
+        $(
+            impl<T: Scalar> Builtin<T> for spec::$t {
+                type Layer = Activation<T>;
+                fn into_layer(self) -> Activation<T> {
+                    Activation::named::<Self>(self.activation)
+                }
+            }
+        )*
         impl<T: Scalar> Activation<T> {
             $(
                 $(#[$doc])*
-                pub fn $name() -> Self {
-                    Self::named($act, $class, $base)
+                pub fn $name($($arg: $ty),*) -> Self {
+                    Self::named::<spec::$t>($act)
                 }
             )*
-
-            /// Keras `LeakyReLU` (the layer's default slope is 0.3).
-            pub fn leaky_relu(negative_slope: f64) -> Self {
-                Self::named(Act::Elementwise(A::LeakyRelu(negative_slope)), "LeakyReLU", "leaky_re_lu")
-            }
-
-            /// Keras `ELU` (alpha 1.0 by default).
-            pub fn elu(alpha: f64) -> Self {
-                Self::named(Act::Elementwise(A::Elu(alpha)), "ELU", "elu")
-            }
-
-            /// kiln `GELU`: exact unless `approximate` (Keras: `Activation("gelu")`).
-            pub fn gelu(approximate: bool) -> Self {
-                Self::named(Act::Elementwise(A::Gelu { approximate }), "GELU", "gelu")
-            }
         }
     };
 }
 
+impl<T: Scalar> Builtin<T> for spec::Activation {
+    type Layer = Activation<T>;
+    fn into_layer(self) -> Activation<T> {
+        Activation::named::<Self>(self.activation)
+    }
+}
+
 activation_layers! {
     /// Keras `ReLU`.
-    relu, "ReLU", "re_lu", Act::Elementwise(A::Relu);
+    ReLU, relu() => A::Relu;
+    /// Keras `LeakyReLU` (the layer's default slope is 0.3).
+    LeakyReLU, leaky_relu(negative_slope: f64) => A::LeakyRelu(negative_slope);
+    /// Keras `ELU` (alpha 1.0 by default).
+    ELU, elu(alpha: f64) => A::Elu(alpha);
     /// kiln `SELU` (Keras: `Activation("selu")`).
-    selu, "SELU", "selu", Act::Elementwise(A::Selu);
+    SELU, selu() => A::Selu;
+    /// kiln `GELU`: exact unless `approximate` (Keras: `Activation("gelu")`).
+    GELU, gelu(approximate: bool) => A::Gelu { approximate };
     /// kiln `Sigmoid` (Keras: `Activation("sigmoid")`).
-    sigmoid, "Sigmoid", "sigmoid", Act::Elementwise(A::Sigmoid);
+    Sigmoid, sigmoid() => A::Sigmoid;
     /// kiln `Tanh` (Keras: `Activation("tanh")`).
-    tanh, "Tanh", "tanh", Act::Elementwise(A::Tanh);
+    Tanh, tanh() => A::Tanh;
     /// Keras `Softmax` over the last axis.
-    softmax, "Softmax", "softmax", Act::Softmax;
+    Softmax, softmax() => Act::Softmax;
     /// kiln `Softplus` (Keras: `Activation("softplus")`).
-    softplus, "Softplus", "softplus", Act::Elementwise(A::Softplus);
+    Softplus, softplus() => A::Softplus;
     /// kiln `Swish` (Keras: `Activation("swish")`).
-    swish, "Swish", "swish", Act::Elementwise(A::Swish);
+    Swish, swish() => A::Swish;
 }
 
 impl<T: Scalar> Layer<T> for Activation<T> {
@@ -80,8 +95,11 @@ impl<T: Scalar> Layer<T> for Activation<T> {
         self.base
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.width = *input.last().ok_or("an activation needs a non-empty input shape")?;
-        Ok(input.to_vec())
+        let out = spec::Activation { activation: self.act.into() }
+            .output(input)
+            .map_err(|e| e.message.replace(spec::Activation::CLASS, self.class))?;
+        self.width = input[input.len() - 1];
+        Ok(out)
     }
     fn forward(
         &mut self,

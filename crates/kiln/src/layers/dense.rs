@@ -1,13 +1,17 @@
-//! `Dense`: `y = act(x·W + b)` with an `[in, out]` kernel (Keras's layout).
+//! `Dense`: `y = act(x·W + b)` with an `[in, out]` kernel (Keras's layout), applied to
+//! the last axis.
 //!
-//! Shape rule: input `[in]` → output `[units]`; any other rank is an error ("add Flatten
-//! before it"). The bias is broadcast into the output and the GEMM accumulates onto it;
+//! Shape rule (kiln-spec's `Dense`): `[in]` → `[units]`, and `[steps, in]` →
+//! `[steps, units]` as Keras applies Dense to every step of a sequence; an image is an
+//! error ("add Flatten before it"). A sequence is computed as `batch·steps` rows of one
+//! GEMM. The bias is broadcast into the output and the GEMM accumulates onto it;
 //! the activation is applied while the block is in cache; the backward pass derives the
 //! activation's derivative from the output (keeping the pre-activation only for GELU
 //! and Swish).
 
-use super::{Act, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
+use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use crate::init::Initializer;
+use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Trans, gemm};
 use kiln_train::OutputActivation;
@@ -15,55 +19,65 @@ use kiln_train::OutputActivation;
 /// A fully connected layer (Keras `Dense`).
 #[derive(Clone, Debug)]
 pub struct Dense<T = f32> {
-    units: usize,
+    cfg: spec::Dense,
+    /// The activation as run (a final softmax/sigmoid may be split off for the loss).
     activation: Act,
-    use_bias: bool,
-    kernel_initializer: Initializer,
-    bias_initializer: Initializer,
     input: usize,
+    /// Rows per sample: 1, or the steps of a sequence.
+    steps: usize,
     z: Vec<T>,
     dz: Vec<T>,
     scratch: Vec<T>,
 }
 
-impl<T: Scalar> Dense<T> {
-    /// `units` outputs, linear, with a bias; Glorot-uniform kernel and zero bias.
-    pub fn new(units: usize) -> Self {
+impl<T: Scalar> Builtin<T> for spec::Dense {
+    type Layer = Dense<T>;
+    fn into_layer(self) -> Dense<T> {
         Dense {
-            units,
-            activation: Act::LINEAR,
-            use_bias: true,
-            kernel_initializer: Initializer::GlorotUniform,
-            bias_initializer: Initializer::Zeros,
+            activation: self.activation.into(),
+            cfg: self,
             input: 0,
+            steps: 1,
             z: Vec::new(),
             dz: Vec::new(),
             scratch: Vec::new(),
         }
     }
+}
+
+impl<T: Scalar> Dense<T> {
+    /// `units` outputs, linear, with a bias; Glorot-uniform kernel and zero bias.
+    pub fn new(units: usize) -> Self {
+        spec::Dense::new(units).into_layer()
+    }
     /// Sets the activation.
     pub fn activation(mut self, a: impl Into<Act>) -> Self {
         self.activation = a.into();
+        self.cfg.activation = self.activation.into();
         self
     }
     /// With or without the bias.
     pub fn use_bias(mut self, b: bool) -> Self {
-        self.use_bias = b;
+        self.cfg.use_bias = b;
         self
     }
     /// The kernel's initializer.
     pub fn kernel_initializer(mut self, i: Initializer) -> Self {
-        self.kernel_initializer = i;
+        self.cfg.kernel_initializer = i;
         self
     }
     /// The bias's initializer.
     pub fn bias_initializer(mut self, i: Initializer) -> Self {
-        self.bias_initializer = i;
+        self.cfg.bias_initializer = i;
         self
     }
     /// Output units.
     pub fn units(&self) -> usize {
-        self.units
+        self.cfg.units
+    }
+    /// The configuration.
+    pub fn config(&self) -> &spec::Dense {
+        &self.cfg
     }
 }
 
@@ -75,10 +89,10 @@ impl<T: Scalar> Dense<T> {
         batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        let (i, o) = (self.input, self.units);
-        let beta = if self.use_bias {
+        let (i, o, rows) = (self.input, self.cfg.units, batch * self.steps);
+        let beta = if self.cfg.use_bias {
             let b = p.get(1);
-            for row in y[..batch * o].chunks_exact_mut(o) {
+            for row in y[..rows * o].chunks_exact_mut(o) {
                 row.copy_from_slice(b);
             }
             T::one()
@@ -86,46 +100,41 @@ impl<T: Scalar> Dense<T> {
             T::zero()
         };
         gemm(
-            batch,
+            rows,
             o,
             i,
             T::one(),
-            &x[..batch * i],
+            &x[..rows * i],
             Trans::No,
             p.get(0),
             Trans::No,
             beta,
-            &mut y[..batch * o],
+            &mut y[..rows * o],
         )
     }
 }
 
 impl<T: Scalar> Layer<T> for Dense<T> {
     fn class_name(&self) -> &'static str {
-        "Dense"
+        spec::Dense::CLASS
     }
     fn base_name(&self) -> &'static str {
-        "dense"
+        spec::Dense::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        if self.units == 0 {
-            return Err("Dense needs at least 1 unit".into());
-        }
-        match input {
-            [n] => {
-                self.input = *n;
-                Ok(vec![self.units])
-            }
-            _ => Err(format!("Dense needs a flat input but gets {input:?}: add Flatten before it")),
-        }
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.input = input[input.len() - 1];
+        self.steps = input[..input.len() - 1].iter().product();
+        Ok(out)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
+        let c = &self.cfg;
         kernel_and_bias(
-            vec![self.input, self.units],
-            self.units,
-            self.kernel_initializer,
-            self.bias_initializer,
-            self.use_bias,
+            vec![self.input, c.units],
+            c.units,
+            c.kernel_initializer,
+            c.bias_initializer,
+            c.use_bias,
         )
     }
     fn forward(
@@ -137,7 +146,8 @@ impl<T: Scalar> Layer<T> for Dense<T> {
     ) -> kiln_tape::Result<()> {
         self.affine(&p, x, batch, y)?;
         let act = self.activation;
-        act.apply_inplace(&mut y[..batch * self.units], self.units, &mut self.scratch);
+        let (n, o) = (batch * self.steps * self.cfg.units, self.cfg.units);
+        act.apply_inplace(&mut y[..n], o, &mut self.scratch);
         Ok(())
     }
     fn forward_train(
@@ -148,13 +158,13 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
         self.affine(&p.as_params(), x, batch, y)?;
-        let n = batch * self.units;
+        let (n, o) = (batch * self.steps * self.cfg.units, self.cfg.units);
         if self.activation.needs_input() {
             self.z.resize(n, T::zero());
             self.z.copy_from_slice(&y[..n]);
         }
         let act = self.activation;
-        act.apply_inplace(&mut y[..n], self.units, &mut self.scratch);
+        act.apply_inplace(&mut y[..n], o, &mut self.scratch);
         Ok(())
     }
     fn backward(
@@ -167,23 +177,23 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         mut g: ParamsMut<'_, T>,
         dx: Option<&mut [T]>,
     ) -> kiln_tape::Result<()> {
-        let (i, o) = (self.input, self.units);
-        let n = batch * o;
+        let (i, o, rows) = (self.input, self.cfg.units, batch * self.steps);
+        let n = rows * o;
         let dz = self.activation.grad_through(&self.z, y, &dy[..n], o, &mut self.dz);
         // dW = xᵀ·dz
         gemm(
             i,
             o,
-            batch,
+            rows,
             T::one(),
-            &x[..batch * i],
+            &x[..rows * i],
             Trans::Yes,
             dz,
             Trans::No,
             T::zero(),
             g.get_mut(0),
         )?;
-        if self.use_bias {
+        if self.cfg.use_bias {
             let db = g.get_mut(1);
             db.fill(T::zero());
             for row in dz.chunks_exact(o) {
@@ -195,7 +205,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         if let Some(dx) = dx {
             // dx = dz·Wᵀ
             gemm(
-                batch,
+                rows,
                 i,
                 o,
                 T::one(),
@@ -204,7 +214,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
                 p.get(0),
                 Trans::Yes,
                 T::zero(),
-                &mut dx[..batch * i],
+                &mut dx[..rows * i],
             )?;
         }
         Ok(())
@@ -213,6 +223,6 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         self.activation.split_output()
     }
     fn describe(&self) -> String {
-        format!("units={}, activation={}", self.units, self.activation.name())
+        format!("units={}, activation={}", self.cfg.units, self.cfg.activation.name())
     }
 }

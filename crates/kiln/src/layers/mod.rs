@@ -1,35 +1,110 @@
-//! The [`Layer`] trait and kiln's built-in layers, one file each.
+//! The [`Layer`] trait and kiln's built-in layers, one file per layer or small family.
 //!
-//! A layer owns its hyperparameters and the buffers its backward pass needs; its
-//! parameters live in the model's arena and reach it as [`Params`] views, so the same
-//! layer code serves `model!` networks and the runtime [`crate::Sequential`].
+//! A built-in layer holds its configuration as its kiln-spec type (the one place its
+//! arguments, defaults and shape rule are written) plus the buffers its backward pass
+//! needs; its parameters live in the model's arena and reach it as [`Params`] views, so
+//! the same layer code serves `model!` networks and the runtime [`crate::Sequential`].
+//! [`Builtin`] maps each spec type to its layer type: that is how `model!` finds a layer
+//! without naming it.
+//!
+//! Fusion is a capability: a layer may describe itself as an [`Epilogue`] (work that
+//! can run on its predecessor's output while it is in cache), and a layer may
+//! [`Layer::absorb`] its successor's epilogue into its own pass. The engine asks every
+//! adjacent pair once when the model is built; it knows no concrete layer.
 
 mod activations;
+mod conv1d;
 mod conv2d;
 mod custom;
 mod dense;
 mod dropout;
 mod embedding;
+mod global_pooling;
 mod normalization;
 mod pooling;
 mod reshaping;
 
 pub use activations::Activation;
+pub use conv1d::Conv1D;
 pub use conv2d::Conv2D;
 pub use custom::{InputIs, OutputIs, ShapedLayer, TapeLayer, TapeModule, check_custom_layer};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
+pub use global_pooling::{
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+};
 pub use normalization::{BatchNormalization, LayerNormalization};
-pub use pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPool2D};
+pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPool1D, MaxPool2D};
 pub use reshaping::{Flatten, Reshape};
 
+use crate::error::{Error, Result};
 use crate::init::Initializer;
+use kiln_spec::{LayerSpec, Value};
 use kiln_tape::Activation as Elementwise;
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{softmax, softmax_backward};
 use kiln_train::{OutputActivation, ParamKind};
 use std::ops::Range;
+
+/// A kiln-spec layer specification that has a kiln layer computing it for scalar `T`.
+/// Each layer file implements it for its spec type; `model!` names a layer's type as
+/// [`LayerOf`]`<T, kiln::spec::layers::Name>`.
+pub trait Builtin<T: Scalar>: LayerSpec {
+    /// The layer that computes this specification.
+    type Layer: Layer<T> + 'static;
+    /// The layer, configured as this specification says.
+    fn into_layer(self) -> Self::Layer;
+}
+
+/// The kiln layer type of spec type `S` at scalar `T`.
+pub type LayerOf<T, S> = <S as Builtin<T>>::Layer;
+
+/// Builds the layer of spec type `S` from written Keras-style arguments (`None`
+/// names are positional). This is what `model!` calls for every built-in layer.
+pub fn from_args<T: Scalar, S: Builtin<T>>(given: &[(Option<&str>, Value)]) -> Result<S::Layer> {
+    S::from_written(given)
+        .map(S::into_layer)
+        .map_err(|e| Error::Layer { layer: S::CLASS.into(), message: e.message })
+}
+
+macro_rules! builtin_table {
+    ($($t:ident),* $(,)?) => {
+        /// Builds any built-in layer at run time from its Keras class name (or an
+        /// alias) and Keras-style arguments, as `model!` would: for configuration
+        /// files and recorded Keras models.
+        pub fn builtin<T: Scalar>(
+            class: &str,
+            given: &[(Option<&str>, Value)],
+        ) -> Result<Box<dyn Layer<T>>> {
+            $(
+                if <kiln_spec::layers::$t as LayerSpec>::CLASS == class
+                    || <kiln_spec::layers::$t as LayerSpec>::ALIASES.contains(&class)
+                {
+                    return Ok(Box::new(from_args::<T, kiln_spec::layers::$t>(given)?));
+                }
+            )*
+            let names = kiln_spec::layer_names();
+            let hint = kiln_spec::did_you_mean(class, &names)
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            Err(Error::Layer {
+                layer: class.into(),
+                message: format!("unknown layer `{class}`; {hint}the built-in layers are listed in kiln::layers"),
+            })
+        }
+    };
+}
+kiln_spec::with_layers!(builtin_table);
+
+/// Work a layer can do on its predecessor's output tile while that is still in cache,
+/// instead of as a pass of its own (see [`Layer::epilogue`] and [`Layer::absorb`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Epilogue {
+    /// Windowed max pooling over `[height, width, channels]`.
+    MaxPool2D(kiln_spec::layers::Pool2D),
+}
 
 /// A parameter as a layer declares it.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,24 +209,50 @@ pub enum Act {
     Softmax,
 }
 
+impl From<kiln_spec::Activation> for Act {
+    fn from(a: kiln_spec::Activation) -> Self {
+        match Elementwise::try_from(a) {
+            Ok(e) => Act::Elementwise(e),
+            Err(_) => Act::Softmax,
+        }
+    }
+}
+
+impl From<Act> for kiln_spec::Activation {
+    fn from(a: Act) -> Self {
+        use kiln_spec::Activation as S;
+        match a {
+            Act::Softmax => S::Softmax,
+            Act::Elementwise(e) => match e {
+                Elementwise::Linear => S::Linear,
+                Elementwise::Relu => S::Relu,
+                Elementwise::LeakyRelu(s) => S::LeakyRelu(s),
+                Elementwise::Elu(a) => S::Elu(a),
+                Elementwise::Selu => S::Selu,
+                Elementwise::Gelu { approximate } => S::Gelu { approximate },
+                Elementwise::Sigmoid => S::Sigmoid,
+                Elementwise::HardSigmoid => S::HardSigmoid,
+                Elementwise::Tanh => S::Tanh,
+                Elementwise::Softplus => S::Softplus,
+                Elementwise::Softsign => S::Softsign,
+                Elementwise::Swish => S::Swish,
+            },
+        }
+    }
+}
+
 impl Act {
     /// No activation.
     pub const LINEAR: Act = Act::Elementwise(Elementwise::Linear);
 
-    /// Every name [`Act::from_name`] accepts.
-    pub fn names() -> Vec<&'static str> {
-        let mut v = Elementwise::NAMES.to_vec();
-        v.push("softmax");
-        v
+    /// Every name [`Act::from_name`] accepts (kiln-spec's table).
+    pub fn names() -> &'static [&'static str] {
+        kiln_spec::ACTIVATIONS
     }
 
     /// Looks an activation up by its Keras name.
     pub fn from_name(name: &str) -> Option<Act> {
-        if name == "softmax" {
-            Some(Act::Softmax)
-        } else {
-            Elementwise::from_name(name).map(Act::Elementwise)
-        }
+        kiln_spec::Activation::from_name(name).map(Act::from)
     }
 
     /// The Keras name.
@@ -309,6 +410,19 @@ pub trait Layer<T: Scalar>: Send {
     }
     /// Reseeds any randomness (Dropout).
     fn reseed(&mut self, _seed: u64) {}
+    /// This layer as work its predecessor could do on its output tile in cache, if it
+    /// is one (MaxPool2D is a [`Epilogue::MaxPool2D`]).
+    fn epilogue(&self) -> Option<Epilogue> {
+        None
+    }
+    /// Offers the successor's `epilogue` to this layer (after both are built). A layer
+    /// that accepts returns `true` and from then on computes the successor's output in
+    /// its own passes: `forward` writes the successor's output, and `backward` gets the
+    /// successor's output (as `y`) and its gradient (as `dy`); the engine then skips the
+    /// successor. Declining (the default) leaves both layers to run one by one.
+    fn absorb(&mut self, _epilogue: &Epilogue) -> bool {
+        false
+    }
     /// A one-line description of the configuration for `summary()`.
     fn describe(&self) -> String {
         String::new()

@@ -1,14 +1,15 @@
 //! `BatchNormalization` and `LayerNormalization` over the last axis (Keras's defaults:
 //! momentum 0.99, epsilon 1e-3).
 //!
-//! Shape rule: output shape = input shape. BatchNormalization normalizes each channel
+//! Shape rule (kiln-spec): output shape = input shape. BatchNormalization normalizes each channel
 //! (last axis) over the batch and all other axes; in training it uses the batch's
 //! statistics and updates its moving mean and variance (non-trainable parameters), at
 //! inference it uses those moving statistics. LayerNormalization normalizes each sample
 //! over its last axis.
 
-use super::{Layer, ParamSpec, Params, ParamsMut};
+use super::{Builtin, Layer, ParamSpec, Params, ParamsMut};
 use crate::init::Initializer;
+use kiln_spec::{LayerSpec, layers as cfg};
 use kiln_tape::Scalar;
 use kiln_train::ParamKind;
 
@@ -25,8 +26,7 @@ fn spec(
 /// Batch normalization over the last axis (Keras `BatchNormalization`).
 #[derive(Clone, Debug)]
 pub struct BatchNormalization<T = f32> {
-    momentum: f64,
-    epsilon: f64,
+    cfg: cfg::BatchNormalization,
     channels: usize,
     xhat: Vec<T>,
     inv_std: Vec<T>,
@@ -42,43 +42,44 @@ impl<T: Scalar> Default for BatchNormalization<T> {
 impl<T: Scalar> BatchNormalization<T> {
     /// Momentum 0.99 and epsilon 1e-3, as Keras.
     pub fn new() -> Self {
+        cfg::BatchNormalization::default().into_layer()
+    }
+    /// The moving statistics' momentum.
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.cfg.momentum = m;
+        self
+    }
+    /// The variance floor.
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.cfg.epsilon = e;
+        self
+    }
+}
+
+impl<T: Scalar> Builtin<T> for cfg::BatchNormalization {
+    type Layer = BatchNormalization<T>;
+    fn into_layer(self) -> BatchNormalization<T> {
         BatchNormalization {
-            momentum: 0.99,
-            epsilon: 1e-3,
+            cfg: self,
             channels: 0,
             xhat: Vec::new(),
             inv_std: Vec::new(),
             mean: Vec::new(),
         }
     }
-    /// The moving statistics' momentum.
-    pub fn momentum(mut self, m: f64) -> Self {
-        self.momentum = m;
-        self
-    }
-    /// The variance floor.
-    pub fn epsilon(mut self, e: f64) -> Self {
-        self.epsilon = e;
-        self
-    }
 }
 
 impl<T: Scalar> Layer<T> for BatchNormalization<T> {
     fn class_name(&self) -> &'static str {
-        "BatchNormalization"
+        cfg::BatchNormalization::CLASS
     }
     fn base_name(&self) -> &'static str {
-        "batch_normalization"
+        cfg::BatchNormalization::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        if !(0.0..=1.0).contains(&self.momentum) || self.epsilon.is_nan() || self.epsilon < 0.0 {
-            return Err(format!(
-                "BatchNormalization needs momentum in [0, 1] and epsilon ≥ 0, got {} and {}",
-                self.momentum, self.epsilon
-            ));
-        }
-        self.channels = *input.last().ok_or("BatchNormalization needs a non-empty input shape")?;
-        Ok(input.to_vec())
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.channels = input[input.len() - 1];
+        Ok(out)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         let c = self.channels;
@@ -93,12 +94,11 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         &mut self,
         p: Params<'_, T>,
         x: &[T],
-        batch: usize,
+        _batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        let _ = batch;
         let (gamma, beta, mm, mv) = (p.get(0), p.get(1), p.get(2), p.get(3));
-        let eps = T::of(self.epsilon);
+        let eps = T::of(self.cfg.epsilon);
         let c = self.channels;
         for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
             for k in 0..c {
@@ -116,7 +116,7 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
     ) -> kiln_tape::Result<()> {
         let c = self.channels;
         let rows = x.len() / c;
-        let eps = T::of(self.epsilon);
+        let eps = T::of(self.cfg.epsilon);
         self.mean.resize(c, T::zero());
         self.inv_std.resize(c, T::zero());
         self.xhat.resize(x.len(), T::zero());
@@ -140,14 +140,14 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         var.iter_mut().for_each(|v| *v *= inv_n);
         {
             let [mm, mv] = p.many_mut([2, 3]);
-            let m = T::of(self.momentum);
+            let m = T::of(self.cfg.momentum);
             for k in 0..c {
                 mm[k] = mm[k] * m + self.mean[k] * (T::one() - m);
                 mv[k] = mv[k] * m + var[k] * (T::one() - m);
             }
         }
         var.iter_mut().for_each(|v| *v = T::one() / (*v + eps).sqrt());
-        let (gamma, beta) = (p.get(0).to_vec(), p.get(1));
+        let (gamma, beta) = (p.get(0), p.get(1));
         for ((xr, yr), hr) in
             x.chunks_exact(c).zip(y.chunks_exact_mut(c)).zip(self.xhat.chunks_exact_mut(c))
         {
@@ -201,14 +201,14 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         Ok(())
     }
     fn describe(&self) -> String {
-        format!("momentum={}, epsilon={}", self.momentum, self.epsilon)
+        format!("momentum={}, epsilon={}", self.cfg.momentum, self.cfg.epsilon)
     }
 }
 
 /// Layer normalization over the last axis of each sample (Keras `LayerNormalization`).
 #[derive(Clone, Debug)]
 pub struct LayerNormalization<T = f32> {
-    epsilon: f64,
+    cfg: cfg::LayerNormalization,
     width: usize,
     xhat: Vec<T>,
     inv_std: Vec<T>,
@@ -223,16 +223,16 @@ impl<T: Scalar> Default for LayerNormalization<T> {
 impl<T: Scalar> LayerNormalization<T> {
     /// Epsilon 1e-3, as Keras.
     pub fn new() -> Self {
-        LayerNormalization { epsilon: 1e-3, width: 0, xhat: Vec::new(), inv_std: Vec::new() }
+        cfg::LayerNormalization::default().into_layer()
     }
     /// The variance floor.
     pub fn epsilon(mut self, e: f64) -> Self {
-        self.epsilon = e;
+        self.cfg.epsilon = e;
         self
     }
     fn normalize(&mut self, gamma: &[T], beta: &[T], x: &[T], y: &mut [T]) {
         let w = self.width;
-        let eps = T::of(self.epsilon);
+        let eps = T::of(self.cfg.epsilon);
         let rows = x.len() / w;
         self.xhat.resize(x.len(), T::zero());
         self.inv_std.resize(rows, T::zero());
@@ -254,16 +254,24 @@ impl<T: Scalar> LayerNormalization<T> {
     }
 }
 
+impl<T: Scalar> Builtin<T> for cfg::LayerNormalization {
+    type Layer = LayerNormalization<T>;
+    fn into_layer(self) -> LayerNormalization<T> {
+        LayerNormalization { cfg: self, width: 0, xhat: Vec::new(), inv_std: Vec::new() }
+    }
+}
+
 impl<T: Scalar> Layer<T> for LayerNormalization<T> {
     fn class_name(&self) -> &'static str {
-        "LayerNormalization"
+        cfg::LayerNormalization::CLASS
     }
     fn base_name(&self) -> &'static str {
-        "layer_normalization"
+        cfg::LayerNormalization::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.width = *input.last().ok_or("LayerNormalization needs a non-empty input shape")?;
-        Ok(input.to_vec())
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.width = input[input.len() - 1];
+        Ok(out)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         vec![
@@ -328,6 +336,6 @@ impl<T: Scalar> Layer<T> for LayerNormalization<T> {
         Ok(())
     }
     fn describe(&self) -> String {
-        format!("epsilon={}", self.epsilon)
+        format!("epsilon={}", self.cfg.epsilon)
     }
 }

@@ -1,273 +1,258 @@
-//! Pooling layers: `MaxPool2D`, `AveragePooling2D` and `GlobalAveragePooling2D` on
-//! `[height, width, channels]` samples.
+//! Windowed pooling: `MaxPool2D` and `AveragePooling2D` on `[height, width, channels]`
+//! samples, `MaxPool1D` and `AveragePooling1D` on `[steps, channels]` samples (run by
+//! the same kernels as a `[1, steps, channels]` image).
 //!
-//! Shape rules: windows as in Conv2D (strides default to the pool size, as Keras);
-//! GlobalAveragePooling2D turns `[h, w, c]` into `[c]`.
+//! Shape rules (kiln-spec's `Pool2D` / `Pool1D`): windows as in convolutions, strides
+//! defaulting to the pool size, as Keras. Same padding averages only the values inside
+//! the input, as TensorFlow. A MaxPool2D can be absorbed by the Conv2D before it
+//! ([`super::Epilogue::MaxPool2D`]).
 
-use super::{Layer, Params, ParamsMut};
+use super::{Builtin, Epilogue, Layer, Params, ParamsMut};
+use kiln_spec::LayerSpec;
+use kiln_spec::layers::{self as spec, Pool1D, Pool2D};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{
-    Padding, Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool2d_backward_from_values, max_pool2d_forward, window_output,
+    Padding, Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward,
+    max_pool2d_backward_from_values, max_pool2d_forward,
 };
 
-/// Window, strides and padding shared by the two windowed poolings.
+/// A pool's window as the kernels see it, and the input it was built for.
 #[derive(Clone, Copy, Debug)]
 struct Window {
-    pool: (usize, usize),
-    strides: Option<(usize, usize)>,
-    padding: Padding,
+    cfg: Pool2D,
+    /// Whether the strides were set (else they follow the pool size).
+    strides_set: bool,
     input: [usize; 3],
 }
 
 impl Window {
-    fn strides(&self) -> (usize, usize) {
-        self.strides.unwrap_or(self.pool)
-    }
-    fn build(&mut self, class: &str, input: &[usize]) -> Result<Vec<usize>, String> {
-        let &[h, w, c] = input else {
-            return Err(format!(
-                "{class} needs an input [height, width, channels] but gets {input:?}"
-            ));
-        };
-        let (sh, sw) = self.strides();
-        if self.pool.0 == 0 || self.pool.1 == 0 || sh == 0 || sw == 0 {
-            return Err(format!("{class} pool size and strides must be at least 1"));
-        }
-        let (Some((oh, _)), Some((ow, _))) = (
-            window_output(h, self.pool.0, sh, self.padding),
-            window_output(w, self.pool.1, sw, self.padding),
-        ) else {
-            return Err(format!(
-                "{class} window {}x{} does not fit the {h}x{w} input {input:?} with padding = valid: use padding = same or a smaller pool",
-                self.pool.0, self.pool.1
-            ));
-        };
-        self.input = [h, w, c];
-        Ok(vec![oh, ow, c])
+    fn new(cfg: Pool2D) -> Self {
+        Window { cfg, strides_set: cfg.strides != cfg.pool_size, input: [0; 3] }
     }
     fn geometry(&self, batch: usize) -> kiln_tape::Result<Pool2dGeometry> {
         let [h, w, c] = self.input;
-        Pool2dGeometry::new(&[batch, h, w, c], self.pool, self.strides(), self.padding)
+        Pool2dGeometry::new(
+            &[batch, h, w, c],
+            self.cfg.pool_size,
+            self.cfg.strides,
+            self.cfg.padding,
+        )
     }
     fn describe(&self) -> String {
-        let (sh, sw) = self.strides();
-        format!(
-            "pool={}x{}, strides={sh}x{sw}, padding={:?}",
-            self.pool.0, self.pool.1, self.padding
-        )
+        let ((ph, pw), (sh, sw)) = (self.cfg.pool_size, self.cfg.strides);
+        format!("pool={ph}x{pw}, strides={sh}x{sw}, padding={}", self.cfg.padding.name())
+    }
+    fn max_forward<T: Scalar>(&self, x: &[T], batch: usize, y: &mut [T]) -> kiln_tape::Result<()> {
+        // No argmax is kept: backward finds each window's winner again from x and y.
+        let g = self.geometry(batch)?;
+        max_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()], None)
+    }
+    fn max_backward<T: Scalar>(
+        &self,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        batch: usize,
+        dx: Option<&mut [T]>,
+    ) -> kiln_tape::Result<()> {
+        let Some(dx) = dx else { return Ok(()) };
+        let g = self.geometry(batch)?;
+        let (i, o) = (g.input_len(), g.output_len());
+        max_pool2d_backward_from_values(&g, &x[..i], &y[..o], &dy[..o], &mut dx[..i])
+    }
+    fn avg_forward<T: Scalar>(&self, x: &[T], batch: usize, y: &mut [T]) -> kiln_tape::Result<()> {
+        let g = self.geometry(batch)?;
+        avg_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()])
+    }
+    fn avg_backward<T: Scalar>(
+        &self,
+        dy: &[T],
+        batch: usize,
+        dx: Option<&mut [T]>,
+    ) -> kiln_tape::Result<()> {
+        let Some(dx) = dx else { return Ok(()) };
+        let g = self.geometry(batch)?;
+        avg_pool2d_backward(&g, &dy[..g.output_len()], &mut dx[..g.input_len()])
     }
 }
 
-/// The window setters both windowed poolings share.
-macro_rules! window_setters {
-    ($t:ty) => {
-        impl $t {
-            /// A rectangular window.
+/// Defines a pooling layer: its struct, constructor and setters, its `Builtin` mapping
+/// and its `Layer` impl, which differ only in the kernels and the axes.
+macro_rules! pooling_layer {
+    (
+        $(#[$doc:meta])* $name:ident, $spec:ident, 2d, $fwd:ident, |$w:ident, $x:ident, $y:ident, $dy:ident, $b:ident, $dx:ident| $bwd:expr,
+        extra { $($extra:tt)* }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            w: Window,
+        }
+        impl<T: Scalar> Builtin<T> for spec::$spec {
+            type Layer = $name;
+            fn into_layer(self) -> $name {
+                $name { w: Window::new(self.0) }
+            }
+        }
+        impl $name {
+            /// A `pool × pool` window, strides equal to the pool, valid padding.
+            pub fn new(pool: usize) -> Self {
+                $name { w: Window::new(Pool2D::new(pool)) }
+            }
+            /// A rectangular window (strides follow it unless set).
             pub fn pool(mut self, ph: usize, pw: usize) -> Self {
-                self.w.pool = (ph, pw);
+                self.w.cfg.pool_size = (ph, pw);
+                if !self.w.strides_set {
+                    self.w.cfg.strides = (ph, pw);
+                }
                 self
             }
             /// Strides (default: the pool size).
             pub fn strides(mut self, sh: usize, sw: usize) -> Self {
-                self.w.strides = Some((sh, sw));
+                self.w.cfg.strides = (sh, sw);
+                self.w.strides_set = true;
                 self
             }
             /// Valid or same padding.
             pub fn padding(mut self, p: Padding) -> Self {
-                self.w.padding = p;
+                self.w.cfg.padding = p;
                 self
+            }
+            /// The configuration.
+            pub fn config(&self) -> &Pool2D {
+                &self.w.cfg
+            }
+        }
+        impl<T: Scalar> Layer<T> for $name {
+            fn class_name(&self) -> &'static str {
+                spec::$spec::CLASS
+            }
+            fn base_name(&self) -> &'static str {
+                spec::$spec::BASE_NAME
+            }
+            fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+                let out = spec::$spec(self.w.cfg).output(input).map_err(|e| e.message)?;
+                self.w.input = [input[0], input[1], input[2]];
+                Ok(out)
+            }
+            fn forward(&mut self, _p: Params<'_, T>, x: &[T], batch: usize, y: &mut [T]) -> kiln_tape::Result<()> {
+                self.w.$fwd(x, batch, y)
+            }
+            #[allow(unused_variables)]
+            fn backward(
+                &mut self,
+                _p: Params<'_, T>,
+                $x: &[T],
+                $y: &[T],
+                $dy: &[T],
+                $b: usize,
+                _g: ParamsMut<'_, T>,
+                $dx: Option<&mut [T]>,
+            ) -> kiln_tape::Result<()> {
+                let $w = &self.w;
+                $bwd
+            }
+            fn describe(&self) -> String {
+                self.w.describe()
+            }
+            $($extra)*
+        }
+    };
+    (
+        $(#[$doc:meta])* $name:ident, $spec:ident, 1d, $fwd:ident, |$w:ident, $x:ident, $y:ident, $dy:ident, $b:ident, $dx:ident| $bwd:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            cfg: Pool1D,
+            w: Window,
+        }
+        impl<T: Scalar> Builtin<T> for spec::$spec {
+            type Layer = $name;
+            fn into_layer(self) -> $name {
+                $name { cfg: self.0, w: Window::new(self.0.as_2d()) }
+            }
+        }
+        impl $name {
+            /// A `pool`-step window, stride equal to the pool, valid padding.
+            pub fn new(pool: usize) -> Self {
+                <spec::$spec as Builtin<f32>>::into_layer(spec::$spec(Pool1D::new(pool)))
+            }
+            /// The stride (default: the pool size).
+            pub fn strides(mut self, s: usize) -> Self {
+                self.cfg.strides = s;
+                self
+            }
+            /// Valid or same padding.
+            pub fn padding(mut self, p: Padding) -> Self {
+                self.cfg.padding = p;
+                self
+            }
+            /// The configuration.
+            pub fn config(&self) -> &Pool1D {
+                &self.cfg
+            }
+        }
+        impl<T: Scalar> Layer<T> for $name {
+            fn class_name(&self) -> &'static str {
+                spec::$spec::CLASS
+            }
+            fn base_name(&self) -> &'static str {
+                spec::$spec::BASE_NAME
+            }
+            fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+                let out = spec::$spec(self.cfg).output(input).map_err(|e| e.message)?;
+                self.w = Window::new(self.cfg.as_2d());
+                self.w.input = [1, input[0], input[1]];
+                Ok(out)
+            }
+            fn forward(&mut self, _p: Params<'_, T>, x: &[T], batch: usize, y: &mut [T]) -> kiln_tape::Result<()> {
+                self.w.$fwd(x, batch, y)
+            }
+            #[allow(unused_variables)]
+            fn backward(
+                &mut self,
+                _p: Params<'_, T>,
+                $x: &[T],
+                $y: &[T],
+                $dy: &[T],
+                $b: usize,
+                _g: ParamsMut<'_, T>,
+                $dx: Option<&mut [T]>,
+            ) -> kiln_tape::Result<()> {
+                let $w = &self.w;
+                $bwd
+            }
+            fn describe(&self) -> String {
+                format!("pool={}, strides={}, padding={}", self.cfg.pool_size, self.cfg.strides, self.cfg.padding.name())
             }
         }
     };
 }
 
-window_setters!(MaxPool2D);
-window_setters!(AveragePooling2D);
-
-/// Max pooling (Keras `MaxPooling2D` / `MaxPool2D`).
-#[derive(Clone, Debug)]
-pub struct MaxPool2D {
-    w: Window,
-}
-
-impl MaxPool2D {
-    /// A `pool × pool` window, strides equal to the pool, valid padding.
-    pub fn new(pool: usize) -> Self {
-        MaxPool2D {
-            w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
-        }
-    }
-
-    /// Whether this is the common 2×2, stride-2, valid pool (which a preceding Conv2D
-    /// can run fused).
-    pub fn is_2x2_stride2_valid(&self) -> bool {
-        self.w.pool == (2, 2) && self.w.strides() == (2, 2) && self.w.padding == Padding::Valid
-    }
-}
-
-impl<T: Scalar> Layer<T> for MaxPool2D {
-    fn class_name(&self) -> &'static str {
-        "MaxPooling2D"
-    }
-    fn base_name(&self) -> &'static str {
-        "max_pooling2d"
-    }
-    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.w.build("MaxPool2D", input)
-    }
-    fn forward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        let g = self.w.geometry(batch)?;
-        max_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()], None)
-    }
-    fn forward_train(
-        &mut self,
-        _p: ParamsMut<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        // No argmax is kept: backward finds each window's winner again from x and y.
-        let g = self.w.geometry(batch)?;
-        max_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()], None)
-    }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        batch: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
-        let Some(dx) = dx else { return Ok(()) };
-        let g = self.w.geometry(batch)?;
-        max_pool2d_backward_from_values(
-            &g,
-            &x[..g.input_len()],
-            &y[..g.output_len()],
-            &dy[..g.output_len()],
-            &mut dx[..g.input_len()],
-        )
-    }
-    fn describe(&self) -> String {
-        self.w.describe()
-    }
-}
-
-/// Average pooling (Keras `AveragePooling2D`); same padding averages only the values
-/// inside the input, as TensorFlow.
-#[derive(Clone, Debug)]
-pub struct AveragePooling2D {
-    w: Window,
-}
-
-impl AveragePooling2D {
-    /// A `pool × pool` window, strides equal to the pool, valid padding.
-    pub fn new(pool: usize) -> Self {
-        AveragePooling2D {
-            w: Window { pool: (pool, pool), strides: None, padding: Padding::Valid, input: [0; 3] },
+pooling_layer! {
+    /// Max pooling (Keras `MaxPooling2D` / `MaxPool2D`).
+    MaxPool2D, MaxPooling2D, 2d, max_forward, |w, x, y, dy, batch, dx| w.max_backward(x, y, dy, batch, dx),
+    extra {
+        fn epilogue(&self) -> Option<Epilogue> {
+            Some(Epilogue::MaxPool2D(self.w.cfg))
         }
     }
 }
 
-impl<T: Scalar> Layer<T> for AveragePooling2D {
-    fn class_name(&self) -> &'static str {
-        "AveragePooling2D"
-    }
-    fn base_name(&self) -> &'static str {
-        "average_pooling2d"
-    }
-    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.w.build("AveragePooling2D", input)
-    }
-    fn forward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        let g = self.w.geometry(batch)?;
-        avg_pool2d_forward(&g, &x[..g.input_len()], &mut y[..g.output_len()])
-    }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        _x: &[T],
-        _y: &[T],
-        dy: &[T],
-        batch: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
-        let Some(dx) = dx else { return Ok(()) };
-        let g = self.w.geometry(batch)?;
-        avg_pool2d_backward(&g, &dy[..g.output_len()], &mut dx[..g.input_len()])
-    }
-    fn describe(&self) -> String {
-        self.w.describe()
-    }
+pooling_layer! {
+    /// Average pooling (Keras `AveragePooling2D`); same padding averages only the values
+    /// inside the input, as TensorFlow.
+    AveragePooling2D, AveragePooling2D, 2d, avg_forward, |w, x, y, dy, batch, dx| w.avg_backward(dy, batch, dx),
+    extra {}
 }
 
-/// The mean over all positions of each channel (Keras `GlobalAveragePooling2D`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GlobalAveragePooling2D {
-    input: [usize; 3],
+pooling_layer! {
+    /// Max pooling over steps (Keras `MaxPooling1D`).
+    MaxPool1D, MaxPooling1D, 1d, max_forward, |w, x, y, dy, batch, dx| w.max_backward(x, y, dy, batch, dx)
 }
 
-impl GlobalAveragePooling2D {
-    /// A global average pooling layer.
-    pub fn new() -> Self {
-        GlobalAveragePooling2D::default()
-    }
-}
-
-impl<T: Scalar> Layer<T> for GlobalAveragePooling2D {
-    fn class_name(&self) -> &'static str {
-        "GlobalAveragePooling2D"
-    }
-    fn base_name(&self) -> &'static str {
-        "global_average_pooling2d"
-    }
-    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        let &[h, w, c] = input else {
-            return Err(format!(
-                "GlobalAveragePooling2D needs an input [height, width, channels] but gets {input:?}"
-            ));
-        };
-        self.input = [h, w, c];
-        Ok(vec![c])
-    }
-    fn forward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        let [h, w, c] = self.input;
-        global_avg_pool2d_forward([batch, h, w, c], &x[..batch * h * w * c], &mut y[..batch * c])
-    }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        _x: &[T],
-        _y: &[T],
-        dy: &[T],
-        batch: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
-        let Some(dx) = dx else { return Ok(()) };
-        let [h, w, c] = self.input;
-        global_avg_pool2d_backward([batch, h, w, c], &dy[..batch * c], &mut dx[..batch * h * w * c])
-    }
+pooling_layer! {
+    /// Average pooling over steps (Keras `AveragePooling1D`).
+    AveragePooling1D, AveragePooling1D, 1d, avg_forward, |w, x, y, dy, batch, dx| w.avg_backward(dy, batch, dx)
 }

@@ -1,9 +1,10 @@
 //! `Flatten` and `Reshape`: the same values under another per-sample shape.
 //!
-//! Shape rules: Flatten turns any input into `[product]`; Reshape needs a target with
-//! the same number of values.
+//! Shape rules (kiln-spec): Flatten turns any input into `[product]`; Reshape needs a
+//! target with the same number of values.
 
-use super::{Layer, Params, ParamsMut};
+use super::{Builtin, Layer, Params, ParamsMut};
+use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 
 fn copy<T: Scalar>(src: &[T], dst: &mut [T]) {
@@ -21,15 +22,22 @@ impl Flatten {
     }
 }
 
+impl<T: Scalar> Builtin<T> for spec::Flatten {
+    type Layer = Flatten;
+    fn into_layer(self) -> Flatten {
+        Flatten
+    }
+}
+
 impl<T: Scalar> Layer<T> for Flatten {
     fn class_name(&self) -> &'static str {
-        "Flatten"
+        spec::Flatten::CLASS
     }
     fn base_name(&self) -> &'static str {
-        "flatten"
+        spec::Flatten::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        Ok(vec![input.iter().product()])
+        spec::Flatten.output(input).map_err(|e| e.message)
     }
     fn forward(
         &mut self,
@@ -61,32 +69,32 @@ impl<T: Scalar> Layer<T> for Flatten {
 /// Gives each sample another shape with the same number of values (Keras `Reshape`).
 #[derive(Clone, Debug)]
 pub struct Reshape {
-    target: Vec<usize>,
+    cfg: spec::Reshape,
 }
 
 impl Reshape {
     /// Reshape to `target` (per sample).
     pub fn new(target: &[usize]) -> Self {
-        Reshape { target: target.to_vec() }
+        Reshape { cfg: spec::Reshape { target_shape: target.to_vec() } }
+    }
+}
+
+impl<T: Scalar> Builtin<T> for spec::Reshape {
+    type Layer = Reshape;
+    fn into_layer(self) -> Reshape {
+        Reshape { cfg: self }
     }
 }
 
 impl<T: Scalar> Layer<T> for Reshape {
     fn class_name(&self) -> &'static str {
-        "Reshape"
+        spec::Reshape::CLASS
     }
     fn base_name(&self) -> &'static str {
-        "reshape"
+        spec::Reshape::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        let (a, b): (usize, usize) = (input.iter().product(), self.target.iter().product());
-        if a != b || self.target.contains(&0) {
-            return Err(format!(
-                "Reshape to {:?} holds {b} values but its input {input:?} holds {a}: the element counts must match",
-                self.target
-            ));
-        }
-        Ok(self.target.clone())
+        self.cfg.output(input).map_err(|e| e.message)
     }
     fn forward(
         &mut self,
@@ -114,6 +122,6 @@ impl<T: Scalar> Layer<T> for Reshape {
         Ok(())
     }
     fn describe(&self) -> String {
-        format!("target_shape={:?}", self.target)
+        format!("target_shape={:?}", self.cfg.target_shape)
     }
 }

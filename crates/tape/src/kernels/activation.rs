@@ -44,42 +44,39 @@ pub enum Activation {
     Swish,
 }
 
+/// The elementwise activations of kiln-spec's table; softmax (a row operation) is not
+/// one of them.
+impl TryFrom<kiln_spec::Activation> for Activation {
+    type Error = kiln_spec::Activation;
+    fn try_from(a: kiln_spec::Activation) -> std::result::Result<Self, Self::Error> {
+        use kiln_spec::Activation as S;
+        Ok(match a {
+            S::Linear => Activation::Linear,
+            S::Relu => Activation::Relu,
+            S::LeakyRelu(s) => Activation::LeakyRelu(s),
+            S::Elu(a) => Activation::Elu(a),
+            S::Selu => Activation::Selu,
+            S::Gelu { approximate } => Activation::Gelu { approximate },
+            S::Sigmoid => Activation::Sigmoid,
+            S::HardSigmoid => Activation::HardSigmoid,
+            S::Tanh => Activation::Tanh,
+            S::Softplus => Activation::Softplus,
+            S::Softsign => Activation::Softsign,
+            S::Swish => Activation::Swish,
+            S::Softmax => return Err(a),
+        })
+    }
+}
+
 impl Activation {
-    /// Every name [`Activation::from_name`] accepts, for error messages.
-    pub const NAMES: &'static [&'static str] = &[
-        "linear",
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "sigmoid",
-        "hard_sigmoid",
-        "tanh",
-        "softplus",
-        "softsign",
-        "swish",
-        "silu",
-    ];
+    /// Every name [`Activation::from_name`] accepts, for error messages (kiln-spec's
+    /// table, which `model!` checks names against too).
+    pub const NAMES: &'static [&'static str] = kiln_spec::ELEMENTWISE_ACTIVATIONS;
 
     /// Looks an activation up by its Keras name, with Keras's default parameters
     /// (`leaky_relu` slope 0.2, `elu` alpha 1.0, exact `gelu`).
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "linear" | "None" | "none" => Activation::Linear,
-            "relu" => Activation::Relu,
-            "leaky_relu" => Activation::LeakyRelu(0.2),
-            "elu" => Activation::Elu(1.0),
-            "selu" => Activation::Selu,
-            "gelu" => Activation::Gelu { approximate: false },
-            "sigmoid" => Activation::Sigmoid,
-            "hard_sigmoid" => Activation::HardSigmoid,
-            "tanh" => Activation::Tanh,
-            "softplus" => Activation::Softplus,
-            "softsign" => Activation::Softsign,
-            "swish" | "silu" => Activation::Swish,
-            _ => return None,
-        })
+        Self::try_from(kiln_spec::Activation::from_name(name)?).ok()
     }
 
     /// The Keras name of this activation.

@@ -10,37 +10,7 @@ use crate::kernels::sgemm::{panel_rows, sgemm_packed_a};
 use crate::scalar::Scalar;
 use std::any::TypeId;
 
-/// How a window treats the border, as Keras's `padding` argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Padding {
-    /// No padding: only windows that fit entirely (Keras's default).
-    #[default]
-    Valid,
-    /// Zero padding so the output has `ceil(input / stride)` positions, extra on the
-    /// bottom/right when odd, as TensorFlow.
-    Same,
-}
-
-/// Output size and leading pad of one spatial axis under Keras's rules, or `None` when
-/// the window does not fit (valid padding and a window larger than the input).
-pub fn window_output(
-    input: usize,
-    window: usize,
-    stride: usize,
-    padding: Padding,
-) -> Option<(usize, usize)> {
-    if window == 0 || stride == 0 || input == 0 {
-        return None;
-    }
-    match padding {
-        Padding::Valid => (input >= window).then(|| ((input - window) / stride + 1, 0)),
-        Padding::Same => {
-            let out = input.div_ceil(stride);
-            let total = ((out - 1) * stride + window).saturating_sub(input);
-            Some((out, total / 2))
-        }
-    }
-}
+pub use kiln_spec::window::{Padding, window_output};
 
 /// Every size of one convolution: input `[n, h, w, c]`, kernel `[kh, kw, c, o]`, output
 /// `[n, oh, ow, o]`.

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv1d;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
@@ -22,12 +23,13 @@ pub use conv::{
     Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, conv2d_maxpool2_forward,
     conv2d_maxpool2_kernel_grad, im2col, window_output,
 };
+pub use conv1d::{Conv1dGeometry, conv1d_backward, conv1d_forward};
 pub use elementwise::{broadcast_binary, sum_to_shape};
 pub use gemm::{Trans, gemm};
 pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};
 pub use pool::{
     Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
-    global_avg_pool2d_forward, max_pool_2x2_winners, max_pool2d_backward,
-    max_pool2d_backward_from_values, max_pool2d_forward,
+    global_avg_pool2d_forward, global_max_pool_backward, global_max_pool_forward,
+    max_pool_2x2_winners, max_pool2d_backward, max_pool2d_backward_from_values, max_pool2d_forward,
 };
 pub use reduce::{Reduce, argmax_all, argmax_axis, reduce_all, reduce_axis};

@@ -2,8 +2,8 @@
 
 use super::parallel::SharedMut;
 use crate::error::{Result, TapeError};
-use crate::kernels::conv::{Padding, window_output};
 use crate::scalar::Scalar;
+use kiln_spec::window::{Padding, window_output};
 
 /// Every size of one pooling: input `[n, h, w, c]`, output `[n, oh, ow, c]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -595,6 +595,63 @@ pub fn global_avg_pool2d_backward<T: Scalar>(
         for px in dx[b * h * w * c..(b + 1) * h * w * c].chunks_exact_mut(c) {
             for (d, &v) in px.iter_mut().zip(src) {
                 *d = v * inv;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Global max pooling: `[n, positions, c]` → `[n, c]`, the maximum over all positions
+/// (an image's `h·w` positions, or a sequence's steps).
+pub fn global_max_pool_forward<T: Scalar>(input: [usize; 3], x: &[T], y: &mut [T]) -> Result<()> {
+    let [n, p, c] = input;
+    check2("global_max_pool", x.len(), n * p * c, y.len(), n * c)?;
+    for b in 0..n {
+        let dst = &mut y[b * c..(b + 1) * c];
+        let mut rows = x[b * p * c..(b + 1) * p * c].chunks_exact(c);
+        dst.copy_from_slice(rows.next().unwrap_or(&[]));
+        for px in rows {
+            for (d, &v) in dst.iter_mut().zip(px) {
+                // NaN wins, as in TensorFlow's reduce_max.
+                if v > *d || v.is_nan() {
+                    *d = v;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Global-max-pooling backward from the forward's input `x` and output `y`: `dy` is
+/// split equally among the positions that equal the maximum, as the gradient of
+/// TensorFlow's and JAX's `reduce_max` (ties share it).
+pub fn global_max_pool_backward<T: Scalar>(
+    input: [usize; 3],
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    count: &mut Vec<T>,
+) -> Result<()> {
+    let [n, p, c] = input;
+    check2("global_max_pool backward", dx.len(), n * p * c, dy.len(), n * c)?;
+    check2("global_max_pool backward", x.len(), n * p * c, y.len(), n * c)?;
+    count.resize(c, T::zero());
+    for b in 0..n {
+        let (xs, ys, g) =
+            (&x[b * p * c..(b + 1) * p * c], &y[b * c..(b + 1) * c], &dy[b * c..(b + 1) * c]);
+        count.fill(T::zero());
+        for px in xs.chunks_exact(c) {
+            for ((k, &v), &m) in count.iter_mut().zip(px).zip(ys) {
+                if v == m {
+                    *k += T::one();
+                }
+            }
+        }
+        for (dpx, px) in dx[b * p * c..(b + 1) * p * c].chunks_exact_mut(c).zip(xs.chunks_exact(c))
+        {
+            for ch in 0..c {
+                dpx[ch] = if px[ch] == ys[ch] { g[ch] / count[ch] } else { T::zero() };
             }
         }
     }

@@ -1,0 +1,204 @@
+//! `Conv1D`: 1-D convolution on `[steps, channels]` samples with a `[k, in, filters]`
+//! kernel (Keras's layout), with strides, dilation and valid/same/causal padding, via
+//! tiled im2col + GEMM (`kiln_tape::kernels::conv1d`).
+//!
+//! Shape rule (kiln-spec's `Conv1D`): `[steps, c]` → `[out, filters]` with
+//! `out = (steps − span)/stride + 1` for valid padding, `ceil(steps / stride)` for same
+//! and `(steps − 1)/stride + 1` for causal, where `span = (k − 1)·dilation + 1`.
+
+use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
+use crate::init::Initializer;
+use kiln_spec::{LayerSpec, layers as spec};
+use kiln_tape::Scalar;
+use kiln_tape::kernels::{Conv1dGeometry, Padding, conv1d_backward, conv1d_forward};
+
+/// A 1-D convolution layer (Keras `Conv1D`).
+#[derive(Clone, Debug)]
+pub struct Conv1D<T = f32> {
+    cfg: spec::Conv1D,
+    /// The activation as run (a final softmax/sigmoid may be split off for the loss).
+    activation: Act,
+    input: [usize; 2],
+    col: Vec<T>,
+    z: Vec<T>,
+    dz: Vec<T>,
+    scratch: Vec<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::Conv1D {
+    type Layer = Conv1D<T>;
+    fn into_layer(self) -> Conv1D<T> {
+        Conv1D {
+            activation: self.activation.into(),
+            cfg: self,
+            input: [0; 2],
+            col: Vec::new(),
+            z: Vec::new(),
+            dz: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<T: Scalar> Conv1D<T> {
+    /// `filters` output channels over `kernel_size` steps, with Keras's defaults: stride
+    /// 1, no dilation, valid padding, linear, with bias.
+    pub fn new(filters: usize, kernel_size: usize) -> Self {
+        spec::Conv1D::new(filters, kernel_size).into_layer()
+    }
+    /// The stride.
+    pub fn strides(mut self, s: usize) -> Self {
+        self.cfg.strides = s;
+        self
+    }
+    /// Valid, same or causal padding.
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.cfg.padding = p;
+        self
+    }
+    /// The spacing of the kernel's taps.
+    pub fn dilation_rate(mut self, d: usize) -> Self {
+        self.cfg.dilation_rate = d;
+        self
+    }
+    /// The activation.
+    pub fn activation(mut self, a: impl Into<Act>) -> Self {
+        self.activation = a.into();
+        self.cfg.activation = self.activation.into();
+        self
+    }
+    /// With or without bias.
+    pub fn use_bias(mut self, b: bool) -> Self {
+        self.cfg.use_bias = b;
+        self
+    }
+    /// The kernel's initializer.
+    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
+        self.cfg.kernel_initializer = i;
+        self
+    }
+    /// The bias's initializer.
+    pub fn bias_initializer(mut self, i: Initializer) -> Self {
+        self.cfg.bias_initializer = i;
+        self
+    }
+    /// The configuration.
+    pub fn config(&self) -> &spec::Conv1D {
+        &self.cfg
+    }
+
+    fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv1dGeometry> {
+        let c = &self.cfg;
+        Conv1dGeometry::new(
+            [batch, self.input[0], self.input[1]],
+            [c.kernel_size, self.input[1], c.filters],
+            c.strides,
+            c.dilation_rate,
+            c.padding,
+        )
+    }
+
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+        training: bool,
+    ) -> kiln_tape::Result<()> {
+        let g = self.geometry(batch)?;
+        if self.col.len() < g.workspace_len() {
+            self.col.resize(g.workspace_len(), T::zero());
+        }
+        let n = g.output_len();
+        let bias = self.cfg.use_bias.then(|| p.get(1));
+        conv1d_forward(&g, &x[..g.input_len()], p.get(0), bias, &mut y[..n], &mut self.col)?;
+        if training && self.activation.needs_input() {
+            self.z.resize(n, T::zero());
+            self.z.copy_from_slice(&y[..n]);
+        }
+        let act = self.activation;
+        act.apply_inplace(&mut y[..n], g.o, &mut self.scratch);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> Layer<T> for Conv1D<T> {
+    fn class_name(&self) -> &'static str {
+        spec::Conv1D::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::Conv1D::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.input = [input[0], input[1]];
+        Ok(out)
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let c = &self.cfg;
+        kernel_and_bias(
+            vec![c.kernel_size, self.input[1], c.filters],
+            c.filters,
+            c.kernel_initializer,
+            c.bias_initializer,
+            c.use_bias,
+        )
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p, x, batch, y, false)
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p.as_params(), x, batch, y, true)
+    }
+    fn backward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        batch: usize,
+        mut g: ParamsMut<'_, T>,
+        dx: Option<&mut [T]>,
+    ) -> kiln_tape::Result<()> {
+        let geom = self.geometry(batch)?;
+        let n = geom.output_len();
+        let dz = self.activation.grad_through(&self.z, y, &dy[..n], geom.o, &mut self.dz);
+        let xin = &x[..geom.input_len()];
+        let dx = dx.map(|d| &mut d[..geom.input_len()]);
+        let (dk, db) = if self.cfg.use_bias {
+            let [dk, db] = g.many_mut([0, 1]);
+            (dk, Some(db))
+        } else {
+            (g.get_mut(0), None)
+        };
+        conv1d_backward(&geom, xin, p.get(0), dz, dx, dk, db, &mut self.col)
+    }
+    fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
+        self.activation.split_output()
+    }
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "filters={}, kernel_size={}, strides={}, padding={}, dilation_rate={}, activation={}",
+            c.filters,
+            c.kernel_size,
+            c.strides,
+            c.padding.name(),
+            c.dilation_rate,
+            c.activation.name()
+        )
+    }
+}
