@@ -426,3 +426,222 @@ fn a_forward_only_tape_layer_gets_a_correct_backward() {
     case!("TapeLayer(x·sigmoid(a·x))", TapeLayer::new(Gated), [6], 3, |_t, x, q, _b| x
         .mul(q[0].mul(x)?.sigmoid()));
 }
+
+/// Conv1D on the tape: zero padding by concatenation, then one GEMM per kernel tap over
+/// a step slice (stride 1, any dilation) or a `[1, k]` Conv2D (dilation 1, any stride).
+fn conv1d_tape<'t, T: Scalar>(
+    t: &'t Tape<T>,
+    x: Var<'t, T>,
+    q: &[Var<'t, T>],
+    (k, s, d, padding): (usize, usize, usize, Padding),
+) -> kiln::tape::Result<Var<'t, T>> {
+    let [b, steps, c] = x.shape()[..] else { unreachable!() };
+    let o = q[0].shape()[2];
+    let (out, pad) = kiln::spec::window_output_dilated(steps, k, s, d, padding).unwrap();
+    let span = (k - 1) * d + 1;
+    let right = ((out - 1) * s + span).saturating_sub(steps + pad);
+    let mut parts = Vec::new();
+    if pad > 0 {
+        parts.push(t.constant(Tensor::zeros(&[b, pad, c])));
+    }
+    parts.push(x);
+    if right > 0 {
+        parts.push(t.constant(Tensor::zeros(&[b, right, c])));
+    }
+    let xp = kiln::tape::concat(&parts, 1)?;
+    let len = xp.shape()[1];
+    if d == 1 {
+        let y = xp.reshape(&[b, 1, len, c])?.conv2d(
+            q[0].reshape(&[1, k, c, o])?,
+            q.get(1).copied(),
+            (1, s),
+            Padding::Valid,
+        )?;
+        return y.reshape(&[b, out, o]);
+    }
+    let mut acc: Option<Var<'t, T>> = None;
+    for tap in 0..k {
+        let xs = xp.slice(&[0..b, tap * d..tap * d + out, 0..c])?.reshape(&[b * out, c])?;
+        let w = q[0].slice(&[tap..tap + 1, 0..c, 0..o])?.reshape(&[c, o])?;
+        let bias = if tap == 0 { q.get(1).copied() } else { None };
+        let y = xs.gemm(Trans::No, w, Trans::No, T::one(), bias)?;
+        acc = Some(match acc {
+            None => y,
+            Some(a) => a.add(y)?,
+        });
+    }
+    acc.expect("at least one tap").reshape(&[b, out, o])
+}
+
+#[test]
+fn conv1d_strides_dilation_padding_and_activation() {
+    let cases = [
+        (3, 1, 1, Padding::Valid),
+        (3, 2, 1, Padding::Same),
+        (2, 3, 1, Padding::Causal),
+        (3, 1, 2, Padding::Valid),
+        (3, 1, 2, Padding::Same),
+        (2, 1, 3, Padding::Causal),
+        (1, 1, 1, Padding::Same),
+    ];
+    for (k, s, d, p) in cases {
+        let name = format!("Conv1D(4, k={k}, s={s}, d={d}, {p:?}, tanh)");
+        case!(
+            &name,
+            Conv1D::new(4, k).strides(s).dilation_rate(d).padding(p).activation(A::Tanh),
+            [9, 3],
+            2,
+            move |t, x, q, _b| Ok(conv1d_tape(t, x, q, (k, s, d, p))?.tanh())
+        );
+    }
+    case!(
+        "Conv1D(2, k=3, no bias, softmax)",
+        Conv1D::new(2, 3).use_bias(false).activation(Act::Softmax),
+        [6, 2],
+        3,
+        |t, x, q, _b| conv1d_tape(t, x, q, (3, 1, 1, Padding::Valid))?.softmax()
+    );
+}
+
+#[test]
+fn pooling_over_steps() {
+    for (pool, s, p) in [(2, 2, Padding::Valid), (3, 2, Padding::Same), (2, 1, Padding::Valid)] {
+        case!(
+            &format!("MaxPooling1D({pool}, s={s}, {p:?})"),
+            MaxPool1D::new(pool).strides(s).padding(p),
+            [7, 3],
+            2,
+            move |_t, x, _q, b| {
+                let (l, c) = (x.shape()[1], x.shape()[2]);
+                let y = x.reshape(&[b, 1, l, c])?.max_pool2d((1, pool), (1, s), p)?;
+                let o = y.shape()[2];
+                y.reshape(&[b, o, c])
+            }
+        );
+        case!(
+            &format!("AveragePooling1D({pool}, s={s}, {p:?})"),
+            AveragePooling1D::new(pool).strides(s).padding(p),
+            [7, 3],
+            2,
+            move |_t, x, _q, b| {
+                let (l, c) = (x.shape()[1], x.shape()[2]);
+                let y = x.reshape(&[b, 1, l, c])?.avg_pool2d((1, pool), (1, s), p)?;
+                let o = y.shape()[2];
+                y.reshape(&[b, o, c])
+            }
+        );
+    }
+}
+
+#[test]
+fn global_poolings() {
+    case!("GlobalAveragePooling1D", GlobalAveragePooling1D::new(), [5, 3], 2, |_t, x, _q, _b| x
+        .mean_axis(1));
+    case!("GlobalMaxPooling1D", GlobalMaxPooling1D::new(), [5, 3], 2, |_t, x, _q, _b| x
+        .max_axis(1));
+    case!("GlobalMaxPooling2D", GlobalMaxPooling2D::new(), [3, 4, 2], 2, |_t, x, _q, b| x
+        .reshape(&[b, 12, 2])?
+        .max_axis(1));
+    case!(
+        "GlobalMaxPooling2D(keepdims)",
+        GlobalMaxPooling2D::new().keepdims(true),
+        [3, 4, 2],
+        2,
+        |_t, x, _q, b| x.reshape(&[b, 12, 2])?.max_axis(1)?.reshape(&[b, 1, 1, 2])
+    );
+    case!(
+        "GlobalAveragePooling2D(keepdims)",
+        GlobalAveragePooling2D::new().keepdims(true),
+        [3, 4, 2],
+        2,
+        |_t, x, _q, b| x.global_avg_pool2d()?.reshape(&[b, 1, 1, 2])
+    );
+}
+
+#[test]
+fn global_max_pooling_shares_the_gradient_between_tied_maxima() {
+    // Two steps tie for channel 0's maximum: each gets half its gradient (TensorFlow's
+    // and JAX's reduce_max gradient); channel 1 has one winner.
+    let mut l = GlobalMaxPooling1D::<f64>::new();
+    Layer::<f64>::build(&mut l, &[3, 2]).unwrap();
+    let x = [1.0, 5.0, 4.0, 2.0, 4.0, 3.0];
+    let mut y = [0.0; 2];
+    l.forward(Params::new(&[], &[]), &x, 1, &mut y).unwrap();
+    assert_eq!(y, [4.0, 5.0]);
+    let mut dx = [9.0; 6];
+    let g = ParamsMut::new(&mut [], &[]);
+    l.backward(Params::new(&[], &[]), &x, &y, &[2.0, 3.0], 1, g, Some(&mut dx)).unwrap();
+    assert_eq!(dx, [0.0, 3.0, 1.0, 0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn dense_on_a_sequence_applies_to_every_step() {
+    case!(
+        "Dense(4, relu) on [3, 5]",
+        Dense::new(4).activation(A::Relu),
+        [3, 5],
+        2,
+        |_t, x, p, b| {
+            let y = affine(x.reshape(&[b * 3, 5])?, p)?.relu();
+            y.reshape(&[b, 3, 4])
+        }
+    );
+    case!(
+        "Dense(3, softmax) on [2, 4]",
+        Dense::new(3).activation(Act::Softmax),
+        [2, 4],
+        3,
+        |_t, x, p, b| { affine(x.reshape(&[b * 2, 4])?, p)?.softmax()?.reshape(&[b, 2, 3]) }
+    );
+}
+
+#[test]
+fn new_shape_rules_say_what_is_wrong() {
+    let e = Layer::<f32>::build(&mut Conv1D::new(4, 3), &[28, 28, 1]).unwrap_err();
+    assert_eq!(
+        e,
+        "Conv1D needs an input [steps, channels] but gets [28, 28, 1]: use Conv2D for images"
+    );
+    let e = Layer::<f32>::build(&mut Conv1D::new(4, 5).dilation_rate(2), &[8, 1]).unwrap_err();
+    assert!(e.contains("the kernel spans 9 steps but the input [8, 1] has 8"), "{e}");
+    let e = Layer::<f32>::build(&mut Conv1D::new(4, 3).strides(2).dilation_rate(2), &[8, 1]);
+    assert!(e.unwrap_err().contains("cannot combine strides 2 with dilation_rate 2"));
+    let e = Layer::<f32>::build(&mut GlobalMaxPooling1D::<f32>::new(), &[64]).unwrap_err();
+    assert!(e.contains("it is flat already"), "{e}");
+    let e = Layer::<f32>::build(&mut MaxPool1D::new(2), &[4, 4, 1]).unwrap_err();
+    assert!(e.contains("use MaxPooling2D for images"), "{e}");
+    assert_eq!(Layer::<f32>::build(&mut Dense::new(7), &[3, 5]).unwrap(), vec![3, 7]);
+    assert_eq!(
+        Layer::<f32>::build(&mut Conv1D::new(4, 3).padding(Padding::Causal).strides(2), &[9, 2])
+            .unwrap(),
+        vec![5, 4]
+    );
+    assert!(Layer::<f32>::build(&mut Dropout::<f32>::new(f64::NAN), &[3]).is_err());
+}
+
+/// Every built-in layer can be built by its Keras name with Keras-style arguments, and
+/// the runtime table and kiln-spec's registry list the same layers.
+#[test]
+fn every_registered_layer_builds_by_name() {
+    use kiln::spec::Value;
+    for e in kiln::spec::registry() {
+        let mut given: Vec<(Option<&str>, Value)> = Vec::new();
+        for a in e.args.iter().filter(|a| a.default == kiln::spec::Default::Required) {
+            let v = match a.kind {
+                kiln::spec::Kind::Shape => Value::List(vec![Value::Int(6)]),
+                kiln::spec::Kind::Number => Value::Float(0.5),
+                kiln::spec::Kind::Activation => Value::name("relu"),
+                _ => Value::Int(2),
+            };
+            given.push((Some(a.name), v));
+        }
+        let layer =
+            builtin::<f32>(e.class, &given).unwrap_or_else(|err| panic!("{}: {err}", e.class));
+        assert_eq!(layer.class_name(), e.class);
+        for alias in e.aliases {
+            assert_eq!(builtin::<f32>(alias, &given).unwrap().class_name(), e.class);
+        }
+    }
+    let err = builtin::<f32>("Dence", &[]).err().unwrap().to_string();
+    assert!(err.contains("did you mean `Dense`?"), "{err}");
+}
