@@ -70,6 +70,12 @@ impl<T: Scalar> SequentialBuilder<T> {
         self
     }
 
+    /// Appends an already boxed layer under an explicit name.
+    pub fn add_named_boxed(mut self, name: &str, layer: Box<dyn Layer<T>>) -> Self {
+        self.layers.push((Some(name.to_string()), layer));
+        self
+    }
+
     /// Appends an already boxed layer.
     pub fn add_boxed(mut self, layer: Box<dyn Layer<T>>) -> Self {
         self.layers.push((None, layer));
