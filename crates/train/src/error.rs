@@ -116,38 +116,9 @@ pub enum TrainError {
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// The candidate closest to `name` by edit distance, when it is close enough to be a
-/// plausible typo (at most a third of the name's length, and at least 1 edit allowed).
+/// plausible typo (kiln-spec's rule, which `model!` uses too).
 pub fn did_you_mean(name: &str, candidates: &[&'static str]) -> Option<&'static str> {
-    let lname = name.to_ascii_lowercase();
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&lname, c), *c))
-        .min()
-        .filter(|(d, _)| *d <= (name.len() / 3).max(1) + usize::from(name.len() > 6))
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    // Optimal string alignment: insertions, deletions, substitutions and adjacent
-    // transpositions ("adma" → "adam") each cost one edit.
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, v) in d[0].iter_mut().enumerate() {
-        *v = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
+    kiln_spec::did_you_mean(name, candidates)
 }
 
 /// Builds an [`TrainError::UnknownName`] with a suggestion.

@@ -7,7 +7,6 @@
 //! and `(steps − 1)/stride + 1` for causal, where `span = (k − 1)·dilation + 1`.
 
 use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
-use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Conv1dGeometry, Padding, conv1d_backward, conv1d_forward};
@@ -61,31 +60,6 @@ impl<T: Scalar> Conv1D<T> {
         self.cfg.dilation_rate = d;
         self
     }
-    /// The activation.
-    pub fn activation(mut self, a: impl Into<Act>) -> Self {
-        self.activation = a.into();
-        self.cfg.activation = self.activation.into();
-        self
-    }
-    /// With or without bias.
-    pub fn use_bias(mut self, b: bool) -> Self {
-        self.cfg.use_bias = b;
-        self
-    }
-    /// The kernel's initializer.
-    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.kernel_initializer = i;
-        self
-    }
-    /// The bias's initializer.
-    pub fn bias_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.bias_initializer = i;
-        self
-    }
-    /// The configuration.
-    pub fn config(&self) -> &spec::Conv1D {
-        &self.cfg
-    }
 
     fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv1dGeometry> {
         let c = &self.cfg;
@@ -122,6 +96,8 @@ impl<T: Scalar> Conv1D<T> {
         Ok(())
     }
 }
+
+super::kernel_bias_setters!(Conv1D);
 
 impl<T: Scalar> Layer<T> for Conv1D<T> {
     fn class_name(&self) -> &'static str {
@@ -178,12 +154,7 @@ impl<T: Scalar> Layer<T> for Conv1D<T> {
         let dz = self.activation.grad_through(&self.z, y, &dy[..n], geom.o, &mut self.dz);
         let xin = &x[..geom.input_len()];
         let dx = dx.map(|d| &mut d[..geom.input_len()]);
-        let (dk, db) = if self.cfg.use_bias {
-            let [dk, db] = g.many_mut([0, 1]);
-            (dk, Some(db))
-        } else {
-            (g.get_mut(0), None)
-        };
+        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
         conv1d_backward(&geom, xin, p.get(0), dz, dx, dk, db, &mut self.col)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {

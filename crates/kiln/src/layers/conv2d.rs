@@ -12,7 +12,6 @@
 //! window larger than a valid-padded input is an error.
 
 use super::{Act, Builtin, Epilogue, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
-use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::conv::Prologue;
@@ -77,31 +76,6 @@ impl<T: Scalar> Conv2D<T> {
     pub fn padding(mut self, p: Padding) -> Self {
         self.cfg.padding = p;
         self
-    }
-    /// The activation fused into the pass.
-    pub fn activation(mut self, a: impl Into<Act>) -> Self {
-        self.activation = a.into();
-        self.cfg.activation = self.activation.into();
-        self
-    }
-    /// With or without bias.
-    pub fn use_bias(mut self, b: bool) -> Self {
-        self.cfg.use_bias = b;
-        self
-    }
-    /// The kernel's initializer.
-    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.kernel_initializer = i;
-        self
-    }
-    /// The bias's initializer.
-    pub fn bias_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.bias_initializer = i;
-        self
-    }
-    /// The configuration.
-    pub fn config(&self) -> &spec::Conv2D {
-        &self.cfg
     }
 
     /// Forward through this layer and the absorbed 2×2 max pool: `pooled` receives the
@@ -172,7 +146,7 @@ impl<T: Scalar> Conv2D<T> {
         if dx.is_none() {
             // A one-channel first layer: kernel gradients straight from the winners.
             let xin = &x[..geom.n * geom.h * geom.w * geom.c];
-            let (dk, db) = self.kernel_and_bias_grads(&mut g);
+            let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
             if conv2d_maxpool2_kernel_grad(&geom, xin, win, dpool, dk, db, &mut self.col)? {
                 return Ok(());
             }
@@ -206,22 +180,9 @@ impl<T: Scalar> Conv2D<T> {
         };
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = self.kernel_and_bias_grads(&mut g);
+        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
         let pre: &Prologue<'_, T> = &through;
         conv2d_backward(&geom, xin, p.get(0), &[], dx, dk, db, &mut self.col, Some(pre))
-    }
-
-    /// The kernel gradient and, with a bias, the bias gradient of this layer.
-    fn kernel_and_bias_grads<'g>(
-        &self,
-        g: &'g mut ParamsMut<'_, T>,
-    ) -> (&'g mut [T], Option<&'g mut [T]>) {
-        if self.cfg.use_bias {
-            let [dk, db] = g.many_mut([0, 1]);
-            (dk, Some(db))
-        } else {
-            (g.get_mut(0), None)
-        }
     }
 
     fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv2dGeometry> {
@@ -297,6 +258,8 @@ fn route_to_winners<T: Scalar>(
         *e = if k == k3 { v } else { zero };
     }
 }
+
+super::kernel_bias_setters!(Conv2D);
 
 impl<T: Scalar> Layer<T> for Conv2D<T> {
     fn class_name(&self) -> &'static str {
@@ -384,7 +347,7 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         let pre = (!act.is_linear()).then_some(&through as &Prologue<'_, T>);
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = self.kernel_and_bias_grads(&mut g);
+        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
         conv2d_backward(&geom, xin, p.get(0), dy, dx, dk, db, &mut self.col, pre)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {

@@ -10,7 +10,6 @@
 //! and Swish).
 
 use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
-use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Trans, gemm};
@@ -50,34 +49,9 @@ impl<T: Scalar> Dense<T> {
     pub fn new(units: usize) -> Self {
         spec::Dense::new(units).into_layer()
     }
-    /// Sets the activation.
-    pub fn activation(mut self, a: impl Into<Act>) -> Self {
-        self.activation = a.into();
-        self.cfg.activation = self.activation.into();
-        self
-    }
-    /// With or without the bias.
-    pub fn use_bias(mut self, b: bool) -> Self {
-        self.cfg.use_bias = b;
-        self
-    }
-    /// The kernel's initializer.
-    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.kernel_initializer = i;
-        self
-    }
-    /// The bias's initializer.
-    pub fn bias_initializer(mut self, i: Initializer) -> Self {
-        self.cfg.bias_initializer = i;
-        self
-    }
     /// Output units.
     pub fn units(&self) -> usize {
         self.cfg.units
-    }
-    /// The configuration.
-    pub fn config(&self) -> &spec::Dense {
-        &self.cfg
     }
 }
 
@@ -113,6 +87,8 @@ impl<T: Scalar> Dense<T> {
         )
     }
 }
+
+super::kernel_bias_setters!(Dense);
 
 impl<T: Scalar> Layer<T> for Dense<T> {
     fn class_name(&self) -> &'static str {

@@ -106,6 +106,42 @@ pub enum Epilogue {
     MaxPool2D(kiln_spec::layers::Pool2D),
 }
 
+/// The builder setters every kernel-and-bias layer (Dense, Conv1D, Conv2D) shares; the
+/// layer holds its kiln-spec configuration in `cfg` and the activation it runs in
+/// `activation`.
+macro_rules! kernel_bias_setters {
+    ($t:ident) => {
+        impl<T: Scalar> $t<T> {
+            /// The activation, fused into the layer's pass.
+            pub fn activation(mut self, a: impl Into<$crate::layers::Act>) -> Self {
+                self.activation = a.into();
+                self.cfg.activation = self.activation.into();
+                self
+            }
+            /// With or without the bias.
+            pub fn use_bias(mut self, b: bool) -> Self {
+                self.cfg.use_bias = b;
+                self
+            }
+            /// The kernel's initializer.
+            pub fn kernel_initializer(mut self, i: $crate::init::Initializer) -> Self {
+                self.cfg.kernel_initializer = i;
+                self
+            }
+            /// The bias's initializer.
+            pub fn bias_initializer(mut self, i: $crate::init::Initializer) -> Self {
+                self.cfg.bias_initializer = i;
+                self
+            }
+            /// The configuration (kiln-spec's type for this layer).
+            pub fn config(&self) -> &kiln_spec::layers::$t {
+                &self.cfg
+            }
+        }
+    };
+}
+use kernel_bias_setters;
+
 /// A parameter as a layer declares it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
@@ -191,6 +227,16 @@ impl<'a, T> ParamsMut<'a, T> {
     pub fn many_mut<const N: usize>(&mut self, idx: [usize; N]) -> [&mut [T]; N] {
         let ranges = idx.map(|i| self.ranges[i].clone());
         self.values.get_disjoint_mut(ranges).expect("a layer's parameters never overlap")
+    }
+    /// The kernel (parameter 0) and, with a bias, the bias (parameter 1), writable: the
+    /// gradients of a kernel-and-bias layer.
+    pub fn kernel_and_bias(&mut self, use_bias: bool) -> (&mut [T], Option<&mut [T]>) {
+        if use_bias {
+            let [k, b] = self.many_mut([0, 1]);
+            (k, Some(b))
+        } else {
+            (self.get_mut(0), None)
+        }
     }
     /// A read-only view.
     pub fn as_params(&self) -> Params<'_, T> {
