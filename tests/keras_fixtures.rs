@@ -241,8 +241,23 @@ fn first_batch<T: Scalar>(fx: &Value, r: &mut Worst) {
     let shape = input_shape(fx);
     let per: usize = shape.iter().product();
     let lr = f64::from(1u32 << 20);
-    let net = network::<T>(fx);
+    let mut net = network::<T>(fx);
     let before: Vec<f64> = net.params().values().iter().map(|v| v.as_f64()).collect();
+    let data = &fx["data"];
+    let xs: Vec<T> = flat(&data["x_train"])[lo * per..hi * per].iter().map(|&v| T::of(v)).collect();
+    // The training-mode forward pass at the initial weights.
+    let out = net.forward_train(&xs, hi - lo).unwrap().outputs.to_vec();
+    for (i, (a, b)) in out.iter().zip(flat(&fb["outputs"])).enumerate() {
+        r.see(|| format!("first batch output[{i}]"), a.as_f64(), b);
+    }
+    if std::env::var_os("KILN_FIXTURE_DEBUG").is_some() {
+        let o = out
+            .iter()
+            .zip(flat(&fb["outputs"]))
+            .map(|(a, b)| rel(a.as_f64(), b))
+            .fold(0.0, f64::max);
+        println!("{}: first batch outputs {o:.1e}", fx["name"]);
+    }
     let sgd = SGD {
         learning_rate: lr.into(),
         momentum: 0.0,
@@ -252,8 +267,6 @@ fn first_batch<T: Scalar>(fx: &Value, r: &mut Worst) {
     let mut m = net
         .compile(sgd.into_optimizer().unwrap(), loss::<T>(&fx["compile"]), Vec::<&str>::new())
         .unwrap();
-    let data = &fx["data"];
-    let xs: Vec<T> = flat(&data["x_train"])[lo * per..hi * per].iter().map(|&v| T::of(v)).collect();
     let x = Inputs::<Dyn, T>::from_vec_shape(&shape, xs).unwrap();
     let ys = flat(&data["y_train"]);
     let h = if data["task"] == "sparse" {
@@ -286,6 +299,9 @@ fn first_batch<T: Scalar>(fx: &Value, r: &mut Worst) {
                 |best, (i, d)| if d > best.1 || d.is_nan() { (i, d) } else { best },
             );
         let err = diff / scale.max(1e-3);
+        if std::env::var_os("KILN_FIXTURE_DEBUG").is_some() {
+            println!("{}: first batch gradient {name} {err:.1e}", fx["name"]);
+        }
         if err > r.err || err.is_nan() {
             r.err = err;
             r.at = format!(
