@@ -326,3 +326,31 @@ fn early_stopping_stops_and_restores_best_weights() {
         .unwrap();
     assert_eq!(h.len(), 2);
 }
+
+/// Keras's `train_on_batch`, `test_on_batch` and `predict_on_batch` are the same steps
+/// `fit`, `evaluate` and `predict` take: one training step on the whole batch moves the
+/// weights exactly as a one-epoch, one-batch, unshuffled `fit` does, and the logs match.
+#[test]
+fn on_batch_methods_are_the_fit_evaluate_and_predict_steps() {
+    let (x, y) = blobs(40, 3);
+    let (mut a, mut b) = (compiled(5), compiled(5));
+    let logs = a.train_on_batch(&x, &y).unwrap();
+    let h = b.fit(&x, &y).epochs(1).batch_size(40).shuffle(false).verbose(0).run().unwrap();
+    assert_eq!(a.model().params().values(), b.model().params().values());
+    assert_eq!(logs["loss"], h["loss"][0]);
+    assert_eq!(logs["accuracy"], h["accuracy"][0]);
+    // A second step starts from the moved weights, and its logs are that step's own.
+    let second = a.train_on_batch(&x, &y).unwrap();
+    assert!(second["loss"] < logs["loss"], "{second:?} vs {logs:?}");
+    let t = a.test_on_batch(&x, &y).unwrap();
+    let e = a.evaluate_batched(&x, &y, 40).unwrap();
+    assert_eq!(t["loss"], e.loss);
+    assert_eq!(t["accuracy"], e["accuracy"]);
+    let before = a.model().params().values().to_vec();
+    let p = a.predict_on_batch(&x).unwrap();
+    assert_eq!(p.data(), a.predict(&x).unwrap().data());
+    assert_eq!(a.model().params().values(), &before[..], "test and predict leave weights");
+    let wrong = Inputs::<Dyn>::from_vec_shape(&[3], vec![0.0; 6]).unwrap();
+    let e = err(a.train_on_batch(&wrong, &ClassLabels::new(vec![0, 1])));
+    assert!(e.contains("reshape the inputs"), "{e}");
+}

@@ -129,6 +129,56 @@ impl Progress {
     }
 }
 
+/// The progress printer as a callback: `fit` puts it first in its callback list, so
+/// each line is printed before the other callbacks act, as Keras's `ProgbarLogger`.
+pub struct ProgressBar {
+    inner: Progress,
+    epochs: usize,
+    done: usize,
+}
+
+impl ProgressBar {
+    /// A progress bar at `verbose` (0, 1 or 2) for `steps` batches per epoch over
+    /// `epochs` epochs.
+    pub fn new(verbose: u8, steps: usize, epochs: usize) -> Self {
+        ProgressBar { inner: Progress::new(verbose, steps), epochs, done: 0 }
+    }
+}
+
+impl<T: kiln_tape::Scalar> crate::callbacks::Callback<T> for ProgressBar {
+    fn name(&self) -> &'static str {
+        "progress bar"
+    }
+    fn on_epoch_begin(
+        &mut self,
+        epoch: usize,
+        _ctx: &mut crate::callbacks::CallbackContext<'_, T>,
+    ) -> crate::Result<()> {
+        self.done = 0;
+        self.inner.epoch_begin(epoch, self.epochs);
+        Ok(())
+    }
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        _ctx: &mut crate::callbacks::CallbackContext<'_, T>,
+    ) -> crate::Result<()> {
+        self.done = batch + 1;
+        self.inner.batch(self.done, logs);
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        _ctx: &mut crate::callbacks::CallbackContext<'_, T>,
+    ) -> crate::Result<()> {
+        self.inner.epoch_end(self.done, logs);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,375 @@
+//! `compile`, `fit`, `evaluate` and `predict`: Keras's workflow over any [`Model`],
+//! and Keras's `train_on_batch`, `test_on_batch` and `predict_on_batch`.
+//!
+//! `fit` reads like Keras's: a plan checks everything a user can get wrong before the
+//! first step (`run.rs`), the batcher gathers each batch into reused buffers
+//! (`batcher.rs`), `train_step` / `eval_step` run one batch through one shared
+//! loss-and-metrics routine (`step.rs`), and a short epoch loop calls the callbacks —
+//! the progress bar among them. After the first (largest) batch nothing is allocated.
+
+mod batcher;
+mod run;
+mod step;
+
+pub use batcher::Batch;
+pub use run::Fit;
+
+use crate::callbacks::Logs;
+use crate::data::{Inputs, Labels, Outputs};
+use crate::error::{Result, TrainError};
+use crate::loss::{IntoLoss, Loss, LossFor};
+use crate::metrics::IntoMetrics;
+use crate::model::Model;
+use crate::optim::{IntoOptimizer, Optimizer};
+use batcher::{Batcher, Weights};
+use kiln_tape::Zero;
+use std::collections::BTreeMap;
+use step::Engine;
+
+/// `model.compile(optimizer, loss, metrics)` for every [`Model`].
+pub trait Compile: Model + Sized {
+    /// Attaches an optimizer, a loss and metrics, as Keras's `compile`. Each may be a
+    /// typed value or a Keras name; unknown names and invalid settings are errors here.
+    fn compile<O, L, Ms>(
+        self,
+        optimizer: O,
+        loss: L,
+        metrics: Ms,
+    ) -> Result<Compiled<Self, L::Loss>>
+    where
+        O: IntoOptimizer<Self::Scalar>,
+        L: IntoLoss<Self::Scalar>,
+        Ms: IntoMetrics<Self::Scalar>,
+    {
+        let width = self.output_len();
+        let (optimizer, loss) = (optimizer.into_optimizer()?, loss.into_loss()?);
+        let metrics = metrics.into_metrics(width)?;
+        Ok(Compiled {
+            engine: Engine::new(self, optimizer, loss, metrics),
+            batcher: Batcher::default(),
+        })
+    }
+}
+
+impl<M: Model> Compile for M {}
+
+/// Seconds spent in each phase of the training steps since the last reset: where the
+/// time goes, for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PhaseTimes {
+    /// Gathering the batch (inputs, labels, weights) into the step's buffers.
+    pub gather: f64,
+    /// The training forward pass.
+    pub forward: f64,
+    /// The loss, its gradient and the metrics.
+    pub loss: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// The optimizer update.
+    pub optimizer: f64,
+    /// Steps measured.
+    pub steps: usize,
+}
+
+/// A compiled model: the model with its optimizer, loss and metrics.
+pub struct Compiled<M: Model, L> {
+    engine: Engine<M, L>,
+    batcher: Batcher<M::Scalar>,
+}
+
+/// What `evaluate` returns: the loss and every metric, by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The mean loss over the samples.
+    pub loss: f64,
+    /// Each metric by its log key.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Evaluation {
+    /// Loss and metrics in one map, as Keras's `evaluate(return_dict=True)`.
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        let mut m = self.metrics.clone();
+        m.insert("loss".into(), self.loss);
+        m
+    }
+}
+
+impl std::ops::Index<&str> for Evaluation {
+    type Output = f64;
+    /// `eval["accuracy"]`, or `eval["loss"]`; an unknown key gives NaN.
+    fn index(&self, key: &str) -> &f64 {
+        if key == "loss" {
+            return &self.loss;
+        }
+        self.metrics.get(key).unwrap_or(&f64::NAN)
+    }
+}
+
+/// Which epochs are validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValidationFreq {
+    /// Every N epochs (1 = every epoch).
+    Every(usize),
+    /// Exactly these epochs (1-based, as Keras).
+    Epochs(Vec<usize>),
+}
+
+impl ValidationFreq {
+    fn validates(&self, epoch: usize) -> bool {
+        match self {
+            ValidationFreq::Every(n) => (epoch + 1).is_multiple_of((*n).max(1)),
+            ValidationFreq::Epochs(list) => list.contains(&(epoch + 1)),
+        }
+    }
+}
+
+impl From<usize> for ValidationFreq {
+    fn from(n: usize) -> Self {
+        ValidationFreq::Every(n)
+    }
+}
+impl From<Vec<usize>> for ValidationFreq {
+    fn from(v: Vec<usize>) -> Self {
+        ValidationFreq::Epochs(v)
+    }
+}
+
+/// The scalar type of model `M`.
+type T<M> = <M as Model>::Scalar;
+
+impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.engine.model
+    }
+    /// The model, writable (e.g. to set weights).
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.engine.model
+    }
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Optimizer<M::Scalar> {
+        &self.engine.optimizer
+    }
+    /// The optimizer, writable.
+    pub fn optimizer_mut(&mut self) -> &mut Optimizer<M::Scalar> {
+        &mut self.engine.optimizer
+    }
+    /// The loss.
+    pub fn loss(&self) -> &L {
+        &self.engine.loss
+    }
+    /// Gives the model back.
+    pub fn into_model(self) -> M {
+        self.engine.model
+    }
+    /// Time spent per phase of the training steps since the last [`Compiled::reset_phase_times`].
+    pub fn phase_times(&self) -> PhaseTimes {
+        self.engine.phases
+    }
+
+    /// Restarts the per-phase timing.
+    pub fn reset_phase_times(&mut self) {
+        self.engine.phases = PhaseTimes::default();
+    }
+
+    /// The metrics' log keys, in compile order.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.engine.metrics.iter().map(|m| m.name().to_string()).collect()
+    }
+
+    /// Starts a `fit` on `x` and `y`; set options on the returned builder, then `run()`.
+    pub fn fit<'a, Y>(&'a mut self, x: &'a Inputs<M::Input, T<M>>, y: &'a Y) -> Fit<'a, M, L, Y>
+    where
+        Y: Labels<T<M>>,
+        L: LossFor<M::Output, Y>,
+    {
+        Fit::new(self, x, y)
+    }
+
+    /// Loss and metrics on `x`, `y` in inference mode, batch size 32 (Keras's default).
+    pub fn evaluate<Y>(&mut self, x: &Inputs<M::Input, T<M>>, y: &Y) -> Result<Evaluation>
+    where
+        Y: Labels<T<M>>,
+        L: LossFor<M::Output, Y>,
+    {
+        self.evaluate_batched(x, y, 32)
+    }
+
+    /// [`Compiled::evaluate`] with another batch size.
+    pub fn evaluate_batched<Y>(
+        &mut self,
+        x: &Inputs<M::Input, T<M>>,
+        y: &Y,
+        batch_size: usize,
+    ) -> Result<Evaluation>
+    where
+        Y: Labels<T<M>>,
+        L: LossFor<M::Output, Y>,
+    {
+        self.check_data(x.sample_shape(), x.len(), y, "x")?;
+        x.check_finite()?;
+        check_batch_size(batch_size)?;
+        let (loss, metrics) = self.evaluate_rows(x.data(), y, 0..x.len(), batch_size)?;
+        Ok(Evaluation { loss, metrics })
+    }
+
+    /// Outputs for every sample of `x` in inference mode, batch size 32.
+    pub fn predict(&mut self, x: &Inputs<M::Input, T<M>>) -> Result<Outputs<M::Output, T<M>>> {
+        self.predict_batched(x, 32)
+    }
+
+    /// [`Compiled::predict`] with another batch size.
+    pub fn predict_batched(
+        &mut self,
+        x: &Inputs<M::Input, T<M>>,
+        batch_size: usize,
+    ) -> Result<Outputs<M::Output, T<M>>> {
+        check_batch_size(batch_size)?;
+        predict(&mut self.engine.model, x, batch_size)
+    }
+
+    /// One training step on all of `x`, `y` as a single batch (Keras's
+    /// `train_on_batch`): the metrics are reset first, and the logs of that step
+    /// (`loss` and each metric) are returned.
+    pub fn train_on_batch<Y>(&mut self, x: &Inputs<M::Input, T<M>>, y: &Y) -> Result<Logs>
+    where
+        Y: Labels<T<M>>,
+        L: LossFor<M::Output, Y>,
+    {
+        self.check_data(x.sample_shape(), x.len(), y, "x")?;
+        x.check_finite()?;
+        self.on_one_batch(x, y, true)
+    }
+
+    /// Loss and metrics of all of `x`, `y` as a single batch in inference mode (Keras's
+    /// `test_on_batch`), metrics reset first.
+    pub fn test_on_batch<Y>(&mut self, x: &Inputs<M::Input, T<M>>, y: &Y) -> Result<Logs>
+    where
+        Y: Labels<T<M>>,
+        L: LossFor<M::Output, Y>,
+    {
+        self.check_data(x.sample_shape(), x.len(), y, "x")?;
+        x.check_finite()?;
+        self.on_one_batch(x, y, false)
+    }
+
+    /// Outputs for all of `x` as a single batch (Keras's `predict_on_batch`).
+    pub fn predict_on_batch(
+        &mut self,
+        x: &Inputs<M::Input, T<M>>,
+    ) -> Result<Outputs<M::Output, T<M>>> {
+        predict(&mut self.engine.model, x, x.len().max(1))
+    }
+
+    fn on_one_batch<Y: Labels<T<M>>>(
+        &mut self,
+        x: &Inputs<M::Input, T<M>>,
+        y: &Y,
+        train: bool,
+    ) -> Result<Logs> {
+        let Compiled { engine, batcher } = self;
+        let (inp, w) = (engine.model.input_len(), engine.model.output_len());
+        engine.metrics.iter_mut().for_each(|m| m.reset());
+        batcher.take_rows(0..x.len());
+        let batch = batcher.gather(x.data(), inp, y, Weights::default(), w);
+        let loss = if train { engine.train_step(&batch)? } else { engine.eval_step(&batch)? };
+        let mut logs: Logs =
+            engine.metrics.iter().map(|m| (m.name().to_string(), m.result())).collect();
+        logs.insert("loss".into(), loss);
+        Ok(logs)
+    }
+
+    fn check_data<Y: Labels<T<M>>>(
+        &self,
+        shape: &[usize],
+        n: usize,
+        y: &Y,
+        what: &'static str,
+    ) -> Result<()> {
+        let model = &self.engine.model;
+        if shape != model.input_shape() {
+            return Err(TrainError::ShapeMismatch {
+                what,
+                expected: model.input_shape().to_vec(),
+                got: shape.to_vec(),
+                hint: "reshape the inputs to the model's input shape".into(),
+            });
+        }
+        if n != y.count() {
+            return Err(TrainError::LengthMismatch { x: n, y: y.count() });
+        }
+        if n == 0 {
+            return Err(TrainError::EmptyData { what });
+        }
+        let width = model.output_len();
+        y.validate(width)?;
+        self.engine.loss.check(model.output_activation(), width, y.width())
+    }
+
+    /// Mean loss and metrics over `rows` of `x`/`y`, in inference mode, `batch_size`
+    /// rows at a time.
+    fn evaluate_rows<Y: Labels<T<M>>>(
+        &mut self,
+        x: &[T<M>],
+        y: &Y,
+        rows: std::ops::Range<usize>,
+        batch_size: usize,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
+        let Compiled { engine, batcher } = self;
+        let (inp, w) = (engine.model.input_len(), engine.model.output_len());
+        engine.metrics.iter_mut().for_each(|m| m.reset());
+        let (mut total, mut count) = (0.0, 0.0);
+        let mut lo = rows.start;
+        while lo < rows.end {
+            let hi = (lo + batch_size).min(rows.end);
+            batcher.take_rows(lo..hi);
+            let batch = batcher.gather(x, inp, y, Weights::default(), w);
+            let b = batch.len as f64;
+            total += engine.eval_step(&batch)? * b;
+            count += b;
+            lo = hi;
+        }
+        let values = engine.metrics.iter().map(|m| (m.name().to_string(), m.result())).collect();
+        Ok((total / count, values))
+    }
+}
+
+fn check_batch_size(b: usize) -> Result<()> {
+    if b == 0 {
+        return Err(TrainError::InvalidArgument {
+            name: "batch_size",
+            message: "0 is not a batch size; use 32 (Keras's default) or another positive number"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `model` in inference mode over `x` in batches (no compile needed).
+pub fn predict<M: Model>(
+    model: &mut M,
+    x: &Inputs<M::Input, T<M>>,
+    batch_size: usize,
+) -> Result<Outputs<M::Output, T<M>>> {
+    check_batch_size(batch_size)?;
+    x.check_finite()?;
+    if x.sample_shape() != model.input_shape() {
+        return Err(TrainError::ShapeMismatch {
+            what: "x",
+            expected: model.input_shape().to_vec(),
+            got: x.sample_shape().to_vec(),
+            hint: "reshape the inputs to the model's input shape".into(),
+        });
+    }
+    let (inp, w) = (model.input_len(), model.output_len());
+    let mut out = vec![<T<M>>::zero(); x.len() * w];
+    let mut lo = 0;
+    while lo < x.len() {
+        let hi = (lo + batch_size).min(x.len());
+        let o = model.forward_infer(&x.data()[lo * inp..hi * inp], hi - lo)?;
+        out[lo * w..hi * w].copy_from_slice(&o.outputs[..(hi - lo) * w]);
+        lo = hi;
+    }
+    Outputs::from_vec_shape(model.output_shape(), out)
+}

@@ -1,0 +1,365 @@
+//! `fit`: the [`Fit`] options, the plan that checks all of them before the first step,
+//! and the epoch loop.
+
+use super::batcher::Weights;
+use super::{Compiled, T, ValidationFreq, check_batch_size};
+use crate::callbacks::{BoxedCallback, CallbackContext, IntoCallbacks, Logs};
+use crate::data::{Inputs, Labels};
+use crate::error::{Result, TrainError};
+use crate::history::History;
+use crate::loss::Loss;
+use crate::model::Model;
+use crate::progress::ProgressBar;
+use kiln_tape::{Float, Zero};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Validation inputs and labels borrowed for one `fit` call.
+type ValidationData<'a, M, Y> = (&'a Inputs<<M as Model>::Input, T<M>>, &'a Y);
+
+/// What validates each epoch.
+enum Validation {
+    None,
+    /// `validation_data`.
+    Data,
+    /// The last rows of x/y (`validation_split`).
+    Rows(Range<usize>),
+}
+
+/// Everything `fit` needs to know before the first step, checked.
+struct Plan {
+    /// Training rows: the first `n_train` of x/y.
+    n_train: usize,
+    validation: Validation,
+    validation_batch: usize,
+    /// Batches per epoch.
+    steps: usize,
+    /// The log keys the epochs will produce.
+    keys: Vec<String>,
+}
+
+/// The options of one `fit` call (Keras's names and defaults); finish with [`Fit::run`].
+pub struct Fit<'a, M: Model, L, Y> {
+    compiled: &'a mut Compiled<M, L>,
+    x: &'a Inputs<M::Input, T<M>>,
+    y: &'a Y,
+    epochs: usize,
+    batch_size: usize,
+    shuffle: bool,
+    validation_split: f64,
+    validation_data: Option<ValidationData<'a, M, Y>>,
+    validation_batch_size: Option<usize>,
+    validation_freq: ValidationFreq,
+    initial_epoch: usize,
+    steps_per_epoch: Option<usize>,
+    class_weight: Option<HashMap<usize, f64>>,
+    sample_weight: Option<&'a [T<M>]>,
+    verbose: u8,
+    seed: u64,
+    callbacks: Vec<BoxedCallback<'a, T<M>>>,
+}
+
+impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
+    /// Keras's defaults: one epoch, batch size 32, shuffled, no validation, verbose 1.
+    pub(super) fn new(
+        compiled: &'a mut Compiled<M, L>,
+        x: &'a Inputs<M::Input, T<M>>,
+        y: &'a Y,
+    ) -> Self {
+        Fit {
+            compiled,
+            x,
+            y,
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation_split: 0.0,
+            validation_data: None,
+            validation_batch_size: None,
+            validation_freq: ValidationFreq::Every(1),
+            initial_epoch: 0,
+            steps_per_epoch: None,
+            class_weight: None,
+            sample_weight: None,
+            verbose: 1,
+            seed: 0,
+            callbacks: Vec::new(),
+        }
+    }
+
+    /// The epoch index to stop at (Keras's default 1).
+    pub fn epochs(mut self, e: usize) -> Self {
+        self.epochs = e;
+        self
+    }
+    /// Samples per gradient step (default 32).
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.batch_size = b;
+        self
+    }
+    /// Reshuffle the training samples every epoch (default true; seeded).
+    pub fn shuffle(mut self, s: bool) -> Self {
+        self.shuffle = s;
+        self
+    }
+    /// Holds out the last fraction of x/y (before shuffling) for validation.
+    pub fn validation_split(mut self, v: f64) -> Self {
+        self.validation_split = v;
+        self
+    }
+    /// Validates on this data instead (overrides `validation_split`).
+    pub fn validation_data(mut self, x: &'a Inputs<M::Input, T<M>>, y: &'a Y) -> Self {
+        self.validation_data = Some((x, y));
+        self
+    }
+    /// Batch size for validation (default: the training batch size).
+    pub fn validation_batch_size(mut self, b: usize) -> Self {
+        self.validation_batch_size = Some(b);
+        self
+    }
+    /// Validate every N epochs, or at a list of (1-based) epochs.
+    pub fn validation_freq(mut self, f: impl Into<ValidationFreq>) -> Self {
+        self.validation_freq = f.into();
+        self
+    }
+    /// Start at this epoch (resuming); `epochs` stays the final epoch index.
+    pub fn initial_epoch(mut self, e: usize) -> Self {
+        self.initial_epoch = e;
+        self
+    }
+    /// Batches per epoch, at most one pass over the data.
+    pub fn steps_per_epoch(mut self, s: usize) -> Self {
+        self.steps_per_epoch = Some(s);
+        self
+    }
+    /// Weights of each class in the loss (keyed by class index).
+    pub fn class_weight(mut self, w: HashMap<usize, f64>) -> Self {
+        self.class_weight = Some(w);
+        self
+    }
+    /// A weight per training sample.
+    pub fn sample_weight(mut self, w: &'a [T<M>]) -> Self {
+        self.sample_weight = Some(w);
+        self
+    }
+    /// 0 silent, 1 progress bar (default), 2 one line per epoch.
+    pub fn verbose(mut self, v: u8) -> Self {
+        self.verbose = v;
+        self
+    }
+    /// Seed of the shuffling and of stochastic layers: same seed, same run.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+    /// Callbacks: one, a tuple of several, an array, or a vector of boxed ones.
+    pub fn callbacks(mut self, c: impl IntoCallbacks<'a, T<M>>) -> Self {
+        self.callbacks.extend(c.into_callbacks());
+        self
+    }
+
+    /// Checks every option and the data against the model, before anything runs.
+    fn plan(&self) -> Result<Plan> {
+        let (x, y, compiled) = (self.x, self.y, &*self.compiled);
+        check_batch_size(self.batch_size)?;
+        compiled.check_data(x.sample_shape(), x.len(), y, "x")?;
+        x.check_finite()?;
+        if let Some(w) = self.sample_weight {
+            if w.len() != x.len() {
+                return Err(TrainError::InvalidArgument {
+                    name: "sample_weight",
+                    message: format!(
+                        "{} weights for {} samples; give one weight per sample",
+                        w.len(),
+                        x.len()
+                    ),
+                });
+            }
+            if let Some(i) = w.iter().position(|v| !v.is_finite() || *v < <T<M>>::zero()) {
+                return Err(TrainError::InvalidArgument {
+                    name: "sample_weight",
+                    message: format!("weight {i} is {}; weights must be finite and ≥ 0", w[i]),
+                });
+            }
+        }
+        let v = self.validation_split;
+        if !(0.0..1.0).contains(&v) {
+            return Err(TrainError::InvalidArgument {
+                name: "validation_split",
+                message: format!("{v} is outside [0, 1); pass a fraction such as 0.2"),
+            });
+        }
+        let n = x.len();
+        let (n_train, validation) = match (&self.validation_data, v) {
+            (Some((vx, vy)), _) => {
+                compiled.check_data(vx.sample_shape(), vx.len(), *vy, "validation x")?;
+                vx.check_finite()?;
+                (n, Validation::Data)
+            }
+            (None, v) if v > 0.0 => {
+                let split = (n as f64 * (1.0 - v)).floor() as usize;
+                if split == 0 || split == n {
+                    return Err(TrainError::InvalidArgument {
+                        name: "validation_split",
+                        message: format!(
+                            "{v} of {n} samples leaves {split} for training and {} for validation; both need at least one",
+                            n - split
+                        ),
+                    });
+                }
+                (split, Validation::Rows(split..n))
+            }
+            _ => (n, Validation::None),
+        };
+        let validation_batch = self.validation_batch_size.unwrap_or(self.batch_size);
+        check_batch_size(validation_batch)?;
+        if let Some(cw) = &self.class_weight
+            && let Some((c, w)) = cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0)
+        {
+            return Err(TrainError::InvalidArgument {
+                name: "class_weight",
+                message: format!("class {c} has weight {w}; weights must be finite and ≥ 0"),
+            });
+        }
+        let mut keys: Vec<String> =
+            std::iter::once("loss".to_string()).chain(compiled.metric_names()).collect();
+        if !matches!(validation, Validation::None) {
+            keys.extend(keys.clone().into_iter().map(|k| format!("val_{k}")));
+        }
+        for cb in &self.callbacks {
+            for m in cb.monitors() {
+                if !keys.contains(&m) {
+                    return Err(TrainError::UnknownMonitor {
+                        callback: cb.name(),
+                        monitor: m,
+                        available: keys.clone(),
+                    });
+                }
+            }
+        }
+        let batches = n_train.div_ceil(self.batch_size);
+        let steps = self.steps_per_epoch.map_or(batches, |s| s.clamp(1, batches));
+        Ok(Plan { n_train, validation, validation_batch, steps, keys })
+    }
+
+    /// Trains, and returns the History.
+    pub fn run(self) -> Result<History> {
+        let plan = self.plan()?;
+        let Fit {
+            compiled,
+            x,
+            y,
+            epochs,
+            batch_size,
+            shuffle,
+            validation_data,
+            validation_freq,
+            initial_epoch,
+            class_weight,
+            sample_weight,
+            verbose,
+            seed,
+            mut callbacks,
+            ..
+        } = self;
+        // The progress bar is the first callback, so it prints before the others act.
+        callbacks.insert(0, Box::new(ProgressBar::new(verbose, plan.steps, epochs)));
+        let weights = Weights { sample: sample_weight, class: class_weight.as_ref() };
+        let model_name = compiled.engine.model.name().to_string();
+        let (inp, w) = (compiled.engine.model.input_len(), compiled.engine.model.output_len());
+        let mut history = History::default();
+        let (mut stop, mut resume) = (false, None);
+        let mut logs: Logs =
+            plan.keys.iter().filter(|k| !k.starts_with("val_")).map(|k| (k.clone(), 0.0)).collect();
+        // What the callbacks may read and change, between steps.
+        macro_rules! ctx {
+            ($epoch:expr) => {
+                &mut CallbackContext {
+                    params: compiled.engine.model.params_mut(),
+                    optimizer: &mut compiled.engine.optimizer,
+                    model_name: &model_name,
+                    epoch: $epoch,
+                    stop: &mut stop,
+                    resume: &mut resume,
+                }
+            };
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(ctx!(initial_epoch))?;
+        }
+        // A callback (BackupAndRestore) may have restored a run and asked to resume.
+        let mut epoch = resume.unwrap_or(initial_epoch);
+        while epoch < epochs && !stop {
+            let started = Instant::now();
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, ctx!(epoch))?;
+            }
+            let Compiled { engine, batcher } = &mut *compiled;
+            engine.model.reseed(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            batcher.start_epoch(plan.n_train, shuffle, seed, epoch);
+            engine.metrics.iter_mut().for_each(|m| m.reset());
+            let (mut loss_sum, mut seen) = (0.0, 0.0);
+            for step in 0..plan.steps {
+                let Compiled { engine, batcher } = &mut *compiled;
+                let t_gather = Instant::now();
+                let lo = step * batch_size;
+                batcher.take_ordered(lo..(lo + batch_size).min(plan.n_train));
+                let batch = batcher.gather(x.data(), inp, y, weights, w);
+                engine.phases.gather += t_gather.elapsed().as_secs_f64();
+                let value = engine.train_step(&batch)?;
+                loss_sum += value * batch.len as f64;
+                seen += batch.len as f64;
+                if let Some(v) = logs.get_mut("loss") {
+                    *v = loss_sum / seen;
+                }
+                for m in engine.metrics.iter() {
+                    if let Some(v) = logs.get_mut(m.name()) {
+                        *v = m.result();
+                    }
+                }
+                for cb in callbacks.iter_mut() {
+                    cb.on_train_batch_end(step, &logs, ctx!(epoch))?;
+                }
+                if stop {
+                    break;
+                }
+            }
+            let mut epoch_logs = logs.clone();
+            if validation_freq.validates(epoch) {
+                let (vb, evaluated) = (
+                    plan.validation_batch,
+                    match (&plan.validation, &validation_data) {
+                        (Validation::Data, Some((vx, vy))) => Some((vx.data(), *vy, 0..vx.len())),
+                        (Validation::Rows(r), _) => Some((x.data(), y, r.clone())),
+                        _ => None,
+                    },
+                );
+                if let Some((vx, vy, rows)) = evaluated {
+                    let (vl, vm) = compiled.evaluate_rows(vx, vy, rows, vb)?;
+                    epoch_logs.insert("val_loss".into(), vl);
+                    for (k, v) in vm {
+                        epoch_logs.insert(format!("val_{k}"), v);
+                    }
+                    history.validated.push(epoch);
+                }
+            }
+            for (k, v) in &epoch_logs {
+                history.history.entry(k.clone()).or_default().push(*v);
+            }
+            history.epoch.push(epoch);
+            history.learning_rate.push(compiled.engine.optimizer.learning_rate());
+            history.epoch_seconds.push(started.elapsed().as_secs_f64());
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(epoch, &epoch_logs, ctx!(epoch))?;
+            }
+            epoch += 1;
+        }
+        let last: Logs =
+            history.history.iter().filter_map(|(k, v)| v.last().map(|x| (k.clone(), *x))).collect();
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(ctx!(epoch.saturating_sub(1)), &last)?;
+        }
+        Ok(history)
+    }
+}
