@@ -263,8 +263,11 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             mut callbacks,
             ..
         } = self;
-        // The progress bar is the first callback, so it prints before the others act.
-        callbacks.insert(0, Box::new(ProgressBar::new(verbose, plan.steps, epochs)));
+        // The progress bar is the first callback, so it prints before the others act
+        // (silent runs have none).
+        if verbose > 0 {
+            callbacks.insert(0, Box::new(ProgressBar::new(verbose, plan.steps, epochs)));
+        }
         let weights = Weights { sample: sample_weight, class: class_weight.as_ref() };
         let model_name = compiled.engine.model.name().to_string();
         let (inp, w) = (compiled.engine.model.input_len(), compiled.engine.model.output_len());
