@@ -765,53 +765,6 @@ where
     }
 }
 
-/// The Keras names [`loss_by_name`] accepts.
-pub const LOSS_NAMES: &[&str] = &[
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-    "binary_crossentropy",
-    "mean_squared_error",
-    "mse",
-    "mean_absolute_error",
-    "mae",
-    "mean_absolute_percentage_error",
-    "mape",
-    "huber",
-    "huber_loss",
-    "log_cosh",
-    "logcosh",
-    "kl_divergence",
-    "kld",
-    "poisson",
-    "hinge",
-    "squared_hinge",
-    "categorical_hinge",
-];
-
-/// A loss by its Keras name, with Keras's defaults.
-pub fn loss_by_name<T: Scalar>(name: &str) -> Result<Box<dyn Loss<T>>> {
-    Ok(match name {
-        "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy::default()),
-        "categorical_crossentropy" => Box::new(CategoricalCrossentropy::default()),
-        "binary_crossentropy" => Box::new(BinaryCrossentropy::default()),
-        "mean_squared_error" | "mse" => Box::new(MeanSquaredError::default()),
-        "mean_absolute_error" | "mae" => Box::new(MeanAbsoluteError::default()),
-        "mean_absolute_percentage_error" | "mape" => {
-            Box::new(MeanAbsolutePercentageError::default())
-        }
-        "huber" | "huber_loss" => Box::new(Huber::default()),
-        "log_cosh" | "logcosh" => Box::new(LogCosh::default()),
-        "kl_divergence" | "kld" | "kullback_leibler_divergence" => {
-            Box::new(KLDivergence::default())
-        }
-        "poisson" => Box::new(Poisson::default()),
-        "hinge" => Box::new(Hinge::default()),
-        "squared_hinge" => Box::new(SquaredHinge::default()),
-        "categorical_hinge" => Box::new(CategoricalHinge::default()),
-        _ => return Err(unknown_name("loss", name, LOSS_NAMES)),
-    })
-}
-
 /// Marks which model outputs and label types a loss can train, so that a mismatch
 /// (class indices with a one-hot loss, a multi-class loss on one output) is a compile
 /// error rather than a run-time one. Losses chosen by name check at run time instead.
@@ -828,24 +781,6 @@ impl<S: Shape> LossFor<S, Targets<S>> for CategoricalCrossentropy {}
 impl<S: Shape> LossFor<S, Targets<S>> for BinaryCrossentropy {}
 impl LossFor<S1<1>, ClassLabels> for BinaryCrossentropy {}
 impl LossFor<Dyn, ClassLabels> for BinaryCrossentropy {}
-macro_rules! dense_loss_for {
-    ($($t:ty),*) => {$(
-        impl<S: Shape> LossFor<S, Targets<S>> for $t {}
-    )*};
-}
-dense_loss_for!(
-    MeanSquaredError,
-    MeanAbsoluteError,
-    MeanAbsolutePercentageError,
-    Huber,
-    LogCosh,
-    Poisson,
-    Hinge,
-    SquaredHinge,
-    KLDivergence,
-    CategoricalHinge
-);
-
 /// A label type that cannot exist. Every typed loss also "fits" it, so that rustc never
 /// infers the label type of `fit`/`evaluate` from the loss (there are always two
 /// candidates): the label type comes from the argument, and a mismatch is reported
@@ -854,27 +789,6 @@ dense_loss_for!(
 #[derive(Debug)]
 pub enum NotLabels {}
 
-macro_rules! not_labels {
-    ($($t:ty),*) => {$(
-        #[diagnostic::do_not_recommend]
-        impl<S: Shape> LossFor<S, NotLabels> for $t {}
-    )*};
-}
-not_labels!(
-    SparseCategoricalCrossentropy,
-    CategoricalCrossentropy,
-    BinaryCrossentropy,
-    MeanSquaredError,
-    MeanAbsoluteError,
-    MeanAbsolutePercentageError,
-    Huber,
-    LogCosh,
-    Poisson,
-    Hinge,
-    SquaredHinge,
-    KLDivergence,
-    CategoricalHinge
-);
 impl<T: Scalar, Out: Shape, Y> LossFor<Out, Y> for Box<dyn Loss<T>> {}
 impl<T, F, Out: Shape, Y> LossFor<Out, Y> for TapeLoss<T, F> {}
 
@@ -920,31 +834,57 @@ impl<T: Scalar> IntoLoss<T> for Box<dyn Loss<T>> {
     }
 }
 
-macro_rules! into_loss_self {
-    ($($t:ty),*) => {$(
-        impl<T: Scalar> IntoLoss<T> for $t {
-            type Loss = $t;
-            fn into_loss(self) -> Result<Self::Loss> {
-                Ok(self)
-            }
+/// The one list of built-in losses: each type with its Keras names, and `dense` for
+/// those that train on dense targets of the model's own shape. From it come
+/// [`LOSS_NAMES`], [`loss_by_name`], and each type's `IntoLoss` and `LossFor` impls —
+/// adding a loss is its type and one line here.
+macro_rules! loss_registry {
+    ($($t:ident [$($name:literal),+] $($dense:ident)?;)*) => {
+        /// The Keras names [`loss_by_name`] accepts.
+        pub const LOSS_NAMES: &[&str] = &[$($($name),+),*];
+
+        /// A loss by its Keras name, with Keras's defaults.
+        pub fn loss_by_name<T: Scalar>(name: &str) -> Result<Box<dyn Loss<T>>> {
+            $(
+                if [$($name),+].contains(&name) {
+                    return Ok(Box::new($t::default()));
+                }
+            )*
+            Err(unknown_name("loss", name, LOSS_NAMES))
         }
-    )*};
+
+        $(
+            impl<T: Scalar> IntoLoss<T> for $t {
+                type Loss = $t;
+                fn into_loss(self) -> Result<Self::Loss> {
+                    Ok(self)
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<S: Shape> LossFor<S, NotLabels> for $t {}
+            $(loss_registry!(@$dense $t);)?
+        )*
+    };
+    (@dense $t:ident) => {
+        impl<S: Shape> LossFor<S, Targets<S>> for $t {}
+    };
 }
-into_loss_self!(
-    SparseCategoricalCrossentropy,
-    CategoricalCrossentropy,
-    BinaryCrossentropy,
-    MeanSquaredError,
-    MeanAbsoluteError,
-    MeanAbsolutePercentageError,
-    Huber,
-    LogCosh,
-    Poisson,
-    Hinge,
-    SquaredHinge,
-    KLDivergence,
-    CategoricalHinge
-);
+
+loss_registry! {
+    SparseCategoricalCrossentropy ["sparse_categorical_crossentropy"];
+    CategoricalCrossentropy ["categorical_crossentropy"];
+    BinaryCrossentropy ["binary_crossentropy"];
+    MeanSquaredError ["mean_squared_error", "mse"] dense;
+    MeanAbsoluteError ["mean_absolute_error", "mae"] dense;
+    MeanAbsolutePercentageError ["mean_absolute_percentage_error", "mape"] dense;
+    Huber ["huber", "huber_loss"] dense;
+    LogCosh ["log_cosh", "logcosh"] dense;
+    KLDivergence ["kl_divergence", "kld", "kullback_leibler_divergence"] dense;
+    Poisson ["poisson"] dense;
+    Hinge ["hinge"] dense;
+    SquaredHinge ["squared_hinge"] dense;
+    CategoricalHinge ["categorical_hinge"] dense;
+}
 
 impl<T, F> IntoLoss<T> for TapeLoss<T, F>
 where

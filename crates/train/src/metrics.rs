@@ -387,49 +387,41 @@ impl<T: Scalar> Metric<T> for R2Score {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Accuracy;
 
-/// The Keras names [`metric_by_name`] accepts.
-pub const METRIC_NAMES: &[&str] = &[
-    "accuracy",
-    "acc",
-    "binary_accuracy",
-    "categorical_accuracy",
-    "sparse_categorical_accuracy",
-    "top_k_categorical_accuracy",
-    "sparse_top_k_categorical_accuracy",
-    "precision",
-    "recall",
-    "f1_score",
-    "auc",
-    "mean_squared_error",
-    "mse",
-    "root_mean_squared_error",
-    "rmse",
-    "mean_absolute_error",
-    "mae",
-    "r2_score",
-];
+/// The one list of metrics by Keras name: each name group with how it is built for a
+/// model of `width` outputs (the log key is the name as given, as in Keras). From it
+/// come [`METRIC_NAMES`] and [`metric_by_name`].
+macro_rules! metric_registry {
+    ($([$($name:literal),+] => |$n:ident, $w:ident| $make:expr;)*) => {
+        /// The Keras names [`metric_by_name`] accepts.
+        pub const METRIC_NAMES: &[&str] = &[$($($name),+),*];
 
-/// A metric by its Keras name for a model with `width` outputs; the log key is the name
-/// as given (as in Keras).
-pub fn metric_by_name<T: Scalar>(name: &str, width: usize) -> Result<Box<dyn Metric<T>>> {
-    Ok(match name {
-        "accuracy" | "acc" if width == 1 => binary_accuracy(name, 0.5),
-        "accuracy" | "acc" => categorical_accuracy(name),
-        "binary_accuracy" => binary_accuracy(name, 0.5),
-        "categorical_accuracy" | "sparse_categorical_accuracy" => categorical_accuracy(name),
-        "top_k_categorical_accuracy" | "sparse_top_k_categorical_accuracy" => {
-            top_k_accuracy(name, 5)
+        /// A metric by its Keras name for a model with `width` outputs.
+        #[allow(unused_variables)]
+        pub fn metric_by_name<T: Scalar>(name: &str, width: usize) -> Result<Box<dyn Metric<T>>> {
+            $(
+                if [$($name),+].contains(&name) {
+                    let ($n, $w) = (name, width);
+                    return Ok($make);
+                }
+            )*
+            Err(unknown_name("metric", name, METRIC_NAMES))
         }
-        "precision" => precision(name),
-        "recall" => recall(name),
-        "f1_score" => f1_score(name),
-        "auc" => Box::new(Auc::new(name)),
-        "mean_squared_error" | "mse" => mean_squared_error(name),
-        "root_mean_squared_error" | "rmse" => Box::new(RootMeanSquaredError::new(name)),
-        "mean_absolute_error" | "mae" => mean_absolute_error(name),
-        "r2_score" => Box::new(R2Score::new(name)),
-        _ => return Err(unknown_name("metric", name, METRIC_NAMES)),
-    })
+    };
+}
+
+metric_registry! {
+    ["accuracy", "acc"] => |n, w| if w == 1 { binary_accuracy(n, 0.5) } else { categorical_accuracy(n) };
+    ["binary_accuracy"] => |n, w| binary_accuracy(n, 0.5);
+    ["categorical_accuracy", "sparse_categorical_accuracy"] => |n, w| categorical_accuracy(n);
+    ["top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy"] => |n, w| top_k_accuracy(n, 5);
+    ["precision"] => |n, w| precision(n);
+    ["recall"] => |n, w| recall(n);
+    ["f1_score"] => |n, w| f1_score(n);
+    ["auc"] => |n, w| Box::new(Auc::new(n));
+    ["mean_squared_error", "mse"] => |n, w| mean_squared_error(n);
+    ["root_mean_squared_error", "rmse"] => |n, w| Box::new(RootMeanSquaredError::new(n));
+    ["mean_absolute_error", "mae"] => |n, w| mean_absolute_error(n);
+    ["r2_score"] => |n, w| Box::new(R2Score::new(n));
 }
 
 /// Anything `compile` accepts as a metric: [`Accuracy`], a Keras name, or a boxed metric.

@@ -327,3 +327,24 @@ fn a_forward_only_loss_gets_its_gradient_from_the_tape() {
     let y = randv(6, 7, 1.0);
     check_grad(&quartic, OutputActivation::Linear, &p, Truth::Dense(&y), 3, 2);
 }
+
+/// The registries: every listed name builds, and names are suggested from the same
+/// list the lookup uses (`kullback_leibler_divergence` used to be accepted but never
+/// suggested).
+#[test]
+fn every_registered_name_resolves_and_is_suggested_from_the_same_list() {
+    use kiln_train::optim::{IntoOptimizer, OPTIMIZER_NAMES};
+    for n in loss::LOSS_NAMES {
+        assert!(loss::loss_by_name::<f32>(n).is_ok(), "loss {n}");
+    }
+    let e = loss::loss_by_name::<f32>("kullback_leibler_divergense").err().unwrap().to_string();
+    assert!(e.contains("did you mean \"kullback_leibler_divergence\""), "{e}");
+    for n in OPTIMIZER_NAMES {
+        assert!(IntoOptimizer::<f64>::into_optimizer(*n).is_ok(), "optimizer {n}");
+    }
+    for n in kiln_train::metrics::METRIC_NAMES {
+        for width in [1, 3] {
+            assert!(kiln_train::metrics::metric_by_name::<f32>(n, width).is_ok(), "metric {n}");
+        }
+    }
+}

@@ -221,9 +221,28 @@ impl RMSprop {
     }
 }
 
-/// The Keras names [`IntoOptimizer`] accepts as strings.
-pub const OPTIMIZER_NAMES: &[&str] =
-    &["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion"];
+/// The one list of built-in optimizers by Keras name: from it come
+/// [`OPTIMIZER_NAMES`] and the by-name `IntoOptimizer` for `&str`.
+macro_rules! optimizer_registry {
+    ($($t:ident $name:literal),* $(,)?) => {
+        /// The Keras names [`IntoOptimizer`] accepts as strings.
+        pub const OPTIMIZER_NAMES: &[&str] = &[$($name),*];
+
+        impl<T: Scalar> IntoOptimizer<T> for &str {
+            fn into_optimizer(self) -> Result<Optimizer<T>> {
+                match self.to_ascii_lowercase().as_str() {
+                    $($name => $t::default().into_optimizer(),)*
+                    _ => Err(unknown_name("optimizer", self, OPTIMIZER_NAMES)),
+                }
+            }
+        }
+    };
+}
+
+optimizer_registry! {
+    SGD "sgd", Adam "adam", AdamW "adamw", RMSprop "rmsprop", Adagrad "adagrad",
+    Adadelta "adadelta", Adamax "adamax", Nadam "nadam", Lion "lion",
+}
 
 /// An optimizer ready to update a model: rule, learning rate, clipping, weight decay and
 /// step count.
@@ -542,23 +561,6 @@ impl<T: Scalar> IntoOptimizer<T> for Lion {
         check_unit("beta_2", self.beta_2)?;
         let rule = LionRule { beta_1: self.beta_1, beta_2: self.beta_2, m: Vec::new() };
         Optimizer::new(Box::new(rule), self.learning_rate, self.common)
-    }
-}
-
-impl<T: Scalar> IntoOptimizer<T> for &str {
-    fn into_optimizer(self) -> Result<Optimizer<T>> {
-        match self.to_ascii_lowercase().as_str() {
-            "sgd" => SGD::default().into_optimizer(),
-            "adam" => Adam::default().into_optimizer(),
-            "adamw" => AdamW::default().into_optimizer(),
-            "rmsprop" => RMSprop::default().into_optimizer(),
-            "adagrad" => Adagrad::default().into_optimizer(),
-            "adadelta" => Adadelta::default().into_optimizer(),
-            "adamax" => Adamax::default().into_optimizer(),
-            "nadam" => Nadam::default().into_optimizer(),
-            "lion" => Lion::default().into_optimizer(),
-            _ => Err(unknown_name("optimizer", self, OPTIMIZER_NAMES)),
-        }
     }
 }
 
