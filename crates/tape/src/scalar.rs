@@ -7,8 +7,9 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 /// A floating-point element type: `f32` (Keras's default) or `f64` (for gradient checks).
 ///
-/// Carries the GEMM entry point so kernels stay generic while matrixmultiply's
-/// `sgemm`/`dgemm` do the work.
+/// Carries the GEMM entry point (kiln's own SGEMM for row-major f32 output,
+/// matrixmultiply otherwise) and the f32 views through which kernels reach their
+/// f32-only fast paths, so kernels stay generic with no type-id checks or casts.
 pub trait Scalar:
     Float
     + FromPrimitive
@@ -32,6 +33,16 @@ pub trait Scalar:
 
     /// Widens to `f64` (exact for both f32 and f64).
     fn as_f64(self) -> f64;
+
+    /// This slice as `f32`s when the type is `f32` (the f32-only kernels' entry).
+    fn as_f32(v: &[Self]) -> Option<&[f32]>;
+
+    /// This slice as `f32`s, writable, when the type is `f32`.
+    fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]>;
+
+    /// An `f32` slice as this type, when the type is `f32` (the way back, for callbacks
+    /// written over `Self` that an f32 kernel calls).
+    fn from_f32_mut(v: &mut [f32]) -> Option<&mut [Self]>;
 
     /// `C ← alpha·A·B + beta·C` on strided matrices (matrixmultiply's convention).
     ///
@@ -66,6 +77,18 @@ impl Scalar for f32 {
     #[inline]
     fn as_f64(self) -> f64 {
         f64::from(self)
+    }
+    #[inline]
+    fn as_f32(v: &[Self]) -> Option<&[f32]> {
+        Some(v)
+    }
+    #[inline]
+    fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]> {
+        Some(v)
+    }
+    #[inline]
+    fn from_f32_mut(v: &mut [f32]) -> Option<&mut [Self]> {
+        Some(v)
     }
     unsafe fn gemm_raw(
         m: usize,
@@ -120,6 +143,18 @@ impl Scalar for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline]
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline]
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    #[inline]
+    fn from_f32_mut(_: &mut [f32]) -> Option<&mut [Self]> {
+        None
     }
     unsafe fn gemm_raw(
         m: usize,

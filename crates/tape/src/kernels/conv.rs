@@ -5,10 +5,9 @@
 //! forward pass is a single GEMM whose output is already NHWC.
 
 use crate::error::{Result, TapeError};
-use crate::kernels::gemm::{Trans, gemm};
+use crate::kernels::gemm::{Trans, gemm, gemm_in};
 use crate::kernels::sgemm::{panel_rows, sgemm_packed_a};
 use crate::scalar::Scalar;
-use std::any::TypeId;
 
 pub use kiln_spec::window::{Padding, window_output};
 
@@ -264,32 +263,19 @@ fn col2im_images<T: Scalar>(g: &Conv2dGeometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// `v` as `&[f32]` when `T` is `f32` (for the f32-only GEMM entry points).
-fn as_f32<T: Scalar>(v: &[T]) -> Option<&[f32]> {
-    // SAFETY: the TypeId check proves T is f32.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
-}
-
-/// `v` as `&mut [f32]` when `T` is `f32`.
-fn as_f32_mut<T: Scalar>(v: &mut [T]) -> Option<&mut [f32]> {
-    if TypeId::of::<T>() != TypeId::of::<f32>() {
-        return None;
-    }
-    // SAFETY: the TypeId check proves T is f32; the borrow is carried over.
-    Some(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
-}
+/// An f32 epilogue that may borrow (the direct path adapts a caller's `Epilogue<T>`).
+type Post32<'a> = dyn Fn(&mut [f32]) + Sync + 'a;
 
 /// Whether [`conv2d_maxpool2_forward`] can compute this convolution directly, without
 /// im2col or GEMM: one input channel, stride 1, no padding, filters in blocks of 16,
 /// f32 and a CPU with FMA (so it rounds exactly as the GEMM path: the same fused
 /// multiply-adds in the same order).
 fn direct_one_channel<T: Scalar>(g: &Conv2dGeometry) -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>()
+    T::as_f32(&[]).is_some()
         && g.c == 1
         && (g.sh, g.sw, g.pad_top, g.pad_left) == (1, 1, 0, 0)
         && g.o.is_multiple_of(16)
-        && super::simd::has_fma()
+        && super::isa::features().fma
 }
 
 /// One-channel convolution, activation and 2×2 max pooling of `g.n` images, computed
@@ -304,7 +290,7 @@ fn conv_one_channel_pool2(
     x: &[f32],
     kernel: &[f32],
     bias: Option<&[f32]>,
-    post: Option<&Epilogue<f32>>,
+    post: Option<&Post32<'_>>,
     buf: &mut [f32],
     pooled: &mut [f32],
     mut winners: Option<&mut [f32]>,
@@ -462,7 +448,8 @@ fn conv_one_channel_row(
         ) {
             body(g, i, k, b, py, r)
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let f = super::isa::features();
+        if f.avx512f {
             if (g.kh, g.kw) == (3, 3) {
                 // SAFETY: AVX-512F checked here; FMA by `direct_one_channel`.
                 return unsafe { row_3x3_avx512(g, img, kernel, bias, py, row) };
@@ -470,7 +457,7 @@ fn conv_one_channel_row(
             // SAFETY: AVX-512F checked here; FMA by `direct_one_channel`.
             return unsafe { avx512(g, img, kernel, bias, py, row) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if f.avx2 {
             // SAFETY: AVX2 checked here; FMA by `direct_one_channel`.
             return unsafe { avx2(g, img, kernel, bias, py, row) };
         }
@@ -547,9 +534,7 @@ pub fn conv2d_maxpool2_kernel_grad<T: Scalar>(
 ) -> Result<bool> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(direct_one_channel::<T>(g)
-            && (g.kh, g.kw) == (3, 3)
-            && std::arch::is_x86_feature_detected!("avx512f"))
+        if !(direct_one_channel::<T>(g) && (g.kh, g.kw) == (3, 3) && super::isa::features().avx512f)
         {
             return Ok(false);
         }
@@ -566,13 +551,16 @@ pub fn conv2d_maxpool2_kernel_grad<T: Scalar>(
         let run = |h: usize| {
             let imgs = halves[h].clone();
             // SAFETY: each half writes only its own partial sums.
-            let out = as_f32_mut(unsafe { wsp.slice(h * part..(h + 1) * part) }).expect("f32");
+            let out = T::as_f32_mut(unsafe { wsp.slice(h * part..(h + 1) * part) });
             let sub = Conv2dGeometry { n: imgs.len(), ..*g };
-            let xs = as_f32(&x[imgs.start * g.h * g.w..imgs.end * g.h * g.w]).expect("f32");
+            let xs = T::as_f32(&x[imgs.start * g.h * g.w..imgs.end * g.h * g.w]);
             let pool = imgs.start * per_pool..imgs.end * per_pool;
-            let (w, v) = (as_f32(&winners[pool.clone()]), as_f32(&dpool[pool]));
-            // SAFETY: AVX-512F checked above; FMA by `direct_one_channel`.
-            unsafe { kernel_grad_3x3_avx512(&sub, xs, w.expect("f32"), v.expect("f32"), out) };
+            let (w, v) = (T::as_f32(&winners[pool.clone()]), T::as_f32(&dpool[pool]));
+            // `direct_one_channel` holds only for f32, where every view exists.
+            if let (Some(out), Some(xs), Some(w), Some(v)) = (out, xs, w, v) {
+                // SAFETY: AVX-512F checked above; FMA by `direct_one_channel`.
+                unsafe { kernel_grad_3x3_avx512(&sub, xs, w, v, out) };
+            }
         };
         both_halves(g, &run);
         let (p0, p1) = ws[..2 * part].split_at(part);
@@ -890,22 +878,29 @@ pub fn conv2d_maxpool2_forward<T: Scalar>(
             let imgs = halves[h].clone();
             let dst = imgs.start * per_pool..imgs.end * per_pool;
             let sub = Conv2dGeometry { n: imgs.len(), ..*g };
-            let xs = as_f32(&x[imgs.start * img_in..imgs.end * img_in]).expect("f32");
-            let win = wp.map(|w| as_f32_mut(unsafe { w.slice(dst.clone()) }).expect("f32"));
-            let py = as_f32_mut(unsafe { pp.slice(dst) }).expect("f32");
-            // SAFETY (casts): `direct` holds only for f32; see `as_f32`.
-            let post: Option<&Epilogue<f32>> =
-                post.map(|p| unsafe { std::mem::transmute::<&Epilogue<T>, &Epilogue<f32>>(p) });
-            conv_one_channel_pool2(
-                &sub,
-                xs,
-                as_f32(kernel).expect("f32"),
-                bias.map(|b| as_f32(b).expect("f32")),
-                post,
-                as_f32_mut(out).expect("f32"),
-                py,
+            // `direct` holds only for f32, where every view below exists.
+            let win = wp.map(|w| T::as_f32_mut(unsafe { w.slice(dst.clone()) }));
+            let views = (
+                T::as_f32(&x[imgs.start * img_in..imgs.end * img_in]),
+                T::as_f32(kernel),
+                bias.map(T::as_f32),
+                T::as_f32_mut(out),
+                T::as_f32_mut(unsafe { pp.slice(dst) }),
                 win,
             );
+            if let (Some(xs), Some(k), b, Some(o), Some(py), w) = views {
+                // The epilogue is written over T; here T is f32, so it is called on the
+                // same values viewed back as T.
+                let adapted = post.map(|p| {
+                    move |y: &mut [f32]| {
+                        if let Some(v) = T::from_f32_mut(y) {
+                            p(v)
+                        }
+                    }
+                });
+                let post32 = adapted.as_ref().map(|f| f as &Post32<'_>);
+                conv_one_channel_pool2(&sub, xs, k, b.flatten(), post32, o, py, w.flatten());
+            }
             return;
         }
         let mut b0 = halves[h].start;
@@ -1006,7 +1001,7 @@ pub fn conv2d_backward<T: Scalar>(
             // dK += colᵀ · dY; in f32, with channels in whole panels, the GEMM packs colᵀ
             // straight from x (no im2col).
             let whole_panels = g.c.is_multiple_of(panel_rows());
-            let packed = match (as_f32(xb), as_f32(dyb), as_f32_mut(&mut *dk)) {
+            let packed = match (T::as_f32(xb), T::as_f32(dyb), T::as_f32_mut(&mut *dk)) {
                 (Some(xs), Some(dys), Some(dks)) if whole_panels => {
                     let pack = |ic, mc, pc, kc, mr, dst: &mut [f32]| {
                         pack_col_transposed(&sub, xs, (ic, mc, pc, kc, mr), dst)
@@ -1033,7 +1028,7 @@ pub fn conv2d_backward<T: Scalar>(
             };
             if !packed {
                 im2col_images(&sub, xb, col);
-                let _ = gemm(
+                gemm_in(
                     g.patch(),
                     g.o,
                     rows,
@@ -1055,7 +1050,7 @@ pub fn conv2d_backward<T: Scalar>(
             }
             if let Some(dxp) = dxp {
                 // dcol = dY · Kᵀ, scattered back onto this tile's images.
-                let _ = gemm(
+                gemm_in(
                     rows,
                     g.patch(),
                     g.o,

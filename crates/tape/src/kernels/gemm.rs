@@ -51,15 +51,39 @@ pub fn gemm<T: Scalar>(
             ),
         });
     }
+    gemm_in(m, n, k, alpha, a, ta, b, tb, beta, c);
+    Ok(())
+}
+
+/// [`gemm`] for kernels whose operand lengths hold by construction: no `Result` to
+/// discard on a hot path. A violated length is a kiln bug, caught by the assertion
+/// (which the unsafe call below needs anyway).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_in<T: Scalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    ta: Trans,
+    b: &[T],
+    tb: Trans,
+    beta: T,
+    c: &mut [T],
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm_in: operands shorter than m={m}, n={n}, k={k}"
+    );
     if m == 0 || n == 0 {
-        return Ok(());
+        return;
     }
     if k == 0 {
         // op(A)·op(B) is all zeros: only the beta scaling remains.
         for v in c.iter_mut() {
             *v = if beta == T::zero() { T::zero() } else { beta * *v };
         }
-        return Ok(());
+        return;
     }
     let (rsa, csa) = if ta == Trans::Yes { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb == Trans::Yes { (1, k as isize) } else { (n as isize, 1) };
@@ -83,5 +107,4 @@ pub fn gemm<T: Scalar>(
             1,
         );
     }
-    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod conv;
 pub mod conv1d;
 pub mod elementwise;
 pub mod gemm;
+pub mod isa;
 pub mod layout;
 pub mod parallel;
 pub mod pool;

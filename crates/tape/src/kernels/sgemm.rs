@@ -48,11 +48,11 @@ struct Impl {
 fn detect() -> Impl {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let f = super::isa::features();
+        if f.avx512() {
             return Impl { mr: 8, nr: 32, kernel: x86::kernel_avx512, name: "avx512" };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if f.avx2_fma() {
             return Impl { mr: 6, nr: 16, kernel: x86::kernel_avx2, name: "avx2+fma" };
         }
     }
@@ -619,12 +619,11 @@ mod tests {
             let mut v = vec![Impl { mr: 4, nr: 16, kernel: kernel_portable, name: "portable" }];
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                let f = crate::kernels::isa::features();
+                if f.avx512() {
                     v.push(Impl { mr: 8, nr: 32, kernel: x86::kernel_avx512, name: "avx512" });
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                if f.avx2_fma() {
                     v.push(Impl { mr: 6, nr: 16, kernel: x86::kernel_avx2, name: "avx2" });
                 }
             }

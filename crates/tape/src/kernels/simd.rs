@@ -10,14 +10,12 @@
 pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
+        let cpu = super::isa::features();
+        if cpu.avx512f && cpu.avx512dq {
             // SAFETY: the CPU supports AVX-512F and DQ, checked just above.
             return unsafe { avx512(f) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if cpu.avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             return unsafe { avx2(f) };
         }
@@ -42,12 +40,5 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 /// Whether this CPU has fused multiply-add, which every GEMM microkernel but the
 /// portable one uses: code that must round exactly as the GEMM does checks it.
 pub fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::isa::features().fma
 }
