@@ -9,7 +9,7 @@
 
 use kiln::ParamKind;
 use kiln::init::Initializer;
-use kiln::layers::{ParamSpec, Params, ParamsMut};
+use kiln::layers::{Backward, ParamSpec, Params};
 use kiln::prelude::*;
 use kiln::tape::Var;
 
@@ -47,7 +47,7 @@ impl Layer<f32> for FeatureScale {
         _batch: usize,
         y: &mut [f32],
     ) -> kiln::tape::Result<()> {
-        let s = p.get(0);
+        let s = p.param("scale");
         for (yr, xr) in y.chunks_exact_mut(64).zip(x.chunks_exact(64)) {
             for k in 0..64 {
                 yr[k] = xr[k] * s[k];
@@ -55,26 +55,17 @@ impl Layer<f32> for FeatureScale {
         }
         Ok(())
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, f32>,
-        x: &[f32],
-        _y: &[f32],
-        dy: &[f32],
-        _batch: usize,
-        mut g: ParamsMut<'_, f32>,
-        dx: Option<&mut [f32]>,
-    ) -> kiln::tape::Result<()> {
-        let ds = g.get_mut(0);
+    fn backward(&mut self, mut b: Backward<'_, f32>) -> kiln::tape::Result<()> {
+        let ds = b.grads.param_mut("scale");
         ds.fill(0.0);
-        for (xr, dr) in x.chunks_exact(64).zip(dy.chunks_exact(64)) {
+        for (xr, dr) in b.x.chunks_exact(64).zip(b.dy.chunks_exact(64)) {
             for k in 0..64 {
                 ds[k] += xr[k] * dr[k];
             }
         }
-        if let Some(dx) = dx {
-            let s = p.get(0);
-            for (dxr, dr) in dx.chunks_exact_mut(64).zip(dy.chunks_exact(64)) {
+        if let Some(dx) = b.dx {
+            let s = b.params.param("scale");
+            for (dxr, dr) in dx.chunks_exact_mut(64).zip(b.dy.chunks_exact(64)) {
                 for k in 0..64 {
                     dxr[k] = dr[k] * s[k];
                 }

@@ -56,26 +56,27 @@ fn check<T: Scalar>(
                 .map(|v| if s.name == "moving_variance" { v.abs() + T::one() } else { v }),
         );
     }
+    let names: Vec<&'static str> = specs.iter().map(|s| s.name).collect();
     let out_len: usize = out_shape.iter().product::<usize>() * batch;
     let w = Tensor::<T>::random_normal(&[out_len], T::zero(), T::one(), 7).into_vec();
     let run = |layer: &mut Box<dyn Layer<T>>, theta: &mut Vec<T>, x: &[T]| -> Vec<T> {
         let mut y = vec![T::zero(); out_len];
-        layer.forward_train(ParamsMut::new(theta, &ranges), x, batch, &mut y).unwrap();
+        layer.forward_train(ParamsMut::new(theta, &ranges, &names), x, batch, &mut y).unwrap();
         y
     };
     let y = run(&mut layer, &mut theta, &x);
     let mut g = vec![T::zero(); theta.len()];
     let mut dx = vec![T::zero(); x.len()];
     layer
-        .backward(
-            Params::new(&theta, &ranges),
-            &x,
-            &y,
-            &w,
+        .backward(Backward {
+            params: Params::new(&theta, &ranges, &names),
+            x: &x,
+            y: &y,
+            dy: &w,
             batch,
-            ParamsMut::new(&mut g, &ranges),
-            Some(&mut dx),
-        )
+            grads: ParamsMut::new(&mut g, &ranges, &names),
+            dx: Some(&mut dx),
+        })
         .unwrap();
 
     // The same forward on the tape.
@@ -365,14 +366,15 @@ fn batch_normalization_updates_moving_statistics_and_uses_them_at_inference() {
     let mut bn = BatchNormalization::<f64>::new().momentum(0.9);
     Layer::<f64>::build(&mut bn, &[2]).unwrap();
     let ranges = [0..2, 2..4, 4..6, 6..8];
+    let names = ["gamma", "beta", "moving_mean", "moving_variance"];
     let mut theta = vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
     let x = [1.0, 10.0, 3.0, 20.0];
     let mut y = [0.0; 4];
-    bn.forward_train(ParamsMut::new(&mut theta, &ranges), &x, 2, &mut y).unwrap();
+    bn.forward_train(ParamsMut::new(&mut theta, &ranges, &names), &x, 2, &mut y).unwrap();
     // mean [2, 15], biased var [1, 25]; moving = 0.9·old + 0.1·batch.
     let want = [0.2, 1.5, 0.9 * 1.0 + 0.1 * 1.0, 0.9 + 0.1 * 25.0];
     assert!(theta[4..8].iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{:?}", &theta[4..8]);
-    bn.forward(Params::new(&theta, &ranges), &x, 2, &mut y).unwrap();
+    bn.forward(Params::new(&theta, &ranges, &names), &x, 2, &mut y).unwrap();
     // γ = 1, β = 0 in this arena.
     let want0 = (1.0 - 0.2) / (1.0f64 + 1e-3).sqrt();
     assert!((y[0] - want0).abs() < 1e-12, "inference uses the moving statistics");
@@ -566,11 +568,12 @@ fn global_max_pooling_shares_the_gradient_between_tied_maxima() {
     Layer::<f64>::build(&mut l, &[3, 2]).unwrap();
     let x = [1.0, 5.0, 4.0, 2.0, 4.0, 3.0];
     let mut y = [0.0; 2];
-    l.forward(Params::new(&[], &[]), &x, 1, &mut y).unwrap();
+    l.forward(Params::none(), &x, 1, &mut y).unwrap();
     assert_eq!(y, [4.0, 5.0]);
     let mut dx = [9.0; 6];
-    let g = ParamsMut::new(&mut [], &[]);
-    l.backward(Params::new(&[], &[]), &x, &y, &[2.0, 3.0], 1, g, Some(&mut dx)).unwrap();
+    let (params, grads) = (Params::none(), ParamsMut::none());
+    let b = Backward { params, x: &x, y: &y, dy: &[2.0, 3.0], batch: 1, grads, dx: Some(&mut dx) };
+    l.backward(b).unwrap();
     assert_eq!(dx, [0.0, 3.0, 1.0, 0.0, 1.0, 0.0]);
 }
 

@@ -1,5 +1,5 @@
 // A hand-written layer declaring [64] inputs placed after a layer that gives [128].
-use kiln::layers::{Layer, Params, ParamsMut, ShapedLayer};
+use kiln::layers::{Backward, Layer, Params, ShapedLayer};
 use kiln::S1;
 
 struct Scale64;
@@ -17,8 +17,8 @@ impl Layer<f32> for Scale64 {
         y.copy_from_slice(x);
         Ok(())
     }
-    fn backward(&mut self, _: Params<'_, f32>, _: &[f32], _: &[f32], dy: &[f32], _: usize, _: ParamsMut<'_, f32>, dx: Option<&mut [f32]>) -> kiln::tape::Result<()> {
-        if let Some(dx) = dx { dx.copy_from_slice(dy); }
+    fn backward(&mut self, b: Backward<'_, f32>) -> kiln::tape::Result<()> {
+        if let Some(dx) = b.dx { dx.copy_from_slice(b.dy); }
         Ok(())
     }
 }

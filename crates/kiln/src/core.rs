@@ -16,7 +16,7 @@
 use crate::Seed;
 use crate::error::{Error, Result};
 use crate::init::{Sample, param_seed};
-use crate::layers::{Layer, Params, ParamsMut};
+use crate::layers::{Backward, Layer, Params, ParamsMut};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{sigmoid, softmax, softmax_backward};
 use kiln_train::{OutputActivation, ParamDecl, ParamStore, TrainError, TrainOutput};
@@ -31,6 +31,8 @@ struct Info {
     output: Vec<usize>,
     out_len: usize,
     ranges: Vec<Range<usize>>,
+    /// The declared names of its parameters, in the order of `ranges`.
+    names: Vec<&'static str>,
     params: usize,
     /// Run inside the layer before it: its steps do nothing.
     absorbed: bool,
@@ -100,7 +102,9 @@ impl<T: Scalar> ModelCore<T> {
                 message,
             })?;
             let mut count = 0;
+            let mut names = Vec::new();
             for spec in layer.param_specs() {
+                names.push(spec.name);
                 let full = format!("{name}/{}", spec.name);
                 let init = spec.init.sample(&spec.shape, param_seed(seed, &full));
                 count += init.len();
@@ -125,6 +129,7 @@ impl<T: Scalar> ModelCore<T> {
                 output: output.clone(),
                 out_len,
                 ranges: Vec::new(),
+                names,
                 params: count,
                 absorbed: false,
                 absorbs: false,
@@ -241,9 +246,14 @@ impl<T: Scalar> ModelCore<T> {
         let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
         let values = self.params.values_mut();
         if training {
-            layer.forward_train(ParamsMut::new(values, &info.ranges), input, batch, y)?;
+            layer.forward_train(
+                ParamsMut::new(values, &info.ranges, &info.names),
+                input,
+                batch,
+                y,
+            )?;
         } else {
-            layer.forward(Params::new(values, &info.ranges), input, batch, y)?;
+            layer.forward(Params::new(values, &info.ranges, &info.names), input, batch, y)?;
         }
         Ok(())
     }
@@ -321,15 +331,15 @@ impl<T: Scalar> ModelCore<T> {
         };
         let [dy, dx] = &mut self.grad;
         let want = (i > self.first_trained).then(|| &mut dx[..input.len()]);
-        layer.backward(
-            Params::new(self.params.values(), &info.ranges),
-            input,
+        layer.backward(Backward {
+            params: Params::new(self.params.values(), &info.ranges, &info.names),
+            x: input,
             y,
-            &dy[..batch * out_len],
+            dy: &dy[..batch * out_len],
             batch,
-            ParamsMut::new(grads, &info.ranges),
-            want,
-        )?;
+            grads: ParamsMut::new(grads, &info.ranges, &info.names),
+            dx: want,
+        })?;
         self.grad.swap(0, 1);
         Ok(())
     }

@@ -30,7 +30,9 @@ pub use sequential::{Sequential, SequentialBuilder};
 
 /// Everything a typical program needs: `use kiln::prelude::*;`.
 pub mod prelude {
-    pub use crate::layers::{Act, Layer, ShapedLayer, TapeLayer, TapeModule};
+    pub use crate::layers::{
+        Act, Backward, Layer, Params, ParamsMut, ShapedLayer, TapeLayer, TapeModule,
+    };
     pub use crate::plot::PlotHistory;
     pub use crate::{Error, Seed, Sequential, Summary, model};
     pub use kiln_tape::{Activation, Padding, Tape, Tensor, Var};

@@ -2,7 +2,7 @@
 //! Swish, and `Activation(name)`. Shape rule: output shape = input shape (Softmax acts on
 //! the last axis). At the end of a model, Softmax and Sigmoid hand the loss the logits.
 
-use super::{Act, Builtin, Layer, Params, ParamsMut};
+use super::{Act, Backward, Builtin, Layer, Params};
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::{Activation as A, Scalar};
 use kiln_train::OutputActivation;
@@ -113,16 +113,8 @@ impl<T: Scalar> Layer<T> for Activation<T> {
         act.apply_inplace(&mut y[..x.len()], self.width, &mut self.scratch);
         Ok(())
     }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        _b: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { x, y, dy, dx, .. } = b;
         if let Some(dx) = dx {
             self.act.backward(x, &y[..x.len()], &dy[..x.len()], self.width, &mut dx[..x.len()]);
         }

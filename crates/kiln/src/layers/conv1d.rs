@@ -6,7 +6,7 @@
 //! `out = (steps − span)/stride + 1` for valid padding, `ceil(steps / stride)` for same
 //! and `(steps − 1)/stride + 1` for causal, where `span = (k − 1)·dilation + 1`.
 
-use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
+use super::{Act, Backward, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Conv1dGeometry, Padding, conv1d_backward, conv1d_forward};
@@ -85,8 +85,8 @@ impl<T: Scalar> Conv1D<T> {
             self.col.resize(g.workspace_len(), T::zero());
         }
         let n = g.output_len();
-        let bias = self.cfg.use_bias.then(|| p.get(1));
-        conv1d_forward(&g, &x[..g.input_len()], p.get(0), bias, &mut y[..n], &mut self.col)?;
+        let (kernel, bias) = (p.param("kernel"), p.try_param("bias"));
+        conv1d_forward(&g, &x[..g.input_len()], kernel, bias, &mut y[..n], &mut self.col)?;
         if training && self.activation.needs_input() {
             self.z.resize(n, T::zero());
             self.z.copy_from_slice(&y[..n]);
@@ -139,23 +139,15 @@ impl<T: Scalar> Layer<T> for Conv1D<T> {
     ) -> kiln_tape::Result<()> {
         self.run(&p.as_params(), x, batch, y, true)
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        batch: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, y, dy, batch, grads: mut g, dx } = b;
         let geom = self.geometry(batch)?;
         let n = geom.output_len();
         let dz = self.activation.grad_through(&self.z, y, &dy[..n], geom.o, &mut self.dz);
         let xin = &x[..geom.input_len()];
         let dx = dx.map(|d| &mut d[..geom.input_len()]);
-        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
-        conv1d_backward(&geom, xin, p.get(0), dz, dx, dk, db, &mut self.col)
+        let (dk, db) = g.kernel_and_bias();
+        conv1d_backward(&geom, xin, p.param("kernel"), dz, dx, dk, db, &mut self.col)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
         self.activation.split_output()

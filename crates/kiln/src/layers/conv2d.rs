@@ -11,7 +11,9 @@
 //! `oh = (h − kh)/sh + 1` for valid padding and `ceil(h / sh)` for same padding; a
 //! window larger than a valid-padded input is an error.
 
-use super::{Act, Builtin, Epilogue, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
+use super::{
+    Act, Backward, Builtin, Epilogue, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias,
+};
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::conv::Prologue;
@@ -104,8 +106,8 @@ impl<T: Scalar> Conv2D<T> {
         conv2d_maxpool2_forward(
             &g,
             &x[..g.n * g.h * g.w * g.c],
-            p.get(0),
-            self.cfg.use_bias.then(|| p.get(1)),
+            p.param("kernel"),
+            p.try_param("bias"),
             &mut pooled[..n],
             training.then(|| &mut self.winners[..n]),
             &mut self.col,
@@ -146,7 +148,7 @@ impl<T: Scalar> Conv2D<T> {
         if dx.is_none() {
             // A one-channel first layer: kernel gradients straight from the winners.
             let xin = &x[..geom.n * geom.h * geom.w * geom.c];
-            let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
+            let (dk, db) = g.kernel_and_bias();
             if conv2d_maxpool2_kernel_grad(&geom, xin, win, dpool, dk, db, &mut self.col)? {
                 return Ok(());
             }
@@ -180,9 +182,9 @@ impl<T: Scalar> Conv2D<T> {
         };
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
+        let (dk, db) = g.kernel_and_bias();
         let pre: &Prologue<'_, T> = &through;
-        conv2d_backward(&geom, xin, p.get(0), &[], dx, dk, db, &mut self.col, Some(pre))
+        conv2d_backward(&geom, xin, p.param("kernel"), &[], dx, dk, db, &mut self.col, Some(pre))
     }
 
     fn geometry(&self, batch: usize) -> kiln_tape::Result<Conv2dGeometry> {
@@ -219,8 +221,8 @@ impl<T: Scalar> Conv2D<T> {
         conv2d_forward(
             &g,
             &x[..g.n * g.h * g.w * g.c],
-            p.get(0),
-            self.cfg.use_bias.then(|| p.get(1)),
+            p.param("kernel"),
+            p.try_param("bias"),
             &mut y[..n],
             &mut self.col,
             post.as_ref().map(|f| f as &kiln_tape::kernels::conv::Epilogue<T>),
@@ -323,16 +325,8 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         }
         self.run(&p.as_params(), x, batch, y, true)
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        batch: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, y, dy, batch, grads: mut g, dx } = b;
         if self.pooled {
             return self.backward_pooled(p, x, y, dy, batch, g, dx);
         }
@@ -347,8 +341,8 @@ impl<T: Scalar> Layer<T> for Conv2D<T> {
         let pre = (!act.is_linear()).then_some(&through as &Prologue<'_, T>);
         let xin = &x[..geom.n * geom.h * geom.w * geom.c];
         let dx = dx.map(|d| &mut d[..xin.len()]);
-        let (dk, db) = g.kernel_and_bias(self.cfg.use_bias);
-        conv2d_backward(&geom, xin, p.get(0), dy, dx, dk, db, &mut self.col, pre)
+        let (dk, db) = g.kernel_and_bias();
+        conv2d_backward(&geom, xin, p.param("kernel"), dy, dx, dk, db, &mut self.col, pre)
     }
     fn split_output_activation(&mut self) -> kiln_train::OutputActivation {
         self.activation.split_output()

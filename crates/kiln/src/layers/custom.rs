@@ -6,7 +6,7 @@
 //! * forward-only: implement [`TapeModule`] with tape operations and wrap it in
 //!   [`TapeLayer`], which gets the backward pass from the tape.
 
-use super::{Layer, ParamSpec, Params, ParamsMut};
+use super::{Backward, Layer, ParamSpec, Params};
 use kiln_tape::{Scalar, Tape, Tensor, Var};
 use kiln_train::Shape;
 
@@ -167,16 +167,8 @@ impl<T: Scalar, M: TapeModule<T>> Layer<T> for TapeLayer<M> {
         y[..v.len()].copy_from_slice(v.data());
         Ok(())
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        _y: &[T],
-        dy: &[T],
-        batch: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, dy, batch, grads: mut g, dx, .. } = b;
         let tape = Tape::new();
         let (xv, pv) = self.vars(&tape, p, x, batch, true)?;
         let out = self.run(xv, &pv, batch)?;

@@ -9,7 +9,7 @@
 //! activation's derivative from the output (keeping the pre-activation only for GELU
 //! and Swish).
 
-use super::{Act, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
+use super::{Act, Backward, Builtin, Layer, ParamSpec, Params, ParamsMut, kernel_and_bias};
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 use kiln_tape::kernels::{Trans, gemm};
@@ -64,8 +64,7 @@ impl<T: Scalar> Dense<T> {
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
         let (i, o, rows) = (self.input, self.cfg.units, batch * self.steps);
-        let beta = if self.cfg.use_bias {
-            let b = p.get(1);
+        let beta = if let Some(b) = p.try_param("bias") {
             for row in y[..rows * o].chunks_exact_mut(o) {
                 row.copy_from_slice(b);
             }
@@ -80,7 +79,7 @@ impl<T: Scalar> Dense<T> {
             T::one(),
             &x[..rows * i],
             Trans::No,
-            p.get(0),
+            p.param("kernel"),
             Trans::No,
             beta,
             &mut y[..rows * o],
@@ -143,16 +142,8 @@ impl<T: Scalar> Layer<T> for Dense<T> {
         act.apply_inplace(&mut y[..n], o, &mut self.scratch);
         Ok(())
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        batch: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, y, dy, batch, grads: mut g, dx } = b;
         let (i, o, rows) = (self.input, self.cfg.units, batch * self.steps);
         let n = rows * o;
         let dz = self.activation.grad_through(&self.z, y, &dy[..n], o, &mut self.dz);
@@ -167,10 +158,9 @@ impl<T: Scalar> Layer<T> for Dense<T> {
             dz,
             Trans::No,
             T::zero(),
-            g.get_mut(0),
+            g.param_mut("kernel"),
         )?;
-        if self.cfg.use_bias {
-            let db = g.get_mut(1);
+        if let Some(db) = g.try_param_mut("bias") {
             db.fill(T::zero());
             for row in dz.chunks_exact(o) {
                 for (d, &v) in db.iter_mut().zip(row) {
@@ -187,7 +177,7 @@ impl<T: Scalar> Layer<T> for Dense<T> {
                 T::one(),
                 dz,
                 Trans::No,
-                p.get(0),
+                p.param("kernel"),
                 Trans::Yes,
                 T::zero(),
                 &mut dx[..rows * i],

@@ -3,7 +3,7 @@
 //! Shape rule: `[seq]` of ids → `[seq, output_dim]`. Ids arrive as the model's floats
 //! and must be whole numbers in `0..input_dim`; anything else is an error naming it.
 
-use super::{Builtin, Layer, ParamSpec, Params, ParamsMut};
+use super::{Backward, Builtin, Layer, ParamSpec, Params};
 use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::kernels::{gather_rows, scatter_add_rows};
@@ -77,23 +77,15 @@ impl<T: Scalar> Layer<T> for Embedding {
     ) -> kiln_tape::Result<()> {
         self.ids(x)?;
         gather_rows(
-            p.get(0),
+            p.param("embeddings"),
             self.cfg.output_dim,
             &self.ids,
             &mut y[..x.len() * self.cfg.output_dim],
         )
     }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        x: &[T],
-        _y: &[T],
-        dy: &[T],
-        _b: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
-        let table = g.get_mut(0);
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { x, dy, grads: mut g, dx, .. } = b;
+        let table = g.param_mut("embeddings");
         table.fill(T::zero());
         scatter_add_rows(
             &dy[..x.len() * self.cfg.output_dim],

@@ -6,7 +6,7 @@
 //! axes kept as size 1. The max's gradient is shared equally by tied maxima, as the
 //! gradient of TensorFlow's and JAX's `reduce_max`.
 
-use super::{Builtin, Layer, Params, ParamsMut};
+use super::{Backward, Builtin, Layer, Params};
 use kiln_spec::LayerSpec;
 use kiln_spec::layers::{self as spec, Global};
 use kiln_tape::Scalar;
@@ -64,16 +64,8 @@ macro_rules! global_layer {
                     global_avg_pool2d_forward([batch, 1, p, c], x, y)
                 }
             }
-            fn backward(
-                &mut self,
-                _p: Params<'_, T>,
-                x: &[T],
-                y: &[T],
-                dy: &[T],
-                batch: usize,
-                _g: ParamsMut<'_, T>,
-                dx: Option<&mut [T]>,
-            ) -> kiln_tape::Result<()> {
+            fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+                let Backward { x, y, dy, batch, dx, .. } = b;
                 let Some(dx) = dx else { return Ok(()) };
                 let [p, c] = self.input;
                 let (dy, dx) = (&dy[..batch * c], &mut dx[..batch * p * c]);

@@ -185,35 +185,67 @@ pub fn kernel_and_bias(
     v
 }
 
-/// A layer's parameters, read-only, in the order it declared them.
+/// A layer's parameters, read-only, by the names it declared them under (`kernel`,
+/// `bias`, `gamma`, ...) or by position.
 #[derive(Clone, Copy, Debug)]
 pub struct Params<'a, T> {
     values: &'a [T],
     ranges: &'a [Range<usize>],
+    names: &'a [&'static str],
+}
+
+fn position(names: &[&'static str], name: &str) -> Option<usize> {
+    names.iter().position(|n| *n == name)
+}
+
+fn undeclared(name: &str, names: &[&'static str]) -> ! {
+    panic!("a layer asked for parameter `{name}` but declared only {names:?} in param_specs")
 }
 
 impl<'a, T> Params<'a, T> {
-    /// Views `values` through the layer's `ranges`.
-    pub fn new(values: &'a [T], ranges: &'a [Range<usize>]) -> Self {
-        Params { values, ranges }
+    /// Views `values` through the layer's `ranges`, in the order of `names` (the names
+    /// of its [`ParamSpec`]s).
+    pub fn new(values: &'a [T], ranges: &'a [Range<usize>], names: &'a [&'static str]) -> Self {
+        Params { values, ranges, names }
+    }
+    /// No parameters (a layer that declares none).
+    pub fn none() -> Self {
+        Params { values: &[], ranges: &[], names: &[] }
     }
     /// The `i`-th declared parameter.
     pub fn get(&self, i: usize) -> &'a [T] {
         &self.values[self.ranges[i].clone()]
     }
+    /// The parameter declared as `name`, if the layer declared one (`bias` without
+    /// `use_bias` is absent).
+    pub fn try_param(&self, name: &str) -> Option<&'a [T]> {
+        position(self.names, name).map(|i| self.get(i))
+    }
+    /// The parameter declared as `name`.
+    ///
+    /// # Panics
+    /// If the layer declared no such parameter: a bug in the layer, not in its input.
+    pub fn param(&self, name: &str) -> &'a [T] {
+        self.try_param(name).unwrap_or_else(|| undeclared(name, self.names))
+    }
 }
 
-/// A layer's parameters (or their gradients), writable.
+/// A layer's parameters (or their gradients), writable, by name or by position.
 #[derive(Debug)]
 pub struct ParamsMut<'a, T> {
     values: &'a mut [T],
     ranges: &'a [Range<usize>],
+    names: &'a [&'static str],
 }
 
 impl<'a, T> ParamsMut<'a, T> {
-    /// Views `values` through the layer's `ranges`.
-    pub fn new(values: &'a mut [T], ranges: &'a [Range<usize>]) -> Self {
-        ParamsMut { values, ranges }
+    /// Views `values` through the layer's `ranges`, in the order of `names`.
+    pub fn new(values: &'a mut [T], ranges: &'a [Range<usize>], names: &'a [&'static str]) -> Self {
+        ParamsMut { values, ranges, names }
+    }
+    /// No parameters (a layer that declares none).
+    pub fn none() -> Self {
+        ParamsMut { values: &mut [], ranges: &[], names: &[] }
     }
     /// The `i`-th declared parameter.
     pub fn get(&self, i: usize) -> &[T] {
@@ -223,25 +255,78 @@ impl<'a, T> ParamsMut<'a, T> {
     pub fn get_mut(&mut self, i: usize) -> &mut [T] {
         &mut self.values[self.ranges[i].clone()]
     }
-    /// Several declared parameters at once, writable (they never overlap).
+    /// The parameter declared as `name`, read-only.
+    ///
+    /// # Panics
+    /// If the layer declared no such parameter: a bug in the layer.
+    pub fn param(&self, name: &str) -> &[T] {
+        match position(self.names, name) {
+            Some(i) => self.get(i),
+            None => undeclared(name, self.names),
+        }
+    }
+    /// The parameter declared as `name`, writable, if the layer declared one.
+    pub fn try_param_mut(&mut self, name: &str) -> Option<&mut [T]> {
+        position(self.names, name).map(|i| self.get_mut(i))
+    }
+    /// The parameter declared as `name`, writable.
+    ///
+    /// # Panics
+    /// If the layer declared no such parameter: a bug in the layer.
+    pub fn param_mut(&mut self, name: &str) -> &mut [T] {
+        match position(self.names, name) {
+            Some(i) => self.get_mut(i),
+            None => undeclared(name, self.names),
+        }
+    }
+    /// Several declared parameters at once by name, writable (they never overlap).
+    ///
+    /// # Panics
+    /// If the layer declared one of them under no such name.
+    pub fn params_mut<const N: usize>(&mut self, names: [&str; N]) -> [&mut [T]; N] {
+        let idx =
+            names.map(|n| position(self.names, n).unwrap_or_else(|| undeclared(n, self.names)));
+        self.many_mut(idx)
+    }
+    /// Several declared parameters at once by position, writable.
     pub fn many_mut<const N: usize>(&mut self, idx: [usize; N]) -> [&mut [T]; N] {
         let ranges = idx.map(|i| self.ranges[i].clone());
         self.values.get_disjoint_mut(ranges).expect("a layer's parameters never overlap")
     }
-    /// The kernel (parameter 0) and, with a bias, the bias (parameter 1), writable: the
-    /// gradients of a kernel-and-bias layer.
-    pub fn kernel_and_bias(&mut self, use_bias: bool) -> (&mut [T], Option<&mut [T]>) {
-        if use_bias {
-            let [k, b] = self.many_mut([0, 1]);
-            (k, Some(b))
-        } else {
-            (self.get_mut(0), None)
+    /// `kernel` and, when declared, `bias`, writable: the gradients of a
+    /// kernel-and-bias layer.
+    pub fn kernel_and_bias(&mut self) -> (&mut [T], Option<&mut [T]>) {
+        match position(self.names, "bias") {
+            Some(_) => {
+                let [k, b] = self.params_mut(["kernel", "bias"]);
+                (k, Some(b))
+            }
+            None => (self.param_mut("kernel"), None),
         }
     }
     /// A read-only view.
     pub fn as_params(&self) -> Params<'_, T> {
-        Params { values: self.values, ranges: self.ranges }
+        Params { values: self.values, ranges: self.ranges, names: self.names }
     }
+}
+
+/// What a layer's backward pass reads and writes, after its last `forward_train`.
+pub struct Backward<'a, T> {
+    /// The layer's parameters.
+    pub params: Params<'a, T>,
+    /// The input of the forward pass.
+    pub x: &'a [T],
+    /// Its output.
+    pub y: &'a [T],
+    /// The gradient with respect to that output.
+    pub dy: &'a [T],
+    /// Samples in the batch.
+    pub batch: usize,
+    /// Where the parameter gradients go (overwritten).
+    pub grads: ParamsMut<'a, T>,
+    /// Where the input gradient goes, when one is wanted (not below the first layer
+    /// with parameters).
+    pub dx: Option<&'a mut [T]>,
 }
 
 /// A layer's activation: any elementwise [`kiln_tape::Activation`], or softmax over the
@@ -436,19 +521,9 @@ pub trait Layer<T: Scalar>: Send {
     ) -> kiln_tape::Result<()> {
         self.forward(p.as_params(), x, batch, y)
     }
-    /// Backward pass of the last `forward_train`: writes parameter gradients into `g`
-    /// (overwriting) and, when asked, the input gradient into `dx`.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        batch: usize,
-        g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()>;
+    /// Backward pass of the last `forward_train`: writes parameter gradients into
+    /// `b.grads` (overwriting) and, when asked, the input gradient into `b.dx`.
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()>;
     /// If the layer ends in softmax or sigmoid, stops applying it and returns it, so the
     /// model can hand the loss the logits (called on a model's last layer only).
     fn split_output_activation(&mut self) -> OutputActivation {

@@ -7,7 +7,7 @@
 //! inference it uses those moving statistics. LayerNormalization normalizes each sample
 //! over its last axis.
 
-use super::{Builtin, Layer, ParamSpec, Params, ParamsMut};
+use super::{Backward, Builtin, Layer, ParamSpec, Params, ParamsMut};
 use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as cfg};
 use kiln_tape::Scalar;
@@ -97,7 +97,8 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         _batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        let (gamma, beta, mm, mv) = (p.get(0), p.get(1), p.get(2), p.get(3));
+        let (gamma, beta) = (p.param("gamma"), p.param("beta"));
+        let (mm, mv) = (p.param("moving_mean"), p.param("moving_variance"));
         let eps = T::of(self.cfg.epsilon);
         let c = self.channels;
         for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
@@ -139,7 +140,7 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         }
         var.iter_mut().for_each(|v| *v *= inv_n);
         {
-            let [mm, mv] = p.many_mut([2, 3]);
+            let [mm, mv] = p.params_mut(["moving_mean", "moving_variance"]);
             let m = T::of(self.cfg.momentum);
             for k in 0..c {
                 mm[k] = mm[k] * m + self.mean[k] * (T::one() - m);
@@ -147,7 +148,7 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
             }
         }
         var.iter_mut().for_each(|v| *v = T::one() / (*v + eps).sqrt());
-        let (gamma, beta) = (p.get(0), p.get(1));
+        let (gamma, beta) = (p.param("gamma"), p.param("beta"));
         for ((xr, yr), hr) in
             x.chunks_exact(c).zip(y.chunks_exact_mut(c)).zip(self.xhat.chunks_exact_mut(c))
         {
@@ -158,21 +159,13 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
         }
         Ok(())
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        _y: &[T],
-        dy: &[T],
-        _b: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, dy, grads: mut g, dx, .. } = b;
         let c = self.channels;
         let n = x.len();
         let rows = T::of((n / c) as f64);
         {
-            let [dgamma, dbeta] = g.many_mut([0, 1]);
+            let [dgamma, dbeta] = g.params_mut(["gamma", "beta"]);
             dgamma.fill(T::zero());
             dbeta.fill(T::zero());
             for (dr, hr) in dy[..n].chunks_exact(c).zip(self.xhat.chunks_exact(c)) {
@@ -182,11 +175,11 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
                 }
             }
         }
-        g.get_mut(2).fill(T::zero());
-        g.get_mut(3).fill(T::zero());
+        g.param_mut("moving_mean").fill(T::zero());
+        g.param_mut("moving_variance").fill(T::zero());
         if let Some(dx) = dx {
-            let gamma = p.get(0);
-            let (dgamma, dbeta) = (g.get(0), g.get(1));
+            let gamma = p.param("gamma");
+            let (dgamma, dbeta) = (g.param("gamma"), g.param("beta"));
             for ((dxr, dr), hr) in dx[..n]
                 .chunks_exact_mut(c)
                 .zip(dy[..n].chunks_exact(c))
@@ -286,23 +279,15 @@ impl<T: Scalar> Layer<T> for LayerNormalization<T> {
         _batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        self.normalize(p.get(0), p.get(1), x, y);
+        self.normalize(p.param("gamma"), p.param("beta"), x, y);
         Ok(())
     }
-    fn backward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        _y: &[T],
-        dy: &[T],
-        _b: usize,
-        mut g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, dy, grads: mut g, dx, .. } = b;
         let w = self.width;
         let n = x.len();
         {
-            let [dgamma, dbeta] = g.many_mut([0, 1]);
+            let [dgamma, dbeta] = g.params_mut(["gamma", "beta"]);
             dgamma.fill(T::zero());
             dbeta.fill(T::zero());
             for (dr, hr) in dy[..n].chunks_exact(w).zip(self.xhat.chunks_exact(w)) {
@@ -313,7 +298,7 @@ impl<T: Scalar> Layer<T> for LayerNormalization<T> {
             }
         }
         if let Some(dx) = dx {
-            let gamma = p.get(0);
+            let gamma = p.param("gamma");
             let wt = T::of(w as f64);
             for (r, ((dxr, dr), hr)) in dx[..n]
                 .chunks_exact_mut(w)

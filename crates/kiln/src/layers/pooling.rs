@@ -7,7 +7,7 @@
 //! the input, as TensorFlow. A MaxPool2D can be absorbed by the Conv2D before it
 //! ([`super::Epilogue::MaxPool2D`]).
 
-use super::{Builtin, Epilogue, Layer, Params, ParamsMut};
+use super::{Backward, Builtin, Epilogue, Layer, Params};
 use kiln_spec::LayerSpec;
 use kiln_spec::layers::{self as spec, Pool1D, Pool2D};
 use kiln_tape::Scalar;
@@ -139,16 +139,8 @@ macro_rules! pooling_layer {
                 self.w.$fwd(x, batch, y)
             }
             #[allow(unused_variables)]
-            fn backward(
-                &mut self,
-                _p: Params<'_, T>,
-                $x: &[T],
-                $y: &[T],
-                $dy: &[T],
-                $b: usize,
-                _g: ParamsMut<'_, T>,
-                $dx: Option<&mut [T]>,
-            ) -> kiln_tape::Result<()> {
+            fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+                let Backward { x: $x, y: $y, dy: $dy, batch: $b, dx: $dx, .. } = b;
                 let $w = &self.w;
                 $bwd
             }
@@ -210,16 +202,8 @@ macro_rules! pooling_layer {
                 self.w.$fwd(x, batch, y)
             }
             #[allow(unused_variables)]
-            fn backward(
-                &mut self,
-                _p: Params<'_, T>,
-                $x: &[T],
-                $y: &[T],
-                $dy: &[T],
-                $b: usize,
-                _g: ParamsMut<'_, T>,
-                $dx: Option<&mut [T]>,
-            ) -> kiln_tape::Result<()> {
+            fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+                let Backward { x: $x, y: $y, dy: $dy, batch: $b, dx: $dx, .. } = b;
                 let $w = &self.w;
                 $bwd
             }

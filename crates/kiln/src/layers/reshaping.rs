@@ -3,7 +3,7 @@
 //! Shape rules (kiln-spec): Flatten turns any input into `[product]`; Reshape needs a
 //! target with the same number of values.
 
-use super::{Builtin, Layer, Params, ParamsMut};
+use super::{Backward, Builtin, Layer, Params};
 use kiln_spec::{LayerSpec, layers as spec};
 use kiln_tape::Scalar;
 
@@ -49,16 +49,8 @@ impl<T: Scalar> Layer<T> for Flatten {
         copy(x, y);
         Ok(())
     }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        _x: &[T],
-        _y: &[T],
-        dy: &[T],
-        _b: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { dy, dx, .. } = b;
         if let Some(dx) = dx {
             copy(dy, dx);
         }
@@ -106,16 +98,8 @@ impl<T: Scalar> Layer<T> for Reshape {
         copy(x, y);
         Ok(())
     }
-    fn backward(
-        &mut self,
-        _p: Params<'_, T>,
-        _x: &[T],
-        _y: &[T],
-        dy: &[T],
-        _b: usize,
-        _g: ParamsMut<'_, T>,
-        dx: Option<&mut [T]>,
-    ) -> kiln_tape::Result<()> {
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { dy, dx, .. } = b;
         if let Some(dx) = dx {
             copy(dy, dx);
         }
