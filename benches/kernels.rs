@@ -161,7 +161,7 @@ fn conv(c: &mut Criterion) {
 fn conv_pool(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv2d+pool");
     g.sample_size(10);
-    let relu = |y: &mut [f32]| kiln_tape::Activation::Relu.forward_inplace(y);
+    let relu = |y: &mut [f32]| kiln::tape::Activation::Relu.forward_inplace(y);
     for (input, kernel) in [([128, 28, 28, 1], [3, 3, 1, 32]), ([128, 13, 13, 32], [3, 3, 32, 64])]
     {
         let geom = Conv2dGeometry::new(&input, &kernel, (1, 1), Padding::Valid).unwrap();

@@ -3,7 +3,7 @@
 //! target/bench/workloads.md.
 //!
 //! Workloads: `mlp` (784-128-10, Adam 1e-3, batch 32, 3 epochs), `mlp-b256` (batch
-//! 256), `cnn` (DESIGN.md's ConvNet, batch 128, 2 epochs), and `predict-b32` /
+//! 256), `cnn` (the README's ConvNet, batch 128, 2 epochs), and `predict-b32` /
 //! `predict-b1024` (the MLP on the 10k test images). Options: `--limit N` (training
 //! images), `--epochs N`, `--only NAME`.
 
@@ -118,8 +118,7 @@ fn train<M: Model<Scalar = f32, Input = S3<28, 28, 1>, Output = S1<10>>>(
 
 fn main() -> kiln::Result<()> {
     let o = opts();
-    let mnist =
-        kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist"))?;
+    let mnist = kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
     let want = |name: &str| o.only.as_deref().is_none_or(|w| w == name);
     let mut rows = Vec::new();
     if want("mlp") {

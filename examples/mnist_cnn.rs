@@ -1,4 +1,4 @@
-//! The Keras "simple MNIST convnet" (DESIGN.md's ConvNet), 3 epochs at batch 128 on
+//! The Keras "simple MNIST convnet" (the README's ConvNet), 3 epochs at batch 128 on
 //! all 60,000 training images.
 //!
 //! Adam's learning rate follows a cosine decay from 5e-3 to 0 over the whole run: with

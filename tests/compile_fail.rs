@@ -5,5 +5,5 @@
 #[test]
 fn model_macro_shape_errors_are_compile_errors() {
     let t = trybuild::TestCases::new();
-    t.compile_fail(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ui/*.rs"));
+    t.compile_fail(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/*.rs"));
 }

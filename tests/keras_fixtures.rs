@@ -452,7 +452,7 @@ fn backend_spread(dir: &Path) -> std::collections::HashMap<String, f64> {
 
 #[test]
 fn keras_fixtures_replay_step_for_step() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dirs = match std::env::var_os("KILN_KERAS_FIXTURES") {
         Some(d) => vec![PathBuf::from(d)],
         None => vec![root.join("keras"), root.join("keras-layers")],

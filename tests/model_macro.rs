@@ -1,5 +1,5 @@
 //! Networks declared with `model!`: generated fields, names, shapes and summary; the
-//! whole ConvNet of DESIGN.md against the tape end to end; training through `fit`.
+//! whole ConvNet of the README against the tape end to end; training through `fit`.
 
 use kiln::prelude::*;
 use kiln::tape::{Scalar, Trans};

@@ -95,12 +95,12 @@ fn main() -> ExitCode {
         }
         Some("test") => cargo(TEST),
         Some("bench") if rest.first() == Some(&"--kernels") => {
-            let mut a = vec!["bench", "--package", "kiln", "--bench", "kernels", "--"];
+            let mut a = vec!["bench", "--package", "kiln-workspace", "--bench", "kernels", "--"];
             a.extend(&rest[1..]);
             cargo(&a)
         }
         Some("bench") => {
-            let mut a = vec!["bench", "--package", "kiln", "--bench", "workloads", "--"];
+            let mut a = vec!["bench", "--package", "kiln-workspace", "--bench", "workloads", "--"];
             a.extend(rest);
             cargo(&a)
         }

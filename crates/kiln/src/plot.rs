@@ -117,7 +117,7 @@ fn rasterize(svg: &str, w: u32, h: u32) -> std::result::Result<Vec<u8>, String> 
     pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
 }
 
-/// `history.plot(path)`: the learning curves of a fit, as in DESIGN.md.
+/// `history.plot(path)`: the learning curves of a fit (loss and each metric, training and validation, per epoch).
 pub trait PlotHistory {
     /// See [`plot_history`].
     fn plot(&self, path: impl AsRef<Path>) -> Result<()>;
