@@ -331,3 +331,42 @@ fn sequential_fuses_the_same_pairs_as_model() {
         .unwrap();
     assert!(s.fused_layers().is_empty());
 }
+
+model! {
+    /// The ConvNet's blocks in float64.
+    #[dtype(f64)]
+    struct Convnet64: [9, 9, 2] => [
+        Conv2D(3, kernel = 3, activation = relu),
+        MaxPool2D(2),
+        Flatten,
+        Dense(4, activation = softmax),
+    ]
+}
+
+/// `#[dtype(f64)]` makes a float64 network: its scalar is f64, and it computes exactly
+/// what a `Sequential<f64>` of the same layers computes (outputs and every gradient).
+#[test]
+fn dtype_f64_networks_compute_in_f64() {
+    use kiln::layers::{Conv2D, Dense, Flatten, MaxPool2D};
+    let mut generated = Convnet64::new(Seed(7));
+    let _: &kiln::ParamStore<f64> = generated.params();
+    let mut plain = kiln::SequentialBuilder::<f64>::new("plain", &[9, 9, 2])
+        .add(Conv2D::<f64>::new(3).kernel(3, 3).activation(Activation::Relu))
+        .add(MaxPool2D::new(2))
+        .add(Flatten::new())
+        .add(Dense::<f64>::new(4).activation(kiln::layers::Act::Softmax))
+        .build(Seed(1))
+        .unwrap();
+    plain.params_mut().values_mut().copy_from_slice(generated.params().values());
+    let x = Tensor::<f64>::random_normal(&[3, 9, 9, 2], 0.0, 1.0, 2).into_vec();
+    let a = generated.forward_train(&x, 3).unwrap().outputs.to_vec();
+    let b = plain.forward_train(&x, 3).unwrap().outputs.to_vec();
+    assert_eq!(a, b);
+    // Not the float32 values: a float32 network of the same weights rounds differently.
+    assert!(a.iter().any(|v| (*v as f32) as f64 != *v), "outputs carry float64 precision");
+    let d = Tensor::<f64>::random_normal(&[3, 4], 0.0, 1.0, 3).into_vec();
+    let (mut ga, mut gb) = (vec![0.0; generated.params().len()], vec![0.0; plain.params().len()]);
+    generated.backward(&x, &d, false, &mut ga).unwrap();
+    plain.backward(&x, &d, false, &mut gb).unwrap();
+    assert_eq!(ga, gb);
+}
