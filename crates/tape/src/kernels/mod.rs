@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod conv;
 pub mod conv1d;
+pub mod conv_pool;
 pub mod elementwise;
 pub mod gemm;
 pub mod isa;
@@ -21,9 +22,9 @@ pub use activation::{
     Activation, log_softmax, log_softmax_backward, sigmoid, softmax, softmax_backward,
 };
 pub use conv::{
-    Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, conv2d_maxpool2_forward,
-    conv2d_maxpool2_kernel_grad, im2col, window_output,
+    Conv2dGeometry, Padding, col2im, conv2d_backward, conv2d_forward, im2col, window_output,
 };
+pub use conv_pool::{conv2d_maxpool2_forward, conv2d_maxpool2_kernel_grad};
 pub use conv1d::{Conv1dGeometry, conv1d_backward, conv1d_forward};
 pub use elementwise::{broadcast_binary, sum_to_shape};
 pub use gemm::{Trans, gemm};
