@@ -648,3 +648,120 @@ fn every_registered_layer_builds_by_name() {
     let err = builtin::<f32>("Dence", &[]).err().unwrap().to_string();
     assert!(err.contains("did you mean `Dense`?"), "{err}");
 }
+
+/// One recurrent layer unrolled on the tape, as Keras's cells define it: `kind` 1
+/// SimpleRNN, 4 LSTM, 3 GRU (reset after) or 30 GRU (reset before).
+fn rnn_tape<'t, T: Scalar>(
+    t: &'t Tape<T>,
+    x: Var<'t, T>,
+    q: &[Var<'t, T>],
+    kind: usize,
+    units: usize,
+    (sequences, backwards): (bool, bool),
+) -> kiln::tape::Result<Var<'t, T>> {
+    let [b, steps, f] = x.shape()[..] else { unreachable!() };
+    let u = units;
+    let (w, uk) = (q[0], q[1]);
+    let gates = if kind == 30 { 3 } else { kind };
+    let col = |m: Var<'t, T>, g: usize| m.slice(&[0..m.shape()[0], g * u..(g + 1) * u]);
+    let bias_row = |row: usize| -> kiln::tape::Result<Option<Var<'t, T>>> {
+        Ok(match q.get(2) {
+            Some(bv) if bv.shape().len() == 2 => {
+                Some(bv.slice(&[row..row + 1, 0..gates * u])?.reshape(&[gates * u])?)
+            }
+            Some(bv) => (row == 0).then_some(*bv),
+            None => None,
+        })
+    };
+    let mut h = t.constant(Tensor::zeros(&[b, u]));
+    let mut c = t.constant(Tensor::zeros(&[b, u]));
+    let mut outs = Vec::new();
+    for s in 0..steps {
+        let st = if backwards { steps - 1 - s } else { s };
+        let xt = x.slice(&[0..b, st..st + 1, 0..f])?.reshape(&[b, f])?;
+        let xw = xt.gemm(Trans::No, w, Trans::No, T::one(), None)?;
+        h = match kind {
+            1 => {
+                let xb = match bias_row(0)? {
+                    Some(bv) => xw.add(bv)?,
+                    None => xw,
+                };
+                xb.add(h.gemm(Trans::No, uk, Trans::No, T::one(), None)?)?.tanh()
+            }
+            4 => {
+                let mut z = xw.add(h.gemm(Trans::No, uk, Trans::No, T::one(), None)?)?;
+                if let Some(bv) = bias_row(0)? {
+                    z = z.add(bv)?;
+                }
+                let (i, fg, g, o) = (
+                    col(z, 0)?.sigmoid(),
+                    col(z, 1)?.sigmoid(),
+                    col(z, 2)?.tanh(),
+                    col(z, 3)?.sigmoid(),
+                );
+                c = fg.mul(c)?.add(i.mul(g)?)?;
+                o.mul(c.tanh())?
+            }
+            _ => {
+                let xb = match bias_row(0)? {
+                    Some(bv) => xw.add(bv)?,
+                    None => xw,
+                };
+                let hu = h.gemm(Trans::No, uk, Trans::No, T::one(), None)?;
+                let hu = match (kind, bias_row(1)?) {
+                    (3, Some(bv)) => hu.add(bv)?,
+                    _ => hu,
+                };
+                let z = col(xb, 0)?.add(col(hu, 0)?)?.sigmoid();
+                let r = col(xb, 1)?.add(col(hu, 1)?)?.sigmoid();
+                let hh = if kind == 3 {
+                    col(xb, 2)?.add(r.mul(col(hu, 2)?)?)?.tanh()
+                } else {
+                    let uh = uk.slice(&[0..u, 2 * u..3 * u])?;
+                    col(xb, 2)?
+                        .add(r.mul(h)?.gemm(Trans::No, uh, Trans::No, T::one(), None)?)?
+                        .tanh()
+                };
+                let one = t.constant(Tensor::full(&[b, u], T::one()));
+                z.mul(h)?.add(one.sub(z)?.mul(hh)?)?
+            }
+        };
+        outs.push(h.reshape(&[b, 1, u])?);
+    }
+    if sequences { kiln::tape::concat(&outs, 1) } else { Ok(h) }
+}
+
+#[test]
+fn recurrent_layers_against_their_unrolled_cells() {
+    for (seq, back) in [(false, false), (true, false), (false, true), (true, true)] {
+        let opts = (seq, back);
+        case!(
+            &format!("LSTM(3, return_sequences={seq}, go_backwards={back})"),
+            LSTM::new(3).return_sequences(seq).go_backwards(back),
+            [4, 2],
+            2,
+            move |t, x, q, _b| rnn_tape(t, x, q, 4, 3, opts)
+        );
+        case!(
+            &format!("GRU(3, return_sequences={seq}, go_backwards={back})"),
+            GRU::new(3).return_sequences(seq).go_backwards(back),
+            [4, 2],
+            2,
+            move |t, x, q, _b| rnn_tape(t, x, q, 3, 3, opts)
+        );
+        case!(
+            &format!("GRU(3, reset_after=false, seq={seq}, back={back})"),
+            GRU::new(3).reset_after(false).return_sequences(seq).go_backwards(back),
+            [4, 2],
+            2,
+            move |t, x, q, _b| rnn_tape(t, x, q, 30, 3, opts)
+        );
+        case!(
+            &format!("SimpleRNN(3, return_sequences={seq}, go_backwards={back})"),
+            SimpleRNN::new(3).return_sequences(seq).go_backwards(back),
+            [4, 2],
+            2,
+            move |t, x, q, _b| rnn_tape(t, x, q, 1, 3, opts)
+        );
+    }
+}

@@ -57,8 +57,43 @@ impl Sample for Initializer {
             Initializer::RandomUniform { minval, maxval } => {
                 (0..n).map(|_| T::of(minval + (maxval - minval) * rng.random::<f64>())).collect()
             }
+            Initializer::Orthogonal { gain } => orthogonal(shape, gain, &mut rng),
+            Initializer::UnitForgetBias => {
+                // [i, f, c, o] quarters: ones for the forget gate only.
+                let q = n / 4;
+                (0..n).map(|i| if (q..2 * q).contains(&i) { T::one() } else { T::zero() }).collect()
+            }
         }
     }
+}
+
+/// Keras's `Orthogonal`: the Q of a normal matrix's QR decomposition (signs fixed so
+/// R's diagonal is positive), shaped `[prod(leading), last]` and transposed when wide.
+fn orthogonal<T: Scalar>(shape: &[usize], gain: f64, rng: &mut ChaCha8Rng) -> Vec<T> {
+    let cols = shape.last().copied().unwrap_or(1);
+    let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+    let (m, k) = (rows.max(cols), rows.min(cols));
+    // Column-major m×k draw; modified Gram–Schmidt gives Q with R's diagonal > 0.
+    let mut q: Vec<Vec<f64>> =
+        (0..k).map(|_| (0..m).map(|_| StandardNormal.sample(&mut *rng)).collect()).collect();
+    for j in 0..k {
+        let (done, rest) = q.split_at_mut(j);
+        let qj = &mut rest[0];
+        for qi in done.iter() {
+            let d: f64 = qi.iter().zip(qj.iter()).map(|(a, b)| a * b).sum();
+            qj.iter_mut().zip(qi).for_each(|(v, &a)| *v -= d * a);
+        }
+        let norm = q[j].iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+        q[j].iter_mut().for_each(|v| *v /= norm);
+    }
+    // Element (row, col) of the rows×cols result.
+    (0..rows * cols)
+        .map(|e| {
+            let (r, c) = (e / cols, e % cols);
+            let v = if rows >= cols { q[c][r] } else { q[r][c] };
+            T::of(gain * v)
+        })
+        .collect()
 }
 
 /// Keras's `compute_fans`: fan-in and fan-out of a parameter shape (at least 1 each).
@@ -115,6 +150,27 @@ mod tests {
             Initializer::GlorotUniform.sample::<f32>(&[5, 5], 7)
         );
         assert_eq!(Initializer::Constant(0.5).sample::<f32>(&[2], 0), vec![0.5, 0.5]);
+        // Orthogonal: QᵀQ = I for tall, square and wide shapes.
+        for (r, c) in [(7, 3), (5, 5), (3, 8)] {
+            let q: Vec<f64> = Initializer::Orthogonal { gain: 1.0 }.sample(&[r, c], 4);
+            let (a, b) = if r >= c { (c, r) } else { (r, c) };
+            for i in 0..a {
+                for j in 0..a {
+                    let dot: f64 = (0..b)
+                        .map(|k| {
+                            if r >= c {
+                                q[k * c + i] * q[k * c + j]
+                            } else {
+                                q[i * c + k] * q[j * c + k]
+                            }
+                        })
+                        .sum();
+                    assert!((dot - f64::from(u8::from(i == j))).abs() < 1e-12, "{r}x{c}: {dot}");
+                }
+            }
+        }
+        let b: Vec<f32> = Initializer::UnitForgetBias.sample(&[8], 0);
+        assert_eq!(b, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         for n in Initializer::NAMES {
             assert!(Initializer::from_name(n).is_some());
         }

@@ -208,6 +208,15 @@ pub enum Initializer {
         /// Upper bound.
         maxval: f64,
     },
+    /// A (semi-)orthogonal matrix times `gain`, from the QR decomposition of a normal
+    /// draw — Keras's default for recurrent kernels.
+    Orthogonal {
+        /// The scale.
+        gain: f64,
+    },
+    /// An LSTM bias with Keras's `unit_forget_bias`: zeros, and ones for the forget gate
+    /// (the second quarter).
+    UnitForgetBias,
 }
 
 /// Every initializer name [`Initializer::from_name`] accepts.
@@ -222,6 +231,7 @@ pub const INITIALIZERS: &[&str] = &[
     "ones",
     "random_normal",
     "random_uniform",
+    "orthogonal",
 ];
 
 impl Initializer {
@@ -241,6 +251,7 @@ impl Initializer {
             "ones" => Initializer::Ones,
             "random_normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
             "random_uniform" => Initializer::RandomUniform { minval: -0.05, maxval: 0.05 },
+            "orthogonal" => Initializer::Orthogonal { gain: 1.0 },
             _ => return None,
         })
     }

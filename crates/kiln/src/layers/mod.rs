@@ -22,6 +22,7 @@ mod embedding;
 mod global_pooling;
 mod normalization;
 mod pooling;
+mod recurrent;
 mod reshaping;
 
 pub use activations::Activation;
@@ -36,6 +37,7 @@ pub use global_pooling::{
 };
 pub use normalization::{BatchNormalization, LayerNormalization};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPool1D, MaxPool2D};
+pub use recurrent::{GRU, LSTM, SimpleRNN};
 pub use reshaping::{Flatten, Reshape};
 
 use crate::error::{Error, Result};

@@ -7,6 +7,7 @@ mod core;
 mod embedding;
 mod normalization;
 mod pooling;
+mod recurrent;
 
 pub use conv::{Conv1D, Conv2D};
 pub use core::{
@@ -19,6 +20,7 @@ pub use pooling::{
     AveragePooling1D, AveragePooling2D, Global, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, Pool1D, Pool2D,
 };
+pub use recurrent::{GRU, LSTM, Recurrent, SimpleRNN};
 
 use crate::names::{ACTIVATIONS, Activation as Act, INITIALIZERS, Initializer};
 use crate::value::{Args, SpecError};

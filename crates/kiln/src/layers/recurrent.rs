@@ -1,0 +1,926 @@
+//! Recurrent layers — `SimpleRNN`, `LSTM`, `GRU` (both reset modes) — on
+//! `[steps, features]` samples, with Keras's weight layouts and gate orders (kernel
+//! `[in, g·u]`, recurrent kernel `[u, g·u]`; LSTM gates i, f, c, o; GRU z, r, h with a
+//! `[2, 3u]` bias when `reset_after`), so Keras checkpoints map one to one.
+//!
+//! How a pass runs: the batch is copied once into step-major order (row `s·batch + b`
+//! holds sample `b` at processing step `s`; `go_backwards` is just the order of that
+//! copy), then the input projection of every step is one GEMM (`[steps·batch, in] ×
+//! [in, g·u]`); each step adds one recurrent GEMM (`[batch, u] × [u, g·u]`) and the
+//! bias in Keras's order `(x·W + h·U) + b`, then the gate nonlinearities. The
+//! backward pass walks the steps in reverse writing each step's pre-activation
+//! gradient; the kernel, recurrent-kernel and bias gradients and the input gradient are
+//! then one GEMM (or sum) each over all steps. Every buffer is the layer's and reused.
+//!
+//! Shape rule (kiln-spec's `Recurrent`): `[steps, features]` → `[units]`, or
+//! `[steps, units]` with `return_sequences` (in processing order, as Keras).
+
+use super::{Backward, Builtin, Layer, ParamSpec, Params, ParamsMut};
+use crate::init::Initializer;
+use kiln_spec::{LayerSpec, layers as spec};
+use kiln_tape::kernels::{Trans, gemm};
+use kiln_tape::{Activation as A, Scalar};
+use kiln_train::ParamKind;
+
+/// The sizes of one pass.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dims {
+    batch: usize,
+    steps: usize,
+    features: usize,
+    units: usize,
+    /// Gate blocks: 1 (SimpleRNN), 3 (GRU), 4 (LSTM).
+    gates: usize,
+}
+
+impl Dims {
+    fn width(&self) -> usize {
+        self.gates * self.units
+    }
+}
+
+/// Grows `v` to at least `n` values (never shrinks: no reallocation after the largest
+/// batch).
+fn grow<T: Scalar>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::zero());
+    }
+}
+
+/// What every recurrent layer keeps: its configuration, its activations as run, and
+/// the step-major copies of the input and of the states.
+#[derive(Clone, Debug)]
+struct Frame<T> {
+    cfg: spec::Recurrent,
+    act: A,
+    gate: A,
+    dims: Dims,
+    /// Input, step-major `[steps·batch, features]`.
+    xs: Vec<T>,
+    /// `x·W` for every step, step-major `[steps·batch, g·u]`.
+    xw: Vec<T>,
+    /// States `h_0 = 0, h_1, …, h_steps`, step-major `[(steps + 1)·batch, u]`.
+    h: Vec<T>,
+    /// Gates' pre-activations and activations per step, `[steps·batch, g·u]`.
+    z: Vec<T>,
+    a: Vec<T>,
+    /// Backward: pre-activation gradients of every step `[steps·batch, g·u]`, the
+    /// running state gradient `[batch, u]` and a step's scratch.
+    dz: Vec<T>,
+    dh: Vec<T>,
+    tmp: Vec<T>,
+    dxs: Vec<T>,
+}
+
+impl<T: Scalar> Frame<T> {
+    fn new(cfg: spec::Recurrent, gates: usize) -> Self {
+        let elementwise = |a: kiln_spec::Activation| A::try_from(a).unwrap_or(A::Tanh);
+        Frame {
+            act: elementwise(cfg.activation),
+            gate: elementwise(cfg.recurrent_activation),
+            cfg,
+            dims: Dims { gates, ..Dims::default() },
+            xs: Vec::new(),
+            xw: Vec::new(),
+            h: Vec::new(),
+            z: Vec::new(),
+            a: Vec::new(),
+            dz: Vec::new(),
+            dh: Vec::new(),
+            tmp: Vec::new(),
+            dxs: Vec::new(),
+        }
+    }
+
+    fn build(&mut self, class: &str, input: &[usize]) -> Result<Vec<usize>, String> {
+        let out = self.cfg.output(class, input).map_err(|e| e.message)?;
+        self.dims =
+            Dims { steps: input[0], features: input[1], units: self.cfg.units, ..self.dims };
+        Ok(out)
+    }
+
+    /// The three Keras parameters (recurrent kernel `recurrent_kernel`); `bias_rows`
+    /// gives GRU's `[2, 3u]` bias.
+    fn param_specs(&self, bias_init: Initializer, bias_rows: usize) -> Vec<ParamSpec> {
+        let (d, c) = (self.dims, &self.cfg);
+        let mut v = vec![
+            ParamSpec {
+                name: "kernel",
+                shape: vec![d.features, d.width()],
+                init: c.kernel_initializer,
+                trainable: true,
+                kind: ParamKind::Kernel,
+            },
+            ParamSpec {
+                name: "recurrent_kernel",
+                shape: vec![d.units, d.width()],
+                init: c.recurrent_initializer,
+                trainable: true,
+                kind: ParamKind::Kernel,
+            },
+        ];
+        if c.use_bias {
+            let shape = if bias_rows == 1 { vec![d.width()] } else { vec![bias_rows, d.width()] };
+            v.push(ParamSpec {
+                name: "bias",
+                shape,
+                init: bias_init,
+                trainable: true,
+                kind: ParamKind::Bias,
+            });
+        }
+        v
+    }
+
+    /// Sizes the buffers for `batch`, copies `x` step-major (reversed with
+    /// `go_backwards`), computes `x·W` for all steps and zeroes `h_0`.
+    fn begin(&mut self, p: &Params<'_, T>, x: &[T], batch: usize) -> kiln_tape::Result<()> {
+        self.dims.batch = batch;
+        let d = self.dims;
+        let (n, w) = (d.steps * batch, d.width());
+        grow(&mut self.xs, n * d.features);
+        grow(&mut self.xw, n * w);
+        grow(&mut self.h, (d.steps + 1) * batch * d.units);
+        grow(&mut self.z, n * w);
+        grow(&mut self.a, n * w);
+        grow(&mut self.tmp, batch * w);
+        let f = d.features;
+        for s in 0..d.steps {
+            let t = if self.cfg.go_backwards { d.steps - 1 - s } else { s };
+            for b in 0..batch {
+                let src = &x[(b * d.steps + t) * f..(b * d.steps + t + 1) * f];
+                self.xs[(s * batch + b) * f..(s * batch + b + 1) * f].copy_from_slice(src);
+            }
+        }
+        gemm(
+            n,
+            w,
+            f,
+            T::one(),
+            &self.xs[..n * f],
+            Trans::No,
+            p.param("kernel"),
+            Trans::No,
+            T::zero(),
+            &mut self.xw[..n * w],
+        )?;
+        self.h[..batch * d.units].fill(T::zero());
+        Ok(())
+    }
+
+    /// `tmp = h_s · U` for the step that reads state `s`.
+    fn recurrent(&mut self, u: &[T], s: usize) -> kiln_tape::Result<()> {
+        let d = self.dims;
+        let (b, n, w) = (d.batch, d.units, d.width());
+        gemm(
+            b,
+            w,
+            n,
+            T::one(),
+            &self.h[s * b * n..(s + 1) * b * n],
+            Trans::No,
+            u,
+            Trans::No,
+            T::zero(),
+            &mut self.tmp[..b * w],
+        )
+    }
+
+    /// Writes the layer's output from the states.
+    fn output(&self, y: &mut [T]) {
+        let d = self.dims;
+        let (b, n) = (d.batch, d.units);
+        if self.cfg.return_sequences {
+            for s in 0..d.steps {
+                for bi in 0..b {
+                    let src = &self.h[((s + 1) * b + bi) * n..((s + 1) * b + bi + 1) * n];
+                    y[(bi * d.steps + s) * n..(bi * d.steps + s + 1) * n].copy_from_slice(src);
+                }
+            }
+        } else {
+            y[..b * n].copy_from_slice(&self.h[d.steps * b * n..(d.steps + 1) * b * n]);
+        }
+    }
+
+    /// Starts the backward pass: sizes the buffers and zeroes the state gradient.
+    fn begin_backward(&mut self) {
+        let d = self.dims;
+        let n = d.steps * d.batch;
+        grow(&mut self.dz, n * d.width());
+        grow(&mut self.dh, d.batch * d.units);
+        grow(&mut self.dxs, n * d.features);
+        self.dh[..d.batch * d.units].fill(T::zero());
+    }
+
+    /// Adds the output's gradient at processing step `s` into the state gradient.
+    fn add_output_grad(&mut self, dy: &[T], s: usize) {
+        let d = self.dims;
+        let (b, n) = (d.batch, d.units);
+        if self.cfg.return_sequences {
+            for bi in 0..b {
+                let g = &dy[(bi * d.steps + s) * n..(bi * d.steps + s + 1) * n];
+                for (h, &v) in self.dh[bi * n..(bi + 1) * n].iter_mut().zip(g) {
+                    *h += v;
+                }
+            }
+        } else if s + 1 == d.steps {
+            for (h, &v) in self.dh[..b * n].iter_mut().zip(&dy[..b * n]) {
+                *h += v;
+            }
+        }
+    }
+
+    /// After the step loop: `dW = xsᵀ·dz`, `dU = h_{0..steps-1}ᵀ·drec` (one GEMM each;
+    /// `drec` is `dz` itself when `None`, as for LSTM and SimpleRNN), the input gradient
+    /// `dz·Wᵀ` scattered back to sample order.
+    fn finish(
+        &mut self,
+        p: &Params<'_, T>,
+        drec: Option<&[T]>,
+        dk: &mut [T],
+        du: &mut [T],
+        dx: Option<&mut [T]>,
+    ) -> kiln_tape::Result<()> {
+        let d = self.dims;
+        let (n, w, f, u) = (d.steps * d.batch, d.width(), d.features, d.units);
+        gemm(
+            f,
+            w,
+            n,
+            T::one(),
+            &self.xs[..n * f],
+            Trans::Yes,
+            &self.dz[..n * w],
+            Trans::No,
+            T::zero(),
+            dk,
+        )?;
+        let drec = drec.unwrap_or(&self.dz);
+        gemm(
+            u,
+            w,
+            n,
+            T::one(),
+            &self.h[..n * u],
+            Trans::Yes,
+            &drec[..n * w],
+            Trans::No,
+            T::zero(),
+            du,
+        )?;
+        if let Some(dx) = dx {
+            gemm(
+                n,
+                f,
+                w,
+                T::one(),
+                &self.dz[..n * w],
+                Trans::No,
+                p.param("kernel"),
+                Trans::Yes,
+                T::zero(),
+                &mut self.dxs[..n * f],
+            )?;
+            for s in 0..d.steps {
+                let t = if self.cfg.go_backwards { d.steps - 1 - s } else { s };
+                for b in 0..d.batch {
+                    let src = &self.dxs[(s * d.batch + b) * f..(s * d.batch + b + 1) * f];
+                    dx[(b * d.steps + t) * f..(b * d.steps + t + 1) * f].copy_from_slice(src);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Column sums of `rows` rows of `width` into `out` (a bias gradient).
+fn column_sums<T: Scalar>(m: &[T], width: usize, out: &mut [T]) {
+    out[..width].fill(T::zero());
+    for row in m.chunks_exact(width) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+/// Keras `LSTM`.
+#[derive(Clone, Debug)]
+pub struct LSTM<T = f32> {
+    cfg: spec::LSTM,
+    f: Frame<T>,
+    /// Cell states `c_0 = 0, …, c_steps` and their tanh, step-major.
+    c: Vec<T>,
+    tc: Vec<T>,
+    dc: Vec<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::LSTM {
+    type Layer = LSTM<T>;
+    fn into_layer(self) -> LSTM<T> {
+        LSTM {
+            f: Frame::new(self.rnn, 4),
+            cfg: self,
+            c: Vec::new(),
+            tc: Vec::new(),
+            dc: Vec::new(),
+        }
+    }
+}
+
+impl<T: Scalar> LSTM<T> {
+    /// `units` with Keras's defaults (tanh, sigmoid gates, unit forget bias, last output).
+    pub fn new(units: usize) -> Self {
+        spec::LSTM { rnn: spec::Recurrent::new(units), unit_forget_bias: true }.into_layer()
+    }
+    /// Output every step.
+    pub fn return_sequences(mut self, on: bool) -> Self {
+        self.cfg.rnn.return_sequences = on;
+        self.f.cfg.return_sequences = on;
+        self
+    }
+    /// Read the sequence last step first.
+    pub fn go_backwards(mut self, on: bool) -> Self {
+        self.cfg.rnn.go_backwards = on;
+        self.f.cfg.go_backwards = on;
+        self
+    }
+
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.f.begin(p, x, batch)?;
+        let d = self.f.dims;
+        let (b, u, w) = (batch, d.units, d.width());
+        grow(&mut self.c, (d.steps + 1) * b * u);
+        grow(&mut self.tc, d.steps * b * u);
+        self.c[..b * u].fill(T::zero());
+        let (uk, bias) = (p.param("recurrent_kernel"), p.try_param("bias"));
+        let (act, gate) = (self.f.act, self.f.gate);
+        for s in 0..d.steps {
+            self.f.recurrent(uk, s)?;
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                let (zr, ar) = (&mut f.z[r * w..(r + 1) * w], &mut f.a[r * w..(r + 1) * w]);
+                let (xw, hu) = (&f.xw[r * w..(r + 1) * w], &f.tmp[bi * w..(bi + 1) * w]);
+                for k in 0..w {
+                    let mut v = xw[k] + hu[k];
+                    if let Some(bv) = bias {
+                        v += bv[k];
+                    }
+                    zr[k] = v;
+                    // i, f, o through the gate activation; c's candidate through act.
+                    ar[k] = if (2 * u..3 * u).contains(&k) { act.apply(v) } else { gate.apply(v) };
+                }
+                let (cp, cn) = self.c.split_at_mut((s + 1) * b * u);
+                let cprev = &cp[s * b * u + bi * u..s * b * u + (bi + 1) * u];
+                let cnew = &mut cn[bi * u..(bi + 1) * u];
+                let tcr = &mut self.tc[r * u..(r + 1) * u];
+                let hn = &mut f.h[((s + 1) * b + bi) * u..((s + 1) * b + bi + 1) * u];
+                for j in 0..u {
+                    let (i, fg, g, o) = (ar[j], ar[u + j], ar[2 * u + j], ar[3 * u + j]);
+                    cnew[j] = fg * cprev[j] + i * g;
+                    tcr[j] = act.apply(cnew[j]);
+                    hn[j] = o * tcr[j];
+                }
+            }
+        }
+        self.f.output(y);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> Layer<T> for LSTM<T> {
+    fn class_name(&self) -> &'static str {
+        spec::LSTM::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::LSTM::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.f.cfg = self.cfg.rnn;
+        let gates = Frame::<T>::new(self.cfg.rnn, 4);
+        (self.f.act, self.f.gate) = (gates.act, gates.gate);
+        self.f.build(spec::LSTM::CLASS, input)
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let init = if self.cfg.unit_forget_bias {
+            Initializer::UnitForgetBias
+        } else {
+            self.cfg.rnn.bias_initializer
+        };
+        self.f.param_specs(init, 1)
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p, x, batch, y)
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p.as_params(), x, batch, y)
+    }
+    fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, dy, mut grads, dx, .. } = bw;
+        self.f.begin_backward();
+        let d = self.f.dims;
+        let (b, u, w) = (d.batch, d.units, d.width());
+        grow(&mut self.dc, b * u);
+        self.dc[..b * u].fill(T::zero());
+        let uk = p.param("recurrent_kernel");
+        let (act, gate) = (self.f.act, self.f.gate);
+        for s in (0..d.steps).rev() {
+            self.f.add_output_grad(dy, s);
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                let (zr, ar) = (&f.z[r * w..(r + 1) * w], &f.a[r * w..(r + 1) * w]);
+                let dzr = &mut f.dz[r * w..(r + 1) * w];
+                let cprev = &self.c[(s * b + bi) * u..(s * b + bi + 1) * u];
+                let cnew = &self.c[((s + 1) * b + bi) * u..((s + 1) * b + bi + 1) * u];
+                let tcr = &self.tc[r * u..(r + 1) * u];
+                let (dh, dc) = (&f.dh[bi * u..(bi + 1) * u], &mut self.dc[bi * u..(bi + 1) * u]);
+                for j in 0..u {
+                    let (i, fg, g, o) = (ar[j], ar[u + j], ar[2 * u + j], ar[3 * u + j]);
+                    let dct = dc[j] + dh[j] * o * act.derivative(cnew[j], tcr[j]);
+                    dzr[j] = dct * g * gate.derivative(zr[j], i);
+                    dzr[u + j] = dct * cprev[j] * gate.derivative(zr[u + j], fg);
+                    dzr[2 * u + j] = dct * i * act.derivative(zr[2 * u + j], g);
+                    dzr[3 * u + j] = dh[j] * tcr[j] * gate.derivative(zr[3 * u + j], o);
+                    dc[j] = dct * fg;
+                }
+            }
+            // dh_{s} = dz_s · Uᵀ (the state read by step s).
+            let dzs = &f.dz[s * b * w..(s + 1) * b * w];
+            gemm(b, u, w, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+        }
+        let n = d.steps * b;
+        if let Some(db) = grads.try_param_mut("bias") {
+            column_sums(&self.f.dz[..n * w], w, db);
+        }
+        let [dk, du] = grads.params_mut(["kernel", "recurrent_kernel"]);
+        // LSTM's recurrent product takes the same pre-activation gradient as the input's.
+        self.f.finish(&p, None, dk, du, dx)
+    }
+    fn describe(&self) -> String {
+        let c = &self.cfg.rnn;
+        format!(
+            "units={}, return_sequences={}, go_backwards={}",
+            c.units, c.return_sequences, c.go_backwards
+        )
+    }
+}
+
+/// Keras `GRU`: `reset_after` (Keras 3's default) applies the reset gate to the
+/// recurrent product `r ⊙ (h·U_h + b_rh)` with a `[2, 3u]` bias (input row, recurrent
+/// row); otherwise `(r ⊙ h)·U_h` with a `[3u]` bias.
+#[derive(Clone, Debug)]
+pub struct GRU<T = f32> {
+    cfg: spec::GRU,
+    f: Frame<T>,
+    /// The recurrent-side pre-activation gradients `[steps·batch, 3u]`.
+    drec: Vec<T>,
+    /// Per step: `h·U_h + b_rh` (reset_after) or `r ⊙ h` (reset before), `[steps·batch, u]`.
+    rh: Vec<T>,
+    /// reset before: `U_h` as its own `[u, u]` matrix, the h-block gradients.
+    uh: Vec<T>,
+    dgh: Vec<T>,
+    drh: Vec<T>,
+    duh: Vec<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::GRU {
+    type Layer = GRU<T>;
+    fn into_layer(self) -> GRU<T> {
+        GRU {
+            f: Frame::new(self.rnn, 3),
+            cfg: self,
+            drec: Vec::new(),
+            rh: Vec::new(),
+            uh: Vec::new(),
+            dgh: Vec::new(),
+            drh: Vec::new(),
+            duh: Vec::new(),
+        }
+    }
+}
+
+impl<T: Scalar> GRU<T> {
+    /// `units` with Keras's defaults (tanh, sigmoid gates, reset after, last output).
+    pub fn new(units: usize) -> Self {
+        spec::GRU { rnn: spec::Recurrent::new(units), reset_after: true }.into_layer()
+    }
+    /// Output every step.
+    pub fn return_sequences(mut self, on: bool) -> Self {
+        self.cfg.rnn.return_sequences = on;
+        self
+    }
+    /// Read the sequence last step first.
+    pub fn go_backwards(mut self, on: bool) -> Self {
+        self.cfg.rnn.go_backwards = on;
+        self
+    }
+    /// Apply the reset gate after (Keras 3's default) or before the recurrent product.
+    pub fn reset_after(mut self, on: bool) -> Self {
+        self.cfg.reset_after = on;
+        self
+    }
+
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.f.begin(p, x, batch)?;
+        let d = self.f.dims;
+        let (b, u, w) = (batch, d.units, d.width());
+        grow(&mut self.rh, d.steps * b * u);
+        let uk = p.param("recurrent_kernel");
+        let bias = p.try_param("bias");
+        let after = self.cfg.reset_after;
+        // Input and recurrent biases (reset after: the two rows of [2, 3u]).
+        let (bx, br) = match (bias, after) {
+            (Some(v), true) => (Some(&v[..w]), Some(&v[w..2 * w])),
+            (Some(v), false) => (Some(&v[..w]), None),
+            (None, _) => (None, None),
+        };
+        if !after {
+            grow(&mut self.uh, u * u);
+            for (r, row) in uk.chunks_exact(w).enumerate() {
+                self.uh[r * u..(r + 1) * u].copy_from_slice(&row[2 * u..]);
+            }
+            grow(&mut self.drh, b * u);
+        }
+        let (act, gate) = (self.f.act, self.f.gate);
+        for s in 0..d.steps {
+            self.f.recurrent(uk, s)?;
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                let (zr, ar) = (&mut f.z[r * w..(r + 1) * w], &mut f.a[r * w..(r + 1) * w]);
+                let (xw, hu) = (&f.xw[r * w..(r + 1) * w], &f.tmp[bi * w..(bi + 1) * w]);
+                let rhr = &mut self.rh[r * u..(r + 1) * u];
+                let hp = &f.h[(s * b + bi) * u..(s * b + bi + 1) * u];
+                for k in 0..2 * u {
+                    let xv = bx.map_or(xw[k], |v| xw[k] + v[k]);
+                    let rv = br.map_or(hu[k], |v| hu[k] + v[k]);
+                    zr[k] = xv + rv;
+                    ar[k] = gate.apply(zr[k]);
+                }
+                for j in 0..u {
+                    let k = 2 * u + j;
+                    if after {
+                        rhr[j] = br.map_or(hu[k], |v| hu[k] + v[k]);
+                    } else {
+                        rhr[j] = ar[u + j] * hp[j];
+                    }
+                }
+            }
+            if !after {
+                // The reset state's product (r ⊙ h)·U_h for the whole batch.
+                let rs = &self.rh[s * b * u..(s + 1) * b * u];
+                gemm(
+                    b,
+                    u,
+                    u,
+                    T::one(),
+                    rs,
+                    Trans::No,
+                    &self.uh[..u * u],
+                    Trans::No,
+                    T::zero(),
+                    &mut self.drh[..b * u],
+                )?;
+            }
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                let (zr, ar) = (&mut f.z[r * w..(r + 1) * w], &mut f.a[r * w..(r + 1) * w]);
+                let xw = &f.xw[r * w..(r + 1) * w];
+                let rhr = &self.rh[r * u..(r + 1) * u];
+                let (hp, hn) = f.h.split_at_mut((s + 1) * b * u);
+                let hp = &hp[(s * b + bi) * u..(s * b + bi + 1) * u];
+                let hn = &mut hn[bi * u..(bi + 1) * u];
+                for j in 0..u {
+                    let k = 2 * u + j;
+                    let xv = bx.map_or(xw[k], |v| xw[k] + v[k]);
+                    zr[k] = if after { xv + ar[u + j] * rhr[j] } else { xv + self.drh[bi * u + j] };
+                    ar[k] = act.apply(zr[k]);
+                    let z = ar[j];
+                    hn[j] = z * hp[j] + (T::one() - z) * ar[k];
+                }
+            }
+        }
+        self.f.output(y);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> Layer<T> for GRU<T> {
+    fn class_name(&self) -> &'static str {
+        spec::GRU::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::GRU::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.f = Frame::new(self.cfg.rnn, 3);
+        self.f.build(spec::GRU::CLASS, input)
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        self.f.param_specs(self.cfg.rnn.bias_initializer, if self.cfg.reset_after { 2 } else { 1 })
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p, x, batch, y)
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p.as_params(), x, batch, y)
+    }
+    fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, dy, mut grads, dx, .. } = bw;
+        self.f.begin_backward();
+        let d = self.f.dims;
+        let (b, u, w, n) = (d.batch, d.units, d.width(), d.steps * d.batch);
+        grow(&mut self.drec, n * w);
+        let after = self.cfg.reset_after;
+        if !after {
+            grow(&mut self.dgh, n * u);
+        }
+        let uk = p.param("recurrent_kernel");
+        let (act, gate) = (self.f.act, self.f.gate);
+        for s in (0..d.steps).rev() {
+            self.f.add_output_grad(dy, s);
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                let (zr, ar) = (&f.z[r * w..(r + 1) * w], &f.a[r * w..(r + 1) * w]);
+                let (dzr, dre) =
+                    (&mut f.dz[r * w..(r + 1) * w], &mut self.drec[r * w..(r + 1) * w]);
+                let hp = &f.h[(s * b + bi) * u..(s * b + bi + 1) * u];
+                let rhr = &self.rh[r * u..(r + 1) * u];
+                let dh = &f.dh[bi * u..(bi + 1) * u];
+                for j in 0..u {
+                    let (z, hh) = (ar[j], ar[2 * u + j]);
+                    let dzg = dh[j] * (hp[j] - hh) * gate.derivative(zr[j], z);
+                    let dgh = dh[j] * (T::one() - z) * act.derivative(zr[2 * u + j], hh);
+                    dzr[j] = dzg;
+                    dre[j] = dzg;
+                    dzr[2 * u + j] = dgh;
+                    if after {
+                        let rg = ar[u + j];
+                        let dzrg = dgh * rhr[j] * gate.derivative(zr[u + j], rg);
+                        dzr[u + j] = dzrg;
+                        dre[u + j] = dzrg;
+                        dre[2 * u + j] = dgh * rg;
+                    } else {
+                        self.dgh[r * u + j] = dgh;
+                        dre[2 * u + j] = T::zero();
+                    }
+                }
+            }
+            if !after {
+                // d(r ⊙ h) = dgh · U_hᵀ; then the reset gate's and the state's share.
+                let dg = &self.dgh[s * b * u..(s + 1) * b * u];
+                gemm(
+                    b,
+                    u,
+                    u,
+                    T::one(),
+                    dg,
+                    Trans::No,
+                    &self.uh[..u * u],
+                    Trans::Yes,
+                    T::zero(),
+                    &mut self.drh[..b * u],
+                )?;
+                for bi in 0..b {
+                    let r = s * b + bi;
+                    let hp = &f.h[(s * b + bi) * u..(s * b + bi + 1) * u];
+                    for (j, &h) in hp.iter().enumerate() {
+                        let drh = self.drh[bi * u + j];
+                        let (zr, rg) = (f.z[r * w + u + j], f.a[r * w + u + j]);
+                        let dzrg = drh * h * gate.derivative(zr, rg);
+                        f.dz[r * w + u + j] = dzrg;
+                        self.drec[r * w + u + j] = dzrg;
+                    }
+                }
+            }
+            // The state read by step s: dh·z, plus the recurrent products' share.
+            let drs = &self.drec[s * b * w..(s + 1) * b * w];
+            gemm(
+                b,
+                u,
+                w,
+                T::one(),
+                drs,
+                Trans::No,
+                uk,
+                Trans::Yes,
+                T::zero(),
+                &mut f.tmp[..b * u],
+            )?;
+            for bi in 0..b {
+                let r = s * b + bi;
+                for j in 0..u {
+                    let mut v = f.dh[bi * u + j] * f.a[r * w + j] + f.tmp[bi * u + j];
+                    if !after {
+                        v += self.drh[bi * u + j] * f.a[r * w + u + j];
+                    }
+                    f.dh[bi * u + j] = v;
+                }
+            }
+        }
+        if let Some(db) = grads.try_param_mut("bias") {
+            column_sums(&self.f.dz[..n * w], w, &mut db[..w]);
+            if after {
+                column_sums(&self.drec[..n * w], w, &mut db[w..2 * w]);
+            }
+        }
+        let [dk, du] = grads.params_mut(["kernel", "recurrent_kernel"]);
+        self.f.finish(&p, Some(&self.drec), dk, du, dx)?;
+        if !after {
+            // dU_h = Σ (r ⊙ h)ᵀ · dgh, into the h block of the recurrent kernel's gradient.
+            grow(&mut self.duh, u * u);
+            gemm(
+                u,
+                u,
+                n,
+                T::one(),
+                &self.rh[..n * u],
+                Trans::Yes,
+                &self.dgh[..n * u],
+                Trans::No,
+                T::zero(),
+                &mut self.duh[..u * u],
+            )?;
+            let du = grads.param_mut("recurrent_kernel");
+            for (row, src) in du.chunks_exact_mut(w).zip(self.duh.chunks_exact(u)) {
+                for (d, &v) in row[2 * u..].iter_mut().zip(src) {
+                    *d += v;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        let c = &self.cfg.rnn;
+        format!(
+            "units={}, reset_after={}, return_sequences={}, go_backwards={}",
+            c.units, self.cfg.reset_after, c.return_sequences, c.go_backwards
+        )
+    }
+}
+
+/// Keras `SimpleRNN`: `h = act(x·W + b + h·U)`.
+#[derive(Clone, Debug)]
+pub struct SimpleRNN<T = f32> {
+    cfg: spec::SimpleRNN,
+    f: Frame<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::SimpleRNN {
+    type Layer = SimpleRNN<T>;
+    fn into_layer(self) -> SimpleRNN<T> {
+        SimpleRNN { f: Frame::new(self.0, 1), cfg: self }
+    }
+}
+
+impl<T: Scalar> SimpleRNN<T> {
+    /// `units` with Keras's defaults (tanh, last output).
+    pub fn new(units: usize) -> Self {
+        spec::SimpleRNN(spec::Recurrent::new(units)).into_layer()
+    }
+    /// Output every step.
+    pub fn return_sequences(mut self, on: bool) -> Self {
+        self.cfg.0.return_sequences = on;
+        self
+    }
+    /// Read the sequence last step first.
+    pub fn go_backwards(mut self, on: bool) -> Self {
+        self.cfg.0.go_backwards = on;
+        self
+    }
+
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.f.begin(p, x, batch)?;
+        let d = self.f.dims;
+        let (b, u) = (batch, d.units);
+        let (uk, bias) = (p.param("recurrent_kernel"), p.try_param("bias"));
+        let act = self.f.act;
+        for s in 0..d.steps {
+            self.f.recurrent(uk, s)?;
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                for j in 0..u {
+                    let xv = bias.map_or(f.xw[r * u + j], |v| f.xw[r * u + j] + v[j]);
+                    let z = xv + f.tmp[bi * u + j];
+                    f.z[r * u + j] = z;
+                    f.h[((s + 1) * b + bi) * u + j] = act.apply(z);
+                }
+            }
+        }
+        self.f.output(y);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> Layer<T> for SimpleRNN<T> {
+    fn class_name(&self) -> &'static str {
+        spec::SimpleRNN::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::SimpleRNN::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.f = Frame::new(self.cfg.0, 1);
+        self.f.build(spec::SimpleRNN::CLASS, input)
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        self.f.param_specs(self.cfg.0.bias_initializer, 1)
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p, x, batch, y)
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.run(&p.as_params(), x, batch, y)
+    }
+    fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, dy, mut grads, dx, .. } = bw;
+        self.f.begin_backward();
+        let d = self.f.dims;
+        let (b, u, n) = (d.batch, d.units, d.steps * d.batch);
+        let uk = p.param("recurrent_kernel");
+        let act = self.f.act;
+        for s in (0..d.steps).rev() {
+            self.f.add_output_grad(dy, s);
+            let f = &mut self.f;
+            for bi in 0..b {
+                let r = s * b + bi;
+                for j in 0..u {
+                    let h = f.h[((s + 1) * b + bi) * u + j];
+                    f.dz[r * u + j] = f.dh[bi * u + j] * act.derivative(f.z[r * u + j], h);
+                }
+            }
+            let dzs = &f.dz[s * b * u..(s + 1) * b * u];
+            gemm(b, u, u, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+        }
+        if let Some(db) = grads.try_param_mut("bias") {
+            column_sums(&self.f.dz[..n * u], u, db);
+        }
+        let [dk, du] = grads.params_mut(["kernel", "recurrent_kernel"]);
+        self.f.finish(&p, None, dk, du, dx)
+    }
+    fn describe(&self) -> String {
+        let c = &self.cfg.0;
+        format!(
+            "units={}, return_sequences={}, go_backwards={}",
+            c.units, c.return_sequences, c.go_backwards
+        )
+    }
+}

@@ -1,0 +1,206 @@
+//! SimpleRNN, LSTM and GRU on `[steps, features]` samples, with Keras's weight layouts
+//! (kernel `[in, g·u]`, recurrent kernel `[u, g·u]`; gates i, f, c, o for LSTM and z,
+//! r, h for GRU) so that Keras checkpoints map one to one.
+
+use super::{activation, at_least_one, initializer};
+use crate::LayerSpec;
+use crate::names::{Activation as Act, Initializer};
+use crate::value::{ArgDef, Args, Default as D, Kind, SpecError};
+
+/// What every recurrent layer shares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recurrent {
+    /// Units of the state (and of each output step).
+    pub units: usize,
+    /// The activation of the candidate state and output (tanh).
+    pub activation: Act,
+    /// The gates' activation (sigmoid; SimpleRNN has none).
+    pub recurrent_activation: Act,
+    /// Whether the gates have biases.
+    pub use_bias: bool,
+    /// How the input kernel starts.
+    pub kernel_initializer: Initializer,
+    /// How the recurrent kernel starts (orthogonal).
+    pub recurrent_initializer: Initializer,
+    /// How the bias starts.
+    pub bias_initializer: Initializer,
+    /// Output every step (`[steps, units]`) instead of the last (`[units]`).
+    pub return_sequences: bool,
+    /// Read the steps last to first (and return the outputs in that order, as Keras).
+    pub go_backwards: bool,
+}
+
+impl Recurrent {
+    /// `units` with Keras's defaults.
+    pub fn new(units: usize) -> Self {
+        Recurrent {
+            units,
+            activation: Act::Tanh,
+            recurrent_activation: Act::Sigmoid,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            recurrent_initializer: Initializer::Orthogonal { gain: 1.0 },
+            bias_initializer: Initializer::Zeros,
+            return_sequences: false,
+            go_backwards: false,
+        }
+    }
+
+    fn from_args(class: &str, a: &Args, gates: bool) -> Result<Self, SpecError> {
+        let units = a.count("units")?;
+        at_least_one(class, "units", units)?;
+        let r = Recurrent {
+            units,
+            activation: activation(a, "activation")?,
+            recurrent_activation: if gates {
+                activation(a, "recurrent_activation")?
+            } else {
+                Act::Sigmoid
+            },
+            use_bias: a.bool("use_bias")?,
+            kernel_initializer: initializer(a, "kernel_initializer")?,
+            recurrent_initializer: initializer(a, "recurrent_initializer")?,
+            bias_initializer: initializer(a, "bias_initializer")?,
+            return_sequences: a.bool("return_sequences")?,
+            go_backwards: a.bool("go_backwards")?,
+        };
+        for (name, act) in
+            [("activation", r.activation), ("recurrent_activation", r.recurrent_activation)]
+        {
+            if act == Act::Softmax {
+                return Err(SpecError::arg(
+                    name,
+                    format!("{class} takes an elementwise {name}, not softmax"),
+                ));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The shape rule of every recurrent layer.
+    pub fn output(&self, class: &str, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        if self.units == 0 {
+            return Err(SpecError::layer(format!("{class} needs at least 1 unit, got 0")));
+        }
+        let &[steps, features] = input else {
+            let fix = match input {
+                [n] => format!(
+                    ": after another recurrent layer, give that one return_sequences = true; otherwise add Reshape([steps, features]) before it (steps × features = {n}, e.g. Reshape([28, 28]) for a 784-pixel image)"
+                ),
+                [h, w, 1] => format!(": add Reshape([{h}, {w}]) to read each row as a step"),
+                _ => String::new(),
+            };
+            return Err(SpecError::layer(format!(
+                "{class} needs a sequence [steps, features] but gets {input:?}{fix}"
+            )));
+        };
+        if steps == 0 || features == 0 {
+            return Err(SpecError::layer(format!(
+                "{class} needs at least one step of one feature, got {input:?}"
+            )));
+        }
+        Ok(if self.return_sequences { vec![steps, self.units] } else { vec![self.units] })
+    }
+}
+
+macro_rules! recurrent_args {
+    ($($extra:expr),* $(,)?) => {
+        &[
+            ArgDef::new("units", Kind::Count, D::Required),
+            ArgDef::new("activation", Kind::Activation, D::Name("tanh")),
+            ArgDef::new("recurrent_activation", Kind::Activation, D::Name("sigmoid")),
+            ArgDef::new("use_bias", Kind::Bool, D::Bool(true)),
+            ArgDef::new("kernel_initializer", Kind::Initializer, D::Name("glorot_uniform")),
+            ArgDef::new("recurrent_initializer", Kind::Initializer, D::Name("orthogonal")),
+            ArgDef::new("bias_initializer", Kind::Initializer, D::Name("zeros")),
+            ArgDef::new("return_sequences", Kind::Bool, D::Bool(false)),
+            ArgDef::new("go_backwards", Kind::Bool, D::Bool(false)),
+            $($extra,)*
+        ]
+    };
+}
+
+/// Keras `SimpleRNN`: `h = act(x·W + b + h·U)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimpleRNN(pub Recurrent);
+
+impl LayerSpec for SimpleRNN {
+    const CLASS: &'static str = "SimpleRNN";
+    const BASE_NAME: &'static str = "simple_rnn";
+    const ARGS: &'static [ArgDef] = &[
+        ArgDef::new("units", Kind::Count, D::Required),
+        ArgDef::new("activation", Kind::Activation, D::Name("tanh")),
+        ArgDef::new("use_bias", Kind::Bool, D::Bool(true)),
+        ArgDef::new("kernel_initializer", Kind::Initializer, D::Name("glorot_uniform")),
+        ArgDef::new("recurrent_initializer", Kind::Initializer, D::Name("orthogonal")),
+        ArgDef::new("bias_initializer", Kind::Initializer, D::Name("zeros")),
+        ArgDef::new("return_sequences", Kind::Bool, D::Bool(false)),
+        ArgDef::new("go_backwards", Kind::Bool, D::Bool(false)),
+    ];
+    const POSITIONAL: usize = 1;
+    const DOC: &'static str =
+        "A fully connected recurrent layer: `h = act(x·W + b + h·U)` at each step.";
+    fn from_args(a: &Args) -> Result<Self, SpecError> {
+        Ok(SimpleRNN(Recurrent::from_args(Self::CLASS, a, false)?))
+    }
+    fn output(&self, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        self.0.output(Self::CLASS, input)
+    }
+}
+
+/// Keras `LSTM` (gates i, f, c, o).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LSTM {
+    /// What every recurrent layer shares.
+    pub rnn: Recurrent,
+    /// Start the forget gate's bias at 1 (Keras's default; the bias initializer is then
+    /// zeros elsewhere).
+    pub unit_forget_bias: bool,
+}
+
+impl LayerSpec for LSTM {
+    const CLASS: &'static str = "LSTM";
+    const BASE_NAME: &'static str = "lstm";
+    const ARGS: &'static [ArgDef] =
+        recurrent_args![ArgDef::new("unit_forget_bias", Kind::Bool, D::Bool(true))];
+    const POSITIONAL: usize = 1;
+    const DOC: &'static str =
+        "Long short-term memory: gated cell state over the steps of a sequence.";
+    fn from_args(a: &Args) -> Result<Self, SpecError> {
+        Ok(LSTM {
+            rnn: Recurrent::from_args(Self::CLASS, a, true)?,
+            unit_forget_bias: a.bool("unit_forget_bias")?,
+        })
+    }
+    fn output(&self, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        self.rnn.output(Self::CLASS, input)
+    }
+}
+
+/// Keras `GRU` (gates z, r, h).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GRU {
+    /// What every recurrent layer shares.
+    pub rnn: Recurrent,
+    /// Apply the reset gate after the recurrent product (Keras 3's default, with a
+    /// `[2, 3u]` bias) rather than before it (`[3u]` bias).
+    pub reset_after: bool,
+}
+
+impl LayerSpec for GRU {
+    const CLASS: &'static str = "GRU";
+    const BASE_NAME: &'static str = "gru";
+    const ARGS: &'static [ArgDef] =
+        recurrent_args![ArgDef::new("reset_after", Kind::Bool, D::Bool(true))];
+    const POSITIONAL: usize = 1;
+    const DOC: &'static str = "Gated recurrent unit over the steps of a sequence.";
+    fn from_args(a: &Args) -> Result<Self, SpecError> {
+        Ok(GRU {
+            rnn: Recurrent::from_args(Self::CLASS, a, true)?,
+            reset_after: a.bool("reset_after")?,
+        })
+    }
+    fn output(&self, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        self.rnn.output(Self::CLASS, input)
+    }
+}
