@@ -3,7 +3,8 @@
 //! target/bench/workloads.md.
 //!
 //! Workloads: `mlp` (784-128-10, Adam 1e-3, batch 32, 3 epochs), `mlp-b256` (batch
-//! 256), `cnn` (the README's ConvNet, batch 128, 2 epochs), and `predict-b32` /
+//! 256), `cnn` (the README's ConvNet, batch 128, 2 epochs), `lstm` (each image as 28
+//! steps of 28 pixels: LSTM(128) → Dense(10, softmax), batch 128, 2 epochs), and `predict-b32` /
 //! `predict-b1024` (the MLP on the 10k test images). Options: `--limit N` (training
 //! images), `--epochs N`, `--only NAME`.
 
@@ -27,6 +28,13 @@ model! {
         MaxPool2D(2),
         Flatten,
         Dropout(0.5),
+        Dense(10, activation = softmax),
+    ]
+}
+
+model! {
+    struct RowReader: [28, 28] => [
+        LSTM(128),
         Dense(10, activation = softmax),
     ]
 }
@@ -59,9 +67,9 @@ fn opts() -> Opts {
     }
 }
 
-fn predict_secs<M: Model<Scalar = f32, Input = S3<28, 28, 1>>, L: Loss<f32>>(
+fn predict_secs<S: kiln::Shape, M: Model<Scalar = f32, Input = S>, L: Loss<f32>>(
     m: &mut Compiled<M, L>,
-    x: &Inputs<S3<28, 28, 1>>,
+    x: &Inputs<S>,
     batch: usize,
 ) -> kiln::Result<f64> {
     m.predict_batched(&x.head(1000), batch)?; // warm-up
@@ -70,7 +78,7 @@ fn predict_secs<M: Model<Scalar = f32, Input = S3<28, 28, 1>>, L: Loss<f32>>(
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn train<M: Model<Scalar = f32, Input = S3<28, 28, 1>, Output = S1<10>>>(
+fn train<S: kiln::Shape, M: Model<Scalar = f32, Input = S, Output = S1<10>>>(
     name: &str,
     model: M,
     batch: usize,
@@ -79,7 +87,8 @@ fn train<M: Model<Scalar = f32, Input = S3<28, 28, 1>, Output = S1<10>>>(
     o: &Opts,
 ) -> kiln::Result<serde_json::Value> {
     let n = o.limit.min(mnist.train.y.len());
-    let (x, y) = (mnist.train.x.head(n), mnist.train.y.head(n));
+    let (x, y) = (mnist.train.x.head(n).reshape::<S>()?, mnist.train.y.head(n));
+    let test_x = mnist.test.x.clone().reshape::<S>()?;
     let mut m =
         model.compile(Adam::new(1e-3), SparseCategoricalCrossentropy::default(), [Accuracy])?;
     let epochs = o.epochs.unwrap_or(epochs);
@@ -92,8 +101,8 @@ fn train<M: Model<Scalar = f32, Input = S3<28, 28, 1>, Output = S1<10>>>(
     };
     let p = m.phase_times();
     let per_epoch = |v: f64| v / epochs as f64;
-    let eval = m.evaluate_batched(&mnist.test.x, &mnist.test.y, 1024)?;
-    let predict_10k_s = predict_secs(&mut m, &mnist.test.x, 1024)?;
+    let eval = m.evaluate_batched(&test_x, &mnist.test.y, 1024)?;
+    let predict_10k_s = predict_secs(&mut m, &test_x, 1024)?;
     Ok(serde_json::json!({
         "workload": name,
         "batch": batch,
@@ -129,6 +138,9 @@ fn main() -> kiln::Result<()> {
     }
     if want("cnn") {
         rows.push(train("cnn", ConvNet::new(Seed(42)), 128, 2, &mnist, &o)?);
+    }
+    if want("lstm") {
+        rows.push(train("lstm", RowReader::new(Seed(42)), 128, 2, &mnist, &o)?);
     }
     for batch in [32, 1024] {
         let name = format!("predict-b{batch}");
@@ -176,7 +188,7 @@ fn main() -> kiln::Result<()> {
             ph("optimizer"),
         );
     }
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench"));
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
     std::fs::create_dir_all(dir)
         .map_err(|source| kiln::Error::Io { path: dir.to_path_buf(), source })?;
     let path = dir.join("workloads.md");

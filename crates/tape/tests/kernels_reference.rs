@@ -484,3 +484,33 @@ fn layout_kernels_match_index_arithmetic() {
     kernels::scatter_add_rows(&[1.0, 1.0, 2.0, 2.0, 3.0, 3.0], 2, &[2, 0, 2], &mut dt).unwrap();
     assert_eq!(dt, vec![2.0, 2.0, 0.0, 0.0, 4.0, 4.0]);
 }
+
+/// The vectorizable float32 exp, sigmoid and tanh against f64 references: within a few
+/// ulp over a dense sweep, including both tails and zero.
+#[test]
+fn fast_f32_exp_sigmoid_tanh_are_within_a_few_ulp() {
+    use kiln_tape::kernels::activation::{exp_f32, sigmoid_f32, tanh_f32};
+    let ulps = |got: f32, want: f64| {
+        let w = want as f32;
+        if w == 0.0 || !w.is_finite() {
+            return if got == w { 0.0 } else { f64::INFINITY };
+        }
+        ((f64::from(got) - want) / f64::from(w.abs() * f32::EPSILON)).abs()
+    };
+    let (mut e, mut s, mut t) = (0.0f64, 0.0f64, 0.0f64);
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        e = e.max(ulps(exp_f32(x), f64::from(x).exp()));
+        s = s.max(ulps(sigmoid_f32(x), 1.0 / (1.0 + (-f64::from(x)).exp())));
+        t = t.max(ulps(tanh_f32(x), f64::from(x).tanh()));
+        x += 0.001_37;
+    }
+    for &x in &[0.0f32, 1e-8, -1e-8, 1e-3, -0.624, 0.626, 9.0, -9.0, 20.0, -20.0] {
+        t = t.max(ulps(tanh_f32(x), f64::from(x).tanh()));
+        s = s.max(ulps(sigmoid_f32(x), 1.0 / (1.0 + (-f64::from(x)).exp())));
+    }
+    println!("worst ulp: exp {e:.2}, sigmoid {s:.2}, tanh {t:.2}");
+    assert!(e <= 3.0 && s <= 4.0 && t <= 4.0, "exp {e}, sigmoid {s}, tanh {t}");
+    assert_eq!(exp_f32(-200.0), exp_f32(-87.336_55));
+    assert!(exp_f32(200.0).is_finite() && sigmoid_f32(-200.0) >= 0.0 && sigmoid_f32(200.0) == 1.0);
+}

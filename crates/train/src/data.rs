@@ -154,6 +154,28 @@ macro_rules! samples_type {
                 Ok($name { data: self.data, n: self.n, sample_shape: self.sample_shape, _shape: PhantomData })
             }
 
+            /// The same values as samples of another static shape with as many values per
+            /// sample (Keras's `x.reshape(-1, 28, 28)`): MNIST's `[28, 28, 1]` images as
+            /// `[28, 28]` sequences of rows.
+            pub fn reshape<S2: Shape>(self) -> Result<$name<S2, T>> {
+                let Some(dims) = S2::DIMS else {
+                    return Err(TrainError::InvalidArgument {
+                        name: $what,
+                        message: "reshape needs a static shape such as S2<28, 28>; use into_dyn to drop the static shape".into(),
+                    });
+                };
+                let (have, want) = (self.sample_len(), dims.iter().product::<usize>());
+                if have != want {
+                    return Err(TrainError::ShapeMismatch {
+                        what: $what,
+                        expected: dims.to_vec(),
+                        got: self.sample_shape.clone(),
+                        hint: format!("a sample holds {have} values but {dims:?} holds {want}; the counts must match"),
+                    });
+                }
+                Ok($name { data: self.data, n: self.n, sample_shape: dims.to_vec(), _shape: PhantomData })
+            }
+
             /// The same data with its shape checked only at run time.
             pub fn into_dyn(self) -> $name<Dyn, T> {
                 $name { data: self.data, n: self.n, sample_shape: self.sample_shape, _shape: PhantomData }

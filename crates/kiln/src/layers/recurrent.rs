@@ -293,6 +293,22 @@ impl<T: Scalar> Frame<T> {
     }
 }
 
+/// `out[k] = a'(z[k])` given `y[k] = a(z[k])`, with one `match` per call so the common
+/// activations' loops vectorize.
+fn derivatives<T: Scalar>(a: A, z: &[T], y: &[T], out: &mut [T]) {
+    let one = T::one();
+    match a {
+        A::Sigmoid => out.iter_mut().zip(y).for_each(|(o, &v)| *o = v * (one - v)),
+        A::Tanh => out.iter_mut().zip(y).for_each(|(o, &v)| *o = one - v * v),
+        A::Linear => out.fill(one),
+        _ => {
+            for ((o, &zv), &yv) in out.iter_mut().zip(z).zip(y) {
+                *o = a.derivative(zv, yv);
+            }
+        }
+    }
+}
+
 /// Column sums of `rows` rows of `width` into `out` (a bias gradient).
 fn column_sums<T: Scalar>(m: &[T], width: usize, out: &mut [T]) {
     out[..width].fill(T::zero());
@@ -312,6 +328,9 @@ pub struct LSTM<T = f32> {
     c: Vec<T>,
     tc: Vec<T>,
     dc: Vec<T>,
+    /// Backward: one step's gate derivatives `[batch, 4u]` and `tanh'(c)` `[batch, u]`.
+    dd: Vec<T>,
+    dtc: Vec<T>,
 }
 
 impl<T: Scalar> Builtin<T> for spec::LSTM {
@@ -323,6 +342,8 @@ impl<T: Scalar> Builtin<T> for spec::LSTM {
             c: Vec::new(),
             tc: Vec::new(),
             dc: Vec::new(),
+            dd: Vec::new(),
+            dtc: Vec::new(),
         }
     }
 }
@@ -363,29 +384,44 @@ impl<T: Scalar> LSTM<T> {
         for s in 0..d.steps {
             self.f.recurrent(uk, s)?;
             let f = &mut self.f;
-            for bi in 0..b {
-                let r = s * b + bi;
-                let (zr, ar) = (&mut f.z[r * w..(r + 1) * w], &mut f.a[r * w..(r + 1) * w]);
-                let (xw, hu) = (&f.xw[r * w..(r + 1) * w], &f.tmp[bi * w..(bi + 1) * w]);
-                for k in 0..w {
-                    let mut v = xw[k] + hu[k];
-                    if let Some(bv) = bias {
-                        v += bv[k];
-                    }
-                    zr[k] = v;
-                    // i, f, o through the gate activation; c's candidate through act.
-                    ar[k] = if (2 * u..3 * u).contains(&k) { act.apply(v) } else { gate.apply(v) };
+            let rows = s * b * w..(s + 1) * b * w;
+            let (zs, a) = (&mut f.z[rows.clone()], &mut f.a[rows.clone()]);
+            // z = (x·W + h·U) + b over the whole step, as Keras sums it.
+            for ((zv, &xv), &hv) in zs.iter_mut().zip(&f.xw[rows]).zip(&f.tmp[..b * w]) {
+                *zv = xv + hv;
+            }
+            if let Some(bv) = bias {
+                for zr in zs.chunks_exact_mut(w) {
+                    zr.iter_mut().zip(bv).for_each(|(zv, &bb)| *zv += bb);
                 }
-                let (cp, cn) = self.c.split_at_mut((s + 1) * b * u);
-                let cprev = &cp[s * b * u + bi * u..s * b * u + (bi + 1) * u];
-                let cnew = &mut cn[bi * u..(bi + 1) * u];
-                let tcr = &mut self.tc[r * u..(r + 1) * u];
-                let hn = &mut f.h[((s + 1) * b + bi) * u..((s + 1) * b + bi + 1) * u];
+            }
+            a.copy_from_slice(zs);
+            // i, f (one block) and o through the gate activation, c's candidate through act.
+            for ar in a.chunks_exact_mut(w) {
+                let (ifg, rest) = ar.split_at_mut(2 * u);
+                let (g, o) = rest.split_at_mut(u);
+                gate.forward_inplace(ifg);
+                act.forward_inplace(g);
+                gate.forward_inplace(o);
+            }
+            let (cp, cn) = self.c.split_at_mut((s + 1) * b * u);
+            let (cprev, cnew) = (&cp[s * b * u..], &mut cn[..b * u]);
+            for (bi, ar) in a.chunks_exact(w).enumerate() {
+                let (i, fg, g) = (&ar[..u], &ar[u..2 * u], &ar[2 * u..3 * u]);
+                let (cpr, cnr) = (&cprev[bi * u..(bi + 1) * u], &mut cnew[bi * u..(bi + 1) * u]);
                 for j in 0..u {
-                    let (i, fg, g, o) = (ar[j], ar[u + j], ar[2 * u + j], ar[3 * u + j]);
-                    cnew[j] = fg * cprev[j] + i * g;
-                    tcr[j] = act.apply(cnew[j]);
-                    hn[j] = o * tcr[j];
+                    cnr[j] = fg[j] * cpr[j] + i[j] * g[j];
+                }
+            }
+            let tcs = &mut self.tc[s * b * u..(s + 1) * b * u];
+            tcs.copy_from_slice(cnew);
+            act.forward_inplace(tcs);
+            let hn = &mut f.h[(s + 1) * b * u..(s + 2) * b * u];
+            for (bi, ar) in a.chunks_exact(w).enumerate() {
+                let o = &ar[3 * u..];
+                let (tcr, hr) = (&tcs[bi * u..(bi + 1) * u], &mut hn[bi * u..(bi + 1) * u]);
+                for j in 0..u {
+                    hr[j] = o[j] * tcr[j];
                 }
             }
         }
@@ -442,25 +478,45 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         self.dc[..b * u].fill(T::zero());
         let uk = p.param("recurrent_kernel");
         let (act, gate) = (self.f.act, self.f.gate);
+        grow(&mut self.dd, b * w);
+        grow(&mut self.dtc, b * u);
         for s in (0..d.steps).rev() {
             self.f.add_output_grad(dy, s);
             let f = &mut self.f;
+            let rows = s * b * w..(s + 1) * b * w;
+            let (zs, a) = (&f.z[rows.clone()], &f.a[rows]);
+            // Every gate's derivative for the step, then plain arithmetic per unit.
+            let dd = &mut self.dd[..b * w];
+            for ((ddr, zr), ar) in
+                dd.chunks_exact_mut(w).zip(zs.chunks_exact(w)).zip(a.chunks_exact(w))
+            {
+                derivatives(gate, &zr[..2 * u], &ar[..2 * u], &mut ddr[..2 * u]);
+                derivatives(act, &zr[2 * u..3 * u], &ar[2 * u..3 * u], &mut ddr[2 * u..3 * u]);
+                derivatives(gate, &zr[3 * u..], &ar[3 * u..], &mut ddr[3 * u..]);
+            }
+            let (cs, tcs) =
+                (&self.c[(s + 1) * b * u..(s + 2) * b * u], &self.tc[s * b * u..(s + 1) * b * u]);
+            derivatives(act, cs, tcs, &mut self.dtc[..b * u]);
             for bi in 0..b {
                 let r = s * b + bi;
-                let (zr, ar) = (&f.z[r * w..(r + 1) * w], &f.a[r * w..(r + 1) * w]);
+                let ar = &a[bi * w..(bi + 1) * w];
+                let ddr = &dd[bi * w..(bi + 1) * w];
                 let dzr = &mut f.dz[r * w..(r + 1) * w];
                 let cprev = &self.c[(s * b + bi) * u..(s * b + bi + 1) * u];
-                let cnew = &self.c[((s + 1) * b + bi) * u..((s + 1) * b + bi + 1) * u];
-                let tcr = &self.tc[r * u..(r + 1) * u];
+                let tcr = &tcs[bi * u..(bi + 1) * u];
+                let dtcr = &self.dtc[bi * u..(bi + 1) * u];
                 let (dh, dc) = (&f.dh[bi * u..(bi + 1) * u], &mut self.dc[bi * u..(bi + 1) * u]);
+                let (i, fg, g, o) = (&ar[..u], &ar[u..2 * u], &ar[2 * u..3 * u], &ar[3 * u..]);
+                let (dzi, rest) = dzr.split_at_mut(u);
+                let (dzf, rest) = rest.split_at_mut(u);
+                let (dzg, dzo) = rest.split_at_mut(u);
                 for j in 0..u {
-                    let (i, fg, g, o) = (ar[j], ar[u + j], ar[2 * u + j], ar[3 * u + j]);
-                    let dct = dc[j] + dh[j] * o * act.derivative(cnew[j], tcr[j]);
-                    dzr[j] = dct * g * gate.derivative(zr[j], i);
-                    dzr[u + j] = dct * cprev[j] * gate.derivative(zr[u + j], fg);
-                    dzr[2 * u + j] = dct * i * act.derivative(zr[2 * u + j], g);
-                    dzr[3 * u + j] = dh[j] * tcr[j] * gate.derivative(zr[3 * u + j], o);
-                    dc[j] = dct * fg;
+                    let dct = dc[j] + dh[j] * o[j] * dtcr[j];
+                    dzi[j] = dct * g[j] * ddr[j];
+                    dzf[j] = dct * cprev[j] * ddr[u + j];
+                    dzg[j] = dct * i[j] * ddr[2 * u + j];
+                    dzo[j] = dh[j] * tcr[j] * ddr[3 * u + j];
+                    dc[j] = dct * fg[j];
                 }
             }
             // dh_{s} = dz_s · Uᵀ (the state read by step s).
