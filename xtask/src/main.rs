@@ -18,6 +18,7 @@ const TEST: &[&str] = &["test", "--workspace"];
 const SHORT_EXAMPLES: &[(&str, &[&str])] = &[
     ("mnist", &["--quick"]),
     ("mnist_cnn", &["--quick"]),
+    ("mnist_lstm", &["--quick"]),
     ("breast_cancer", &["--quick"]),
     ("iris", &["--quick"]),
     ("diabetes", &["--quick"]),
