@@ -182,6 +182,19 @@ fn written(v: &Value) -> Option<kiln::spec::Value> {
         },
         Value::String(s) => W::name(s),
         Value::Array(a) => W::List(a.iter().map(written).collect::<Option<_>>()?),
+        // A wrapped layer (`Bidirectional`'s `layer`): its config bound the same way.
+        // Other objects with a class (initializers) name no layer and are skipped.
+        Value::Object(o) => {
+            let class = o.get("class_name")?.as_str()?;
+            let entry = kiln::spec::lookup(class)?;
+            let cfg = o.get("config")?;
+            let args = entry
+                .args
+                .iter()
+                .filter_map(|a| Some((Some(a.name.to_string()), written(cfg.get(a.name)?)?)))
+                .collect();
+            W::Layer(class.to_string(), args)
+        }
         _ => return None,
     })
 }

@@ -634,6 +634,7 @@ fn every_registered_layer_builds_by_name() {
                 kiln::spec::Kind::Shape => Value::List(vec![Value::Int(6)]),
                 kiln::spec::Kind::Number => Value::Float(0.5),
                 kiln::spec::Kind::Activation => Value::name("relu"),
+                kiln::spec::Kind::Layer => Value::Layer("LSTM".into(), vec![(None, Value::Int(2))]),
                 _ => Value::Int(2),
             };
             given.push((Some(a.name), v));
@@ -762,6 +763,53 @@ fn recurrent_layers_against_their_unrolled_cells() {
             [4, 2],
             2,
             move |t, x, q, _b| rnn_tape(t, x, q, 1, 3, opts)
+        );
+    }
+}
+
+/// Bidirectional(LSTM(3)) on the tape: both directions unrolled, the backward one's
+/// outputs put back in time order (as Keras), merged by `mode`.
+fn bidi_tape<'t, T: Scalar>(
+    t: &'t Tape<T>,
+    x: Var<'t, T>,
+    q: &[Var<'t, T>],
+    mode: &str,
+    seq: bool,
+) -> kiln::tape::Result<Var<'t, T>> {
+    let f = rnn_tape(t, x, &q[..3], 4, 3, (seq, false))?;
+    let mut r = rnn_tape(t, x, &q[3..], 4, 3, (seq, true))?;
+    if seq {
+        let (b, steps) = (r.shape()[0], r.shape()[1]);
+        let parts: Vec<_> =
+            (0..steps).rev().map(|s| r.slice(&[0..b, s..s + 1, 0..3])).collect::<Result<_, _>>()?;
+        r = kiln::tape::concat(&parts, 1)?;
+    }
+    let axis = f.shape().len() - 1;
+    match mode {
+        "concat" => kiln::tape::concat(&[f, r], axis),
+        "sum" => f.add(r),
+        "mul" => f.mul(r),
+        _ => Ok(f.add(r)?.mul_scalar(T::of(0.5))),
+    }
+}
+
+#[test]
+fn bidirectional_against_two_unrolled_directions() {
+    use kiln::spec::Value;
+    for (mode, seq) in
+        [("concat", true), ("concat", false), ("sum", true), ("mul", false), ("ave", true)]
+    {
+        let inner = Value::Layer(
+            "LSTM".into(),
+            vec![(None, Value::Int(3)), (Some("return_sequences".into()), Value::Bool(seq))],
+        );
+        let args = [(None, inner), (Some("merge_mode"), Value::name(mode))];
+        case!(
+            &format!("Bidirectional(LSTM(3), {mode}, sequences={seq})"),
+            from_args::<T, kiln::spec::layers::Bidirectional>(&args).unwrap(),
+            [4, 2],
+            2,
+            move |t, x, q, _b| bidi_tape(t, x, q, mode, seq)
         );
     }
 }

@@ -106,6 +106,7 @@ model! {
     /// The recurrent layers, stacked.
     struct Recurrent: [6, 3] => [
         LSTM(5, return_sequences = true),
+        Bidirectional(GRU(4, return_sequences = true), merge_mode = sum),
         GRU(4, return_sequences = true, go_backwards = true),
         GRU(4, reset_after = false, return_sequences = true),
         SimpleRNN(3),

@@ -47,6 +47,27 @@ fn value_of(e: &Expr) -> syn::Result<Value> {
             Value::Name(p.path.get_ident().map(|i| i.to_string()).unwrap_or_default())
         }
         Expr::Paren(p) => value_of(&p.expr)?,
+        // A layer as an argument (`Bidirectional(LSTM(64))`): its class and arguments.
+        Expr::Call(c) => {
+            let Expr::Path(f) = &*c.func else {
+                return err(c.func.span(), "a layer argument is written as `Layer(args)`");
+            };
+            let class = f.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let mut args = Vec::new();
+            for a in &c.args {
+                match a {
+                    Expr::Assign(asg) => {
+                        let Expr::Path(n) = &*asg.left else {
+                            return err(asg.left.span(), "an argument name must be a plain name");
+                        };
+                        let name = n.path.get_ident().map(|i| i.to_string());
+                        args.push((name, value_of(&asg.right)?));
+                    }
+                    other => args.push((None, value_of(other)?)),
+                }
+            }
+            Value::Layer(class, args)
+        }
         Expr::Tuple(t) => Value::List(t.elems.iter().map(value_of).collect::<syn::Result<_>>()?),
         Expr::Array(a) => Value::List(a.elems.iter().map(value_of).collect::<syn::Result<_>>()?),
         _ => {
@@ -68,6 +89,19 @@ fn value_tokens(v: &Value) -> TokenStream {
         Value::List(l) => {
             let items = l.iter().map(value_tokens);
             quote!(::kiln::spec::Value::List(::std::vec![#(#items),*]))
+        }
+        Value::Layer(class, args) => {
+            let items = args.iter().map(|(n, v)| {
+                let n = match n {
+                    Some(n) => {
+                        quote!(::core::option::Option::Some(::std::string::String::from(#n)))
+                    }
+                    None => quote!(::core::option::Option::None),
+                };
+                let v = value_tokens(v);
+                quote!((#n, #v))
+            });
+            quote!(::kiln::spec::Value::Layer(::std::string::String::from(#class), ::std::vec![#(#items),*]))
         }
     }
 }

@@ -127,7 +127,7 @@ macro_rules! with_layers {
             GlobalAveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling2D, GlobalMaxPooling2D,
             BatchNormalization, LayerNormalization,
             Embedding,
-            SimpleRNN, LSTM, GRU,
+            SimpleRNN, LSTM, GRU, Bidirectional,
         }
     };
 }

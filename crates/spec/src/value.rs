@@ -23,7 +23,13 @@ pub enum Value {
     Name(String),
     /// A tuple or an array.
     List(Vec<Value>),
+    /// A layer written as an argument (`Bidirectional(LSTM(64))`): its class and its
+    /// own written arguments.
+    Layer(String, OwnedArgs),
 }
+
+/// Written arguments that own their names (a nested layer's).
+pub type OwnedArgs = Vec<(Option<String>, Value)>;
 
 impl Value {
     /// A name value (`Value::name("relu")`).
@@ -43,6 +49,7 @@ impl fmt::Display for Value {
                 let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
                 write!(f, "({})", parts.join(", "))
             }
+            Value::Layer(class, _) => write!(f, "{class}(..)"),
         }
     }
 }
@@ -102,6 +109,8 @@ pub enum Kind {
     Initializer,
     /// One of these names.
     OneOf(&'static [&'static str]),
+    /// A layer, written as a call (`LSTM(64)`).
+    Layer,
 }
 
 impl Kind {
@@ -116,6 +125,7 @@ impl Kind {
             Kind::Activation => "an activation name such as relu".into(),
             Kind::Initializer => "an initializer name such as glorot_uniform".into(),
             Kind::OneOf(v) => format!("one of {}", v.join(", ")),
+            Kind::Layer => "a layer such as LSTM(64)".into(),
         }
     }
 }
@@ -427,6 +437,16 @@ impl Args {
                 .collect::<Option<Vec<usize>>>()
                 .ok_or_else(|| self.wrong(n, &Value::List(l.clone()), "an array of whole numbers")),
             Some(v) => Err(self.wrong(n, &v, "an array of whole numbers such as [7, 7, 16]")),
+            None => Err(SpecError::arg(n, format!("{} needs `{n}`", self.class))),
+        }
+    }
+
+    /// A layer argument: its class and written arguments.
+    pub fn layer(&self, name: &str) -> Result<(String, OwnedArgs), SpecError> {
+        let (n, v) = self.def(name);
+        match v {
+            Some(Value::Layer(class, args)) => Ok((class, args)),
+            Some(v) => Err(self.wrong(n, &v, "a layer such as LSTM(64)")),
             None => Err(SpecError::arg(n, format!("{} needs `{n}`", self.class))),
         }
     }

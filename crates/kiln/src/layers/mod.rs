@@ -37,7 +37,7 @@ pub use global_pooling::{
 };
 pub use normalization::{BatchNormalization, LayerNormalization};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPool1D, MaxPool2D};
-pub use recurrent::{GRU, LSTM, SimpleRNN};
+pub use recurrent::{Bidirectional, GRU, LSTM, SimpleRNN};
 pub use reshaping::{Flatten, Reshape};
 
 use crate::error::{Error, Result};

@@ -980,3 +980,289 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
         )
     }
 }
+
+/// One direction of a [`Bidirectional`]: a recurrent layer of either kind.
+#[derive(Clone, Debug)]
+enum Rnn<T> {
+    Lstm(LSTM<T>),
+    Gru(GRU<T>),
+    Simple(SimpleRNN<T>),
+}
+
+impl<T: Scalar> Rnn<T> {
+    fn new(w: spec::Wrapped, backwards: bool) -> Self {
+        let flip = |mut r: spec::Recurrent| {
+            r.go_backwards ^= backwards;
+            r
+        };
+        match w {
+            spec::Wrapped::LSTM(l) => Rnn::Lstm(spec::LSTM { rnn: flip(l.rnn), ..l }.into_layer()),
+            spec::Wrapped::GRU(g) => Rnn::Gru(spec::GRU { rnn: flip(g.rnn), ..g }.into_layer()),
+            spec::Wrapped::SimpleRNN(s) => Rnn::Simple(spec::SimpleRNN(flip(s.0)).into_layer()),
+        }
+    }
+    fn layer(&mut self) -> &mut dyn Layer<T> {
+        match self {
+            Rnn::Lstm(l) => l,
+            Rnn::Gru(g) => g,
+            Rnn::Simple(s) => s,
+        }
+    }
+    fn specs(&self) -> Vec<ParamSpec> {
+        match self {
+            Rnn::Lstm(l) => l.param_specs(),
+            Rnn::Gru(g) => g.param_specs(),
+            Rnn::Simple(s) => s.param_specs(),
+        }
+    }
+}
+
+/// Keras's weight names inside a Bidirectional (`forward_lstm/kernel`, ...), as
+/// `'static` strings for [`ParamSpec::name`].
+const DIRECTED_NAMES: &[&str] = &[
+    "forward_lstm/kernel",
+    "forward_lstm/recurrent_kernel",
+    "forward_lstm/bias",
+    "backward_lstm/kernel",
+    "backward_lstm/recurrent_kernel",
+    "backward_lstm/bias",
+    "forward_gru/kernel",
+    "forward_gru/recurrent_kernel",
+    "forward_gru/bias",
+    "backward_gru/kernel",
+    "backward_gru/recurrent_kernel",
+    "backward_gru/bias",
+    "forward_simple_rnn/kernel",
+    "forward_simple_rnn/recurrent_kernel",
+    "forward_simple_rnn/bias",
+    "backward_simple_rnn/kernel",
+    "backward_simple_rnn/recurrent_kernel",
+    "backward_simple_rnn/bias",
+];
+
+/// The inner layers' own names for their parameters, in declaration order.
+const INNER_NAMES: &[&str] = &["kernel", "recurrent_kernel", "bias"];
+
+/// Keras `Bidirectional`: the wrapped recurrent layer forwards, a copy with its own
+/// weights backwards (its outputs put back in time order when returning sequences,
+/// as Keras), merged by `concat`, `sum`, `mul` or `ave`.
+#[derive(Clone, Debug)]
+pub struct Bidirectional<T = f32> {
+    cfg: spec::Bidirectional,
+    fwd: Rnn<T>,
+    bwd: Rnn<T>,
+    /// Parameters per direction (2, or 3 with biases).
+    per_dir: usize,
+    /// `[steps, units]` or `[units]` per direction.
+    inner_out: Vec<usize>,
+    yf: Vec<T>,
+    yb: Vec<T>,
+    dyf: Vec<T>,
+    dyb: Vec<T>,
+    dxb: Vec<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::Bidirectional {
+    type Layer = Bidirectional<T>;
+    fn into_layer(self) -> Bidirectional<T> {
+        Bidirectional {
+            fwd: Rnn::new(self.layer, false),
+            bwd: Rnn::new(self.layer, true),
+            cfg: self,
+            per_dir: 0,
+            inner_out: Vec::new(),
+            yf: Vec::new(),
+            yb: Vec::new(),
+            dyf: Vec::new(),
+            dyb: Vec::new(),
+            dxb: Vec::new(),
+        }
+    }
+}
+
+impl<T: Scalar> Bidirectional<T> {
+    /// Views of the two directions' parameters under their inner names.
+    fn halves<'a>(
+        &self,
+        values: &'a [T],
+        ranges: &'a [std::ops::Range<usize>],
+    ) -> [Params<'a, T>; 2] {
+        let k = self.per_dir;
+        [0, 1].map(|h| Params::new(values, &ranges[h * k..(h + 1) * k], &INNER_NAMES[..k]))
+    }
+
+    /// `(steps, units)` of one direction's output (steps 1 for a last-step output).
+    fn out_dims(&self) -> (usize, usize) {
+        match self.inner_out[..] {
+            [s, u] => (s, u),
+            [u] => (1, u),
+            _ => (0, 0),
+        }
+    }
+
+    /// Merges the directions' outputs (the backward one put back in time order).
+    fn merge(&self, batch: usize, y: &mut [T]) {
+        let (steps, u) = self.out_dims();
+        let half = T::of(0.5);
+        for b in 0..batch {
+            for t in 0..steps {
+                let tb = if steps > 1 { steps - 1 - t } else { t };
+                let f = &self.yf[(b * steps + t) * u..(b * steps + t + 1) * u];
+                let r = &self.yb[(b * steps + tb) * u..(b * steps + tb + 1) * u];
+                match self.cfg.merge_mode {
+                    "concat" => {
+                        let o = &mut y[(b * steps + t) * 2 * u..(b * steps + t + 1) * 2 * u];
+                        o[..u].copy_from_slice(f);
+                        o[u..].copy_from_slice(r);
+                    }
+                    mode => {
+                        let o = &mut y[(b * steps + t) * u..(b * steps + t + 1) * u];
+                        for j in 0..u {
+                            o[j] = match mode {
+                                "sum" => f[j] + r[j],
+                                "mul" => f[j] * r[j],
+                                _ => (f[j] + r[j]) * half,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn grow_outputs(&mut self, batch: usize) {
+        let (steps, u) = self.out_dims();
+        grow(&mut self.yf, batch * steps * u);
+        grow(&mut self.yb, batch * steps * u);
+    }
+}
+
+impl<T: Scalar> Layer<T> for Bidirectional<T> {
+    fn class_name(&self) -> &'static str {
+        spec::Bidirectional::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::Bidirectional::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.inner_out = self.fwd.layer().build(input)?;
+        self.bwd.layer().build(input)?;
+        self.per_dir = self.fwd.specs().len();
+        Ok(out)
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let base = self.cfg.layer.base_name();
+        let mut v = Vec::new();
+        for (dir, layer) in [("forward", &self.fwd), ("backward", &self.bwd)] {
+            for mut s in layer.specs() {
+                let full = format!("{dir}_{base}/{}", s.name);
+                s.name = DIRECTED_NAMES.iter().copied().find(|n| *n == full).unwrap_or(s.name);
+                v.push(s);
+            }
+        }
+        v
+    }
+    fn forward(
+        &mut self,
+        p: Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.grow_outputs(batch);
+        let [pf, pb] = self.halves(p.values, p.ranges);
+        self.fwd.layer().forward(pf, x, batch, &mut self.yf)?;
+        self.bwd.layer().forward(pb, x, batch, &mut self.yb)?;
+        self.merge(batch, y);
+        Ok(())
+    }
+    fn forward_train(
+        &mut self,
+        p: ParamsMut<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        self.grow_outputs(batch);
+        let k = self.per_dir;
+        let ranges = p.ranges;
+        let values = p.values;
+        self.fwd.layer().forward_train(
+            ParamsMut::new(values, &ranges[..k], &INNER_NAMES[..k]),
+            x,
+            batch,
+            &mut self.yf,
+        )?;
+        self.bwd.layer().forward_train(
+            ParamsMut::new(values, &ranges[k..2 * k], &INNER_NAMES[..k]),
+            x,
+            batch,
+            &mut self.yb,
+        )?;
+        self.merge(batch, y);
+        Ok(())
+    }
+    fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { params: p, x, dy, batch, grads, dx, .. } = bw;
+        let (steps, u) = self.out_dims();
+        let n = batch * steps * u;
+        grow(&mut self.dyf, n);
+        grow(&mut self.dyb, n);
+        let half = T::of(0.5);
+        // Each direction's output gradient (the backward one in its own step order).
+        for b in 0..batch {
+            for t in 0..steps {
+                let tb = if steps > 1 { steps - 1 - t } else { t };
+                let (fi, ri) = ((b * steps + t) * u, (b * steps + tb) * u);
+                for j in 0..u {
+                    let (df, db) = match self.cfg.merge_mode {
+                        "concat" => {
+                            let o = (b * steps + t) * 2 * u;
+                            (dy[o + j], dy[o + u + j])
+                        }
+                        "sum" => (dy[fi + j], dy[fi + j]),
+                        "mul" => (dy[fi + j] * self.yb[ri + j], dy[fi + j] * self.yf[fi + j]),
+                        _ => (dy[fi + j] * half, dy[fi + j] * half),
+                    };
+                    self.dyf[fi + j] = df;
+                    self.dyb[ri + j] = db;
+                }
+            }
+        }
+        let [pf, pb] = self.halves(p.values, p.ranges);
+        let k = self.per_dir;
+        let (values, ranges) = (grads.values, grads.ranges);
+        let mut dx = dx.map(|d| &mut d[..x.len()]);
+        if dx.is_some() {
+            grow(&mut self.dxb, x.len());
+        }
+        self.fwd.layer().backward(Backward {
+            params: pf,
+            x,
+            y: &self.yf,
+            dy: &self.dyf[..n],
+            batch,
+            grads: ParamsMut::new(values, &ranges[..k], &INNER_NAMES[..k]),
+            dx: dx.as_deref_mut(),
+        })?;
+        let want = dx.is_some();
+        self.bwd.layer().backward(Backward {
+            params: pb,
+            x,
+            y: &self.yb,
+            dy: &self.dyb[..n],
+            batch,
+            grads: ParamsMut::new(values, &ranges[k..2 * k], &INNER_NAMES[..k]),
+            dx: want.then(|| &mut self.dxb[..x.len()]),
+        })?;
+        // The input gradient is the two directions' sum.
+        if let Some(dx) = dx {
+            dx.iter_mut().zip(&self.dxb).for_each(|(d, &v)| *d += v);
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("merge_mode={}", self.cfg.merge_mode)
+    }
+}

@@ -20,7 +20,7 @@ pub use pooling::{
     AveragePooling1D, AveragePooling2D, Global, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, Pool1D, Pool2D,
 };
-pub use recurrent::{GRU, LSTM, Recurrent, SimpleRNN};
+pub use recurrent::{Bidirectional, GRU, LSTM, MERGE_MODES, Recurrent, SimpleRNN, Wrapped};
 
 use crate::names::{ACTIVATIONS, Activation as Act, INITIALIZERS, Initializer};
 use crate::value::{Args, SpecError};

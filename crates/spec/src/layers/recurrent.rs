@@ -204,3 +204,86 @@ impl LayerSpec for GRU {
         self.rnn.output(Self::CLASS, input)
     }
 }
+
+/// The recurrent layer a [`Bidirectional`] wraps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wrapped {
+    /// An LSTM.
+    LSTM(LSTM),
+    /// A GRU.
+    GRU(GRU),
+    /// A SimpleRNN.
+    SimpleRNN(SimpleRNN),
+}
+
+impl Wrapped {
+    /// The wrapped layer's shared settings.
+    pub fn rnn(&self) -> &Recurrent {
+        match self {
+            Wrapped::LSTM(l) => &l.rnn,
+            Wrapped::GRU(g) => &g.rnn,
+            Wrapped::SimpleRNN(s) => &s.0,
+        }
+    }
+    /// Its Keras base name (`lstm`), for the `forward_lstm` / `backward_lstm` weights.
+    pub fn base_name(&self) -> &'static str {
+        match self {
+            Wrapped::LSTM(_) => LSTM::BASE_NAME,
+            Wrapped::GRU(_) => GRU::BASE_NAME,
+            Wrapped::SimpleRNN(_) => SimpleRNN::BASE_NAME,
+        }
+    }
+}
+
+/// How [`Bidirectional`] combines the two directions' outputs.
+pub const MERGE_MODES: &[&str] = &["concat", "sum", "mul", "ave"];
+
+/// Keras `Bidirectional(layer, merge_mode)`: the wrapped recurrent layer run over the
+/// sequence forwards and (as a copy with its own weights) backwards, the outputs merged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bidirectional {
+    /// The forward layer's configuration (the backward copy reads the other way).
+    pub layer: Wrapped,
+    /// `concat` (last axis), `sum`, `mul` or `ave`.
+    pub merge_mode: &'static str,
+}
+
+impl LayerSpec for Bidirectional {
+    const CLASS: &'static str = "Bidirectional";
+    const BASE_NAME: &'static str = "bidirectional";
+    const ARGS: &'static [ArgDef] = &[
+        ArgDef::new("layer", Kind::Layer, D::Required),
+        ArgDef::new("merge_mode", Kind::OneOf(MERGE_MODES), D::Name("concat")),
+    ];
+    const POSITIONAL: usize = 1;
+    const DOC: &'static str =
+        "Runs a recurrent layer over the sequence in both directions and merges the outputs.";
+    fn from_args(a: &Args) -> Result<Self, SpecError> {
+        let (class, args) = a.layer("layer")?;
+        let given: Vec<(Option<&str>, crate::Value)> =
+            args.iter().map(|(n, v)| (n.as_deref(), v.clone())).collect();
+        let layer = match class.as_str() {
+            "LSTM" => Wrapped::LSTM(LSTM::from_written(&given)?),
+            "GRU" => Wrapped::GRU(GRU::from_written(&given)?),
+            "SimpleRNN" => Wrapped::SimpleRNN(SimpleRNN::from_written(&given)?),
+            other => {
+                return Err(SpecError::arg(
+                    "layer",
+                    format!(
+                        "Bidirectional wraps a recurrent layer (LSTM, GRU or SimpleRNN), not {other}"
+                    ),
+                ));
+            }
+        };
+        let mode = a.choice("merge_mode", "merge_mode", MERGE_MODES)?;
+        let merge_mode = MERGE_MODES.iter().copied().find(|m| *m == mode).unwrap_or("concat");
+        Ok(Bidirectional { layer, merge_mode })
+    }
+    fn output(&self, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        let mut out = self.layer.rnn().output(Self::CLASS, input)?;
+        if self.merge_mode == "concat" {
+            *out.last_mut().unwrap_or(&mut 0) *= 2;
+        }
+        Ok(out)
+    }
+}
