@@ -19,6 +19,7 @@ const SHORT_EXAMPLES: &[(&str, &[&str])] = &[
     ("mnist", &["--quick"]),
     ("mnist_cnn", &["--quick"]),
     ("mnist_lstm", &["--quick"]),
+    ("co2_forecast", &["--quick"]),
     ("breast_cancer", &["--quick"]),
     ("iris", &["--quick"]),
     ("diabetes", &["--quick"]),
