@@ -46,8 +46,8 @@ fn load(path: &str) -> kiln::Result<Vec<(String, f64)>> {
     let known: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].1.is_some()).collect();
     let value = |i: usize| rows[i].1.unwrap_or(f64::NAN);
     let mut out = Vec::with_capacity(rows.len());
-    for i in 0..rows.len() {
-        let v = match rows[i].1 {
+    for (i, (date, reading)) in rows.iter().enumerate() {
+        let v = match *reading {
             Some(v) => v,
             None => {
                 let after = known.partition_point(|&k| k < i);
@@ -61,7 +61,7 @@ fn load(path: &str) -> kiln::Result<Vec<(String, f64)>> {
                 }
             }
         };
-        out.push((rows[i].0.clone(), v));
+        out.push((date.clone(), v));
     }
     Ok(out)
 }
