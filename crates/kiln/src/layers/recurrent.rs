@@ -636,8 +636,9 @@ impl<T: Scalar> GRU<T> {
                     let xv = bx.map_or(xw[k], |v| xw[k] + v[k]);
                     let rv = br.map_or(hu[k], |v| hu[k] + v[k]);
                     zr[k] = xv + rv;
-                    ar[k] = gate.apply(zr[k]);
                 }
+                ar[..2 * u].copy_from_slice(&zr[..2 * u]);
+                gate.forward_inplace(&mut ar[..2 * u]);
                 for j in 0..u {
                     let k = 2 * u + j;
                     if after {
@@ -676,9 +677,12 @@ impl<T: Scalar> GRU<T> {
                     let k = 2 * u + j;
                     let xv = bx.map_or(xw[k], |v| xw[k] + v[k]);
                     zr[k] = if after { xv + ar[u + j] * rhr[j] } else { xv + self.drh[bi * u + j] };
-                    ar[k] = act.apply(zr[k]);
+                }
+                ar[2 * u..].copy_from_slice(&zr[2 * u..]);
+                act.forward_inplace(&mut ar[2 * u..]);
+                for j in 0..u {
                     let z = ar[j];
-                    hn[j] = z * hp[j] + (T::one() - z) * ar[k];
+                    hn[j] = z * hp[j] + (T::one() - z) * ar[2 * u + j];
                 }
             }
         }
@@ -903,11 +907,12 @@ impl<T: Scalar> SimpleRNN<T> {
                 let r = s * b + bi;
                 for j in 0..u {
                     let xv = bias.map_or(f.xw[r * u + j], |v| f.xw[r * u + j] + v[j]);
-                    let z = xv + f.tmp[bi * u + j];
-                    f.z[r * u + j] = z;
-                    f.h[((s + 1) * b + bi) * u + j] = act.apply(z);
+                    f.z[r * u + j] = xv + f.tmp[bi * u + j];
                 }
             }
+            let hn = &mut f.h[(s + 1) * b * u..(s + 2) * b * u];
+            hn.copy_from_slice(&f.z[s * b * u..(s + 1) * b * u]);
+            act.forward_inplace(hn);
         }
         self.f.output(y);
         Ok(())
