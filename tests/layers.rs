@@ -813,3 +813,63 @@ fn bidirectional_against_two_unrolled_directions() {
         );
     }
 }
+
+/// Masking: a sequence padded with all-zero steps (at the end, or in the middle) gives
+/// exactly the output of the same sequence without them — the recurrent layers skip
+/// masked steps and carry their state — for each cell, both directions, and
+/// `Embedding(mask_zero = true)` with id 0 as padding.
+#[test]
+fn masked_steps_are_skipped() {
+    use kiln::Model;
+    use kiln::spec::Value;
+    let layer = |class: &str, steps: usize, masked: bool| {
+        let mut b = kiln::SequentialBuilder::<f64>::new("m", &[steps, 3]);
+        if masked {
+            b = b.add(Masking::<f64>::new(0.0));
+        }
+        let rnn = match class {
+            "Bidirectional" => builtin::<f64>(
+                "Bidirectional",
+                &[(None, Value::Layer("GRU".into(), vec![(None, Value::Int(4))]))],
+            ),
+            c => builtin::<f64>(c, &[(None, Value::Int(4))]),
+        };
+        b.add_boxed(rnn.unwrap()).build(kiln::Seed(3)).unwrap()
+    };
+    let x4: Vec<f64> = (0..2 * 4 * 3).map(|i| ((i * 37 % 11) as f64 - 5.0) / 5.0 + 0.01).collect();
+    // Sample 0: two zero steps after its 4; sample 1: two zero steps inserted after step 1.
+    let mut x6 = vec![0.0; 2 * 6 * 3];
+    x6[..12].copy_from_slice(&x4[..12]);
+    x6[18..21].copy_from_slice(&x4[12..15]);
+    x6[27..36].copy_from_slice(&x4[15..24]);
+    for class in ["LSTM", "GRU", "SimpleRNN", "Bidirectional"] {
+        let mut short = layer(class, 4, false);
+        let mut long = layer(class, 6, true);
+        long.params_mut().values_mut().copy_from_slice(short.params().values());
+        let a = short.forward_infer(&x4, 2).unwrap().outputs.to_vec();
+        let b = long.forward_infer(&x6, 2).unwrap().outputs.to_vec();
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-15, "{class}: padded and unpadded differ by {worst}");
+    }
+    // Embedding(mask_zero): ids 0 are padding.
+    let emb = |steps: usize| {
+        kiln::SequentialBuilder::<f64>::new("e", &[steps])
+            .add_builtin(
+                "Embedding",
+                &[
+                    (None, Value::Int(6)),
+                    (None, Value::Int(3)),
+                    (Some("mask_zero"), Value::Bool(true)),
+                ],
+            )
+            .unwrap()
+            .add(LSTM::<f64>::new(2))
+            .build(kiln::Seed(5))
+            .unwrap()
+    };
+    let (mut short, mut long) = (emb(3), emb(5));
+    long.params_mut().values_mut().copy_from_slice(short.params().values());
+    let a = short.forward_infer(&[4.0, 2.0, 5.0], 1).unwrap().outputs.to_vec();
+    let b = long.forward_infer(&[4.0, 0.0, 2.0, 5.0, 0.0], 1).unwrap().outputs.to_vec();
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-15), "{a:?} vs {b:?}");
+}

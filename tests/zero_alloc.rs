@@ -105,6 +105,7 @@ model! {
 model! {
     /// The recurrent layers, stacked.
     struct Recurrent: [6, 3] => [
+        Masking(0.0),
         LSTM(5, return_sequences = true),
         Bidirectional(GRU(4, return_sequences = true), merge_mode = sum),
         GRU(4, return_sequences = true, go_backwards = true),

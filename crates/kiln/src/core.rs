@@ -38,6 +38,8 @@ struct Info {
     absorbed: bool,
     /// Runs the layer after it inside its own passes: its output is that layer's.
     absorbs: bool,
+    /// Steps of its input (the first axis; 1 for a flat input), for masks.
+    in_steps: usize,
 }
 
 /// Parameter arena, buffers and the forward/backward walks of a Sequential network.
@@ -49,6 +51,9 @@ pub struct ModelCore<T: Scalar> {
     params: ParamStore<T>,
     out_act: OutputActivation,
     acts: Vec<Vec<T>>,
+    /// Per layer, the mask over its output's steps and whether it has one.
+    masks: Vec<Vec<T>>,
+    masked: Vec<bool>,
     out: Vec<T>,
     grad: [Vec<T>; 2],
     batch: usize,
@@ -123,6 +128,7 @@ impl<T: Scalar> ModelCore<T> {
                 out_act = layer.split_output_activation();
             }
             let out_len = output.iter().product();
+            let in_steps = if shape.len() >= 2 { shape[0] } else { 1 };
             infos.push(Info {
                 name,
                 class: layer.class_name(),
@@ -133,6 +139,7 @@ impl<T: Scalar> ModelCore<T> {
                 params: count,
                 absorbed: false,
                 absorbs: false,
+                in_steps,
             });
             shape = output;
         }
@@ -167,6 +174,8 @@ impl<T: Scalar> ModelCore<T> {
             input: input.to_vec(),
             in_len: input.iter().product(),
             acts: (0..infos.len()).map(|_| Vec::new()).collect(),
+            masks: (0..infos.len()).map(|_| Vec::new()).collect(),
+            masked: vec![false; infos.len()],
             layers: infos,
             params,
             out_act,
@@ -244,6 +253,11 @@ impl<T: Scalar> ModelCore<T> {
         };
         y.resize(batch * out_len, T::zero());
         let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
+        // The mask over this layer's input steps, from the layer before.
+        let steps = info.in_steps;
+        let (masks_before, masks_rest) = self.masks.split_at_mut(i);
+        let incoming = (i > 0 && self.masked[i - 1]).then(|| &masks_before[i - 1][..batch * steps]);
+        layer.input_mask(incoming);
         let values = self.params.values_mut();
         if training {
             layer.forward_train(
@@ -255,6 +269,19 @@ impl<T: Scalar> ModelCore<T> {
         } else {
             layer.forward(Params::new(values, &info.ranges, &info.names), input, batch, y)?;
         }
+        // This layer's own mask, or the incoming one while the step axis stays.
+        let own = &mut masks_rest[0];
+        self.masked[i] = if layer.output_mask(input, batch, own) {
+            true
+        } else if let Some(m) =
+            incoming.filter(|_| info.output.len() >= 2 && info.output[0] == steps)
+        {
+            own.clear();
+            own.extend_from_slice(m);
+            true
+        } else {
+            false
+        };
         Ok(())
     }
 

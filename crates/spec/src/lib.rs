@@ -126,7 +126,7 @@ macro_rules! with_layers {
             MaxPooling1D, AveragePooling1D, MaxPooling2D, AveragePooling2D,
             GlobalAveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling2D, GlobalMaxPooling2D,
             BatchNormalization, LayerNormalization,
-            Embedding,
+            Embedding, Masking,
             SimpleRNN, LSTM, GRU, Bidirectional,
         }
     };

@@ -27,7 +27,10 @@ impl<T: Scalar> Builtin<T> for spec::Embedding {
 impl Embedding {
     /// `input_dim` ids, each mapped to `output_dim` values (uniform(−0.05, 0.05) init).
     pub fn new(input_dim: usize, output_dim: usize) -> Self {
-        Embedding { cfg: spec::Embedding { input_dim, output_dim }, ids: Vec::new() }
+        Embedding {
+            cfg: spec::Embedding { input_dim, output_dim, mask_zero: false },
+            ids: Vec::new(),
+        }
     }
 
     fn ids<T: Scalar>(&mut self, x: &[T]) -> kiln_tape::Result<()> {
@@ -58,6 +61,15 @@ impl<T: Scalar> Layer<T> for Embedding {
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         self.cfg.output(input).map_err(|e| e.message)
+    }
+    /// With `mask_zero`, id 0 marks padding: those steps are masked.
+    fn output_mask(&self, x: &[T], _batch: usize, mask: &mut Vec<T>) -> bool {
+        if !self.cfg.mask_zero {
+            return false;
+        }
+        mask.clear();
+        mask.extend(x.iter().map(|&v| if v == T::zero() { T::zero() } else { T::one() }));
+        true
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         vec![ParamSpec {

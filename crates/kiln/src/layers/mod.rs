@@ -38,7 +38,7 @@ pub use global_pooling::{
 pub use normalization::{BatchNormalization, LayerNormalization};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPool1D, MaxPool2D};
 pub use recurrent::{Bidirectional, GRU, LSTM, SimpleRNN};
-pub use reshaping::{Flatten, Reshape};
+pub use reshaping::{Flatten, Masking, Reshape};
 
 use crate::error::{Error, Result};
 use crate::init::Initializer;
@@ -533,6 +533,16 @@ pub trait Layer<T: Scalar>: Send {
     }
     /// Reseeds any randomness (Dropout).
     fn reseed(&mut self, _seed: u64) {}
+    /// Writes the mask over its output's steps for the last forward's input `x` (one
+    /// value per sample and step: 1 kept, 0 masked) and returns `true`, if this layer
+    /// makes one (Masking, `Embedding(mask_zero = true)`). The engine carries it to the
+    /// next layers while they keep the step axis.
+    fn output_mask(&self, _x: &[T], _batch: usize, _mask: &mut Vec<T>) -> bool {
+        false
+    }
+    /// Receives the mask over its input's steps before each forward pass (or `None`).
+    /// The recurrent layers skip masked steps; layers that ignore masks need nothing.
+    fn input_mask(&mut self, _mask: Option<&[T]>) {}
     /// This layer as work its predecessor could do on its output tile in cache, if it
     /// is one (MaxPool2D is a [`Epilogue::MaxPool2D`]).
     fn epilogue(&self) -> Option<Epilogue> {

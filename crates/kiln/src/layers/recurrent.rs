@@ -70,9 +70,84 @@ struct Frame<T> {
     dh: Vec<T>,
     tmp: Vec<T>,
     dxs: Vec<T>,
+    /// The incoming mask (1 kept, 0 masked per sample and input step), when any.
+    mask: Vec<T>,
+    use_mask: bool,
+    /// Backward: masked rows' state gradient, carried past the step.
+    dh_keep: Vec<T>,
 }
 
 impl<T: Scalar> Frame<T> {
+    /// Keeps the mask over the input's steps for the next passes.
+    fn set_mask(&mut self, m: Option<&[T]>) {
+        self.use_mask = m.is_some();
+        if let Some(m) = m {
+            self.mask.clear();
+            self.mask.extend_from_slice(m);
+        }
+    }
+
+    /// Whether sample `b` is masked at processing step `s`: its state carries over.
+    fn masked(&self, s: usize, b: usize) -> bool {
+        masked_at(&self.mask, self.use_mask, self.cfg.go_backwards, self.dims.steps, s, b)
+    }
+
+    /// Masked samples keep their state `h` through step `s` (as Keras's `rnn`).
+    fn carry_masked(&mut self, s: usize) {
+        if self.use_mask {
+            let (b, u) = (self.dims.batch, self.dims.units);
+            carry_rows(&mut self.h, s, b, u, |bi| {
+                masked_at(&self.mask, true, self.cfg.go_backwards, self.dims.steps, s, bi)
+            });
+        }
+    }
+
+    /// Before step `s`'s backward: keeps masked samples' state gradient aside.
+    fn save_masked_dh(&mut self, s: usize) {
+        if !self.use_mask {
+            return;
+        }
+        let (b, u) = (self.dims.batch, self.dims.units);
+        grow(&mut self.dh_keep, b * u);
+        for bi in 0..b {
+            if self.masked(s, bi) {
+                self.dh_keep[bi * u..(bi + 1) * u].copy_from_slice(&self.dh[bi * u..(bi + 1) * u]);
+            }
+        }
+    }
+
+    /// After step `s`'s pre-activation gradients: masked samples took no part in the
+    /// step, so theirs are zero (in `dz` and, for GRU, `extra`).
+    fn finish_masked_step(&mut self, s: usize, extra: Option<&mut [T]>) {
+        if !self.use_mask {
+            return;
+        }
+        let (b, w) = (self.dims.batch, self.dims.width());
+        let mut extra = extra;
+        for bi in 0..b {
+            if self.masked(s, bi) {
+                let r = s * b + bi;
+                self.dz[r * w..(r + 1) * w].fill(T::zero());
+                if let Some(e) = extra.as_deref_mut() {
+                    e[r * w..(r + 1) * w].fill(T::zero());
+                }
+            }
+        }
+    }
+
+    /// After step `s`'s state gradient: masked samples' passes through unchanged.
+    fn restore_masked_dh(&mut self, s: usize) {
+        if !self.use_mask {
+            return;
+        }
+        let u = self.dims.units;
+        for bi in 0..self.dims.batch {
+            if self.masked(s, bi) {
+                self.dh[bi * u..(bi + 1) * u].copy_from_slice(&self.dh_keep[bi * u..(bi + 1) * u]);
+            }
+        }
+    }
+
     fn new(cfg: spec::Recurrent, gates: usize) -> Self {
         let elementwise = |a: kiln_spec::Activation| A::try_from(a).unwrap_or(A::Tanh);
         Frame {
@@ -89,6 +164,9 @@ impl<T: Scalar> Frame<T> {
             dh: Vec::new(),
             tmp: Vec::new(),
             dxs: Vec::new(),
+            mask: Vec::new(),
+            use_mask: false,
+            dh_keep: Vec::new(),
         }
     }
 
@@ -293,6 +371,36 @@ impl<T: Scalar> Frame<T> {
     }
 }
 
+/// Whether sample `b` is masked at processing step `s` of a mask over input steps.
+fn masked_at<T: Scalar>(
+    mask: &[T],
+    on: bool,
+    backwards: bool,
+    steps: usize,
+    s: usize,
+    b: usize,
+) -> bool {
+    let t = if backwards { steps - 1 - s } else { s };
+    on && mask[b * steps + t] == T::zero()
+}
+
+/// Copies state `s` into state `s + 1` for the masked samples, in a step-major state
+/// buffer `[(steps + 1)·batch, u]`.
+fn carry_rows<T: Scalar>(
+    state: &mut [T],
+    s: usize,
+    b: usize,
+    u: usize,
+    masked: impl Fn(usize) -> bool,
+) {
+    let (lo, hi) = state.split_at_mut((s + 1) * b * u);
+    for bi in 0..b {
+        if masked(bi) {
+            hi[bi * u..(bi + 1) * u].copy_from_slice(&lo[(s * b + bi) * u..(s * b + bi + 1) * u]);
+        }
+    }
+}
+
 /// `out[k] = a'(z[k])` given `y[k] = a(z[k])`, with one `match` per call so the common
 /// activations' loops vectorize.
 fn derivatives<T: Scalar>(a: A, z: &[T], y: &[T], out: &mut [T]) {
@@ -424,6 +532,11 @@ impl<T: Scalar> LSTM<T> {
                     hr[j] = o[j] * tcr[j];
                 }
             }
+            if f.use_mask {
+                let (mask, back, steps) = (&f.mask, f.cfg.go_backwards, d.steps);
+                carry_rows(&mut self.c, s, b, u, |bi| masked_at(mask, true, back, steps, s, bi));
+                f.carry_masked(s);
+            }
         }
         self.f.output(y);
         Ok(())
@@ -442,6 +555,9 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         let gates = Frame::<T>::new(self.cfg.rnn, 4);
         (self.f.act, self.f.gate) = (gates.act, gates.gate);
         self.f.build(spec::LSTM::CLASS, input)
+    }
+    fn input_mask(&mut self, mask: Option<&[T]>) {
+        self.f.set_mask(mask);
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         let init = if self.cfg.unit_forget_bias {
@@ -482,6 +598,7 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         grow(&mut self.dtc, b * u);
         for s in (0..d.steps).rev() {
             self.f.add_output_grad(dy, s);
+            self.f.save_masked_dh(s);
             let f = &mut self.f;
             let rows = s * b * w..(s + 1) * b * w;
             let (zs, a) = (&f.z[rows.clone()], &f.a[rows]);
@@ -498,6 +615,10 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
                 (&self.c[(s + 1) * b * u..(s + 2) * b * u], &self.tc[s * b * u..(s + 1) * b * u]);
             derivatives(act, cs, tcs, &mut self.dtc[..b * u]);
             for bi in 0..b {
+                // A masked sample skipped this step: its cell gradient passes unchanged.
+                if masked_at(&f.mask, f.use_mask, f.cfg.go_backwards, d.steps, s, bi) {
+                    continue;
+                }
                 let r = s * b + bi;
                 let ar = &a[bi * w..(bi + 1) * w];
                 let ddr = &dd[bi * w..(bi + 1) * w];
@@ -520,8 +641,11 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
                 }
             }
             // dh_{s} = dz_s · Uᵀ (the state read by step s).
+            self.f.finish_masked_step(s, None);
+            let f = &mut self.f;
             let dzs = &f.dz[s * b * w..(s + 1) * b * w];
             gemm(b, u, w, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+            f.restore_masked_dh(s);
         }
         let n = d.steps * b;
         if let Some(db) = grads.try_param_mut("bias") {
@@ -685,6 +809,7 @@ impl<T: Scalar> GRU<T> {
                     hn[j] = z * hp[j] + (T::one() - z) * ar[2 * u + j];
                 }
             }
+            self.f.carry_masked(s);
         }
         self.f.output(y);
         Ok(())
@@ -701,6 +826,9 @@ impl<T: Scalar> Layer<T> for GRU<T> {
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         self.f = Frame::new(self.cfg.rnn, 3);
         self.f.build(spec::GRU::CLASS, input)
+    }
+    fn input_mask(&mut self, mask: Option<&[T]>) {
+        self.f.set_mask(mask);
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         self.f.param_specs(self.cfg.rnn.bias_initializer, if self.cfg.reset_after { 2 } else { 1 })
@@ -737,9 +865,17 @@ impl<T: Scalar> Layer<T> for GRU<T> {
         let (act, gate) = (self.f.act, self.f.gate);
         for s in (0..d.steps).rev() {
             self.f.add_output_grad(dy, s);
+            self.f.save_masked_dh(s);
             let f = &mut self.f;
             for bi in 0..b {
                 let r = s * b + bi;
+                if masked_at(&f.mask, f.use_mask, f.cfg.go_backwards, d.steps, s, bi) {
+                    // Skipped by the forward pass: no gradient enters this step.
+                    if !after {
+                        self.dgh[r * u..(r + 1) * u].fill(T::zero());
+                    }
+                    continue;
+                }
                 let (zr, ar) = (&f.z[r * w..(r + 1) * w], &f.a[r * w..(r + 1) * w]);
                 let (dzr, dre) =
                     (&mut f.dz[r * w..(r + 1) * w], &mut self.drec[r * w..(r + 1) * w]);
@@ -792,6 +928,8 @@ impl<T: Scalar> Layer<T> for GRU<T> {
                     }
                 }
             }
+            self.f.finish_masked_step(s, Some(&mut self.drec));
+            let f = &mut self.f;
             // The state read by step s: dh·z, plus the recurrent products' share.
             let drs = &self.drec[s * b * w..(s + 1) * b * w];
             gemm(
@@ -816,6 +954,7 @@ impl<T: Scalar> Layer<T> for GRU<T> {
                     f.dh[bi * u + j] = v;
                 }
             }
+            f.restore_masked_dh(s);
         }
         if let Some(db) = grads.try_param_mut("bias") {
             column_sums(&self.f.dz[..n * w], w, &mut db[..w]);
@@ -913,6 +1052,7 @@ impl<T: Scalar> SimpleRNN<T> {
             let hn = &mut f.h[(s + 1) * b * u..(s + 2) * b * u];
             hn.copy_from_slice(&f.z[s * b * u..(s + 1) * b * u]);
             act.forward_inplace(hn);
+            f.carry_masked(s);
         }
         self.f.output(y);
         Ok(())
@@ -929,6 +1069,9 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         self.f = Frame::new(self.cfg.0, 1);
         self.f.build(spec::SimpleRNN::CLASS, input)
+    }
+    fn input_mask(&mut self, mask: Option<&[T]>) {
+        self.f.set_mask(mask);
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         self.f.param_specs(self.cfg.0.bias_initializer, 1)
@@ -960,6 +1103,7 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
         let act = self.f.act;
         for s in (0..d.steps).rev() {
             self.f.add_output_grad(dy, s);
+            self.f.save_masked_dh(s);
             let f = &mut self.f;
             for bi in 0..b {
                 let r = s * b + bi;
@@ -968,8 +1112,10 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
                     f.dz[r * u + j] = f.dh[bi * u + j] * act.derivative(f.z[r * u + j], h);
                 }
             }
+            f.finish_masked_step(s, None);
             let dzs = &f.dz[s * b * u..(s + 1) * b * u];
             gemm(b, u, u, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+            f.restore_masked_dh(s);
         }
         if let Some(db) = grads.try_param_mut("bias") {
             column_sums(&self.f.dz[..n * u], u, db);
@@ -1155,6 +1301,10 @@ impl<T: Scalar> Layer<T> for Bidirectional<T> {
         self.bwd.layer().build(input)?;
         self.per_dir = self.fwd.specs().len();
         Ok(out)
+    }
+    fn input_mask(&mut self, mask: Option<&[T]>) {
+        self.fwd.layer().input_mask(mask);
+        self.bwd.layer().input_mask(mask);
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         let base = self.cfg.layer.base_name();

@@ -109,3 +109,77 @@ impl<T: Scalar> Layer<T> for Reshape {
         format!("target_shape={:?}", self.cfg.target_shape)
     }
 }
+
+/// Masks padding steps (Keras `Masking`): a step whose features all equal the mask value
+/// is zeroed, and the recurrent layers after it skip it.
+#[derive(Clone, Debug)]
+pub struct Masking<T = f32> {
+    cfg: spec::Masking,
+    features: usize,
+    /// 1 kept, 0 masked, per sample and step, from the last forward pass.
+    keep: Vec<T>,
+}
+
+impl<T: Scalar> Builtin<T> for spec::Masking {
+    type Layer = Masking<T>;
+    fn into_layer(self) -> Masking<T> {
+        Masking { cfg: self, features: 0, keep: Vec::new() }
+    }
+}
+
+impl<T: Scalar> Masking<T> {
+    /// Masks the steps whose features all equal `mask_value`.
+    pub fn new(mask_value: f64) -> Self {
+        spec::Masking { mask_value }.into_layer()
+    }
+}
+
+impl<T: Scalar> Layer<T> for Masking<T> {
+    fn class_name(&self) -> &'static str {
+        spec::Masking::CLASS
+    }
+    fn base_name(&self) -> &'static str {
+        spec::Masking::BASE_NAME
+    }
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let out = self.cfg.output(input).map_err(|e| e.message)?;
+        self.features = input[1];
+        Ok(out)
+    }
+    fn forward(
+        &mut self,
+        _p: Params<'_, T>,
+        x: &[T],
+        _batch: usize,
+        y: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        let (f, value) = (self.features, T::of(self.cfg.mask_value));
+        self.keep.clear();
+        for (xs, ys) in x.chunks_exact(f).zip(y.chunks_exact_mut(f)) {
+            let keep = xs.iter().any(|&v| v != value);
+            self.keep.push(if keep { T::one() } else { T::zero() });
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                *o = if keep { v } else { T::zero() };
+            }
+        }
+        Ok(())
+    }
+    fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
+        let Backward { dy, dx, .. } = b;
+        if let Some(dx) = dx {
+            let f = self.features;
+            for ((d, g), &k) in dx.chunks_exact_mut(f).zip(dy.chunks_exact(f)).zip(&self.keep) {
+                d.iter_mut().zip(g).for_each(|(o, &v)| *o = v * k);
+            }
+        }
+        Ok(())
+    }
+    fn output_mask(&self, _x: &[T], _batch: usize, mask: &mut Vec<T>) -> bool {
+        mask.clear();
+        mask.extend_from_slice(&self.keep);
+        true
+    }
+    fn describe(&self) -> String {
+        format!("mask_value={}", self.cfg.mask_value)
+    }
+}

@@ -246,3 +246,31 @@ activation_layers! {
     /// kiln `Swish` (Keras: `Activation("swish")`).
     Swish, "Swish", "swish", "x·sigmoid(x).", [], |_a| Act::Swish;
 }
+
+/// Keras `Masking(mask_value)`: a step whose features all equal `mask_value` is masked
+/// (zeroed, and skipped by the recurrent layers after it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Masking {
+    /// The padding value.
+    pub mask_value: f64,
+}
+
+impl LayerSpec for Masking {
+    const CLASS: &'static str = "Masking";
+    const BASE_NAME: &'static str = "masking";
+    const ARGS: &'static [ArgDef] = &[ArgDef::new("mask_value", Kind::Number, D::Float(0.0))];
+    const POSITIONAL: usize = 1;
+    const DOC: &'static str =
+        "Masks the steps whose features all equal mask_value, for the recurrent layers after it.";
+    fn from_args(a: &Args) -> Result<Self, SpecError> {
+        Ok(Masking { mask_value: a.number("mask_value")? })
+    }
+    fn output(&self, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        if input.len() != 2 {
+            return Err(SpecError::layer(format!(
+                "Masking needs a sequence [steps, features] but gets {input:?}"
+            )));
+        }
+        Ok(input.to_vec())
+    }
+}

@@ -11,6 +11,8 @@ pub struct Embedding {
     pub input_dim: usize,
     /// The vector length.
     pub output_dim: usize,
+    /// Treat id 0 as padding: the steps holding it are masked for the layers after.
+    pub mask_zero: bool,
 }
 
 impl LayerSpec for Embedding {
@@ -19,12 +21,17 @@ impl LayerSpec for Embedding {
     const ARGS: &'static [ArgDef] = &[
         ArgDef::new("input_dim", Kind::Count, D::Required),
         ArgDef::new("output_dim", Kind::Count, D::Required),
+        ArgDef::new("mask_zero", Kind::Bool, D::Bool(false)),
     ];
     const POSITIONAL: usize = 2;
     const DOC: &'static str =
         "Maps each id in `0..input_dim` to a learned vector of `output_dim` values.";
     fn from_args(a: &Args) -> Result<Self, SpecError> {
-        let e = Embedding { input_dim: a.count("input_dim")?, output_dim: a.count("output_dim")? };
+        let e = Embedding {
+            input_dim: a.count("input_dim")?,
+            output_dim: a.count("output_dim")?,
+            mask_zero: a.bool("mask_zero")?,
+        };
         at_least_one("Embedding", "input_dim", e.input_dim)?;
         at_least_one("Embedding", "output_dim", e.output_dim)?;
         Ok(e)

@@ -11,8 +11,8 @@ mod recurrent;
 
 pub use conv::{Conv1D, Conv2D};
 pub use core::{
-    Activation, Dense, Dropout, ELU, Flatten, GELU, LeakyReLU, ReLU, Reshape, SELU, Sigmoid,
-    Softmax, Softplus, Swish, Tanh,
+    Activation, Dense, Dropout, ELU, Flatten, GELU, LeakyReLU, Masking, ReLU, Reshape, SELU,
+    Sigmoid, Softmax, Softplus, Swish, Tanh,
 };
 pub use embedding::Embedding;
 pub use normalization::{BatchNormalization, LayerNormalization};
