@@ -20,6 +20,7 @@ const SHORT_EXAMPLES: &[(&str, &[&str])] = &[
     ("mnist_cnn", &["--quick"]),
     ("mnist_lstm", &["--quick"]),
     ("co2_forecast", &["--quick"]),
+    ("padded_sequences", &["--quick"]),
     ("breast_cancer", &["--quick"]),
     ("iris", &["--quick"]),
     ("diabetes", &["--quick"]),
