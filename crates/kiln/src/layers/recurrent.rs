@@ -427,6 +427,35 @@ fn column_sums<T: Scalar>(m: &[T], width: usize, out: &mut [T]) {
     }
 }
 
+/// The passes every cell's `Layer` impl shares: inference and training run the same
+/// `run` (the recurrent layers keep nothing extra for training), and the incoming mask
+/// goes to the frame.
+macro_rules! cell_passes {
+    () => {
+        fn forward(
+            &mut self,
+            p: Params<'_, T>,
+            x: &[T],
+            batch: usize,
+            y: &mut [T],
+        ) -> kiln_tape::Result<()> {
+            self.run(&p, x, batch, y)
+        }
+        fn forward_train(
+            &mut self,
+            p: ParamsMut<'_, T>,
+            x: &[T],
+            batch: usize,
+            y: &mut [T],
+        ) -> kiln_tape::Result<()> {
+            self.run(&p.as_params(), x, batch, y)
+        }
+        fn input_mask(&mut self, mask: Option<&[T]>) {
+            self.f.set_mask(mask);
+        }
+    };
+}
+
 /// Keras `LSTM`.
 #[derive(Clone, Debug)]
 pub struct LSTM<T = f32> {
@@ -556,9 +585,6 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         (self.f.act, self.f.gate) = (gates.act, gates.gate);
         self.f.build(spec::LSTM::CLASS, input)
     }
-    fn input_mask(&mut self, mask: Option<&[T]>) {
-        self.f.set_mask(mask);
-    }
     fn param_specs(&self) -> Vec<ParamSpec> {
         let init = if self.cfg.unit_forget_bias {
             Initializer::UnitForgetBias
@@ -567,24 +593,7 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         };
         self.f.param_specs(init, 1)
     }
-    fn forward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p, x, batch, y)
-    }
-    fn forward_train(
-        &mut self,
-        p: ParamsMut<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p.as_params(), x, batch, y)
-    }
+    cell_passes!();
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { params: p, dy, mut grads, dx, .. } = bw;
         self.f.begin_backward();
@@ -827,30 +836,10 @@ impl<T: Scalar> Layer<T> for GRU<T> {
         self.f = Frame::new(self.cfg.rnn, 3);
         self.f.build(spec::GRU::CLASS, input)
     }
-    fn input_mask(&mut self, mask: Option<&[T]>) {
-        self.f.set_mask(mask);
-    }
     fn param_specs(&self) -> Vec<ParamSpec> {
         self.f.param_specs(self.cfg.rnn.bias_initializer, if self.cfg.reset_after { 2 } else { 1 })
     }
-    fn forward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p, x, batch, y)
-    }
-    fn forward_train(
-        &mut self,
-        p: ParamsMut<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p.as_params(), x, batch, y)
-    }
+    cell_passes!();
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { params: p, dy, mut grads, dx, .. } = bw;
         self.f.begin_backward();
@@ -1070,30 +1059,10 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
         self.f = Frame::new(self.cfg.0, 1);
         self.f.build(spec::SimpleRNN::CLASS, input)
     }
-    fn input_mask(&mut self, mask: Option<&[T]>) {
-        self.f.set_mask(mask);
-    }
     fn param_specs(&self) -> Vec<ParamSpec> {
         self.f.param_specs(self.cfg.0.bias_initializer, 1)
     }
-    fn forward(
-        &mut self,
-        p: Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p, x, batch, y)
-    }
-    fn forward_train(
-        &mut self,
-        p: ParamsMut<'_, T>,
-        x: &[T],
-        batch: usize,
-        y: &mut [T],
-    ) -> kiln_tape::Result<()> {
-        self.run(&p.as_params(), x, batch, y)
-    }
+    cell_passes!();
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { params: p, dy, mut grads, dx, .. } = bw;
         self.f.begin_backward();
