@@ -658,13 +658,77 @@ fn rnn_tape<'t, T: Scalar>(
     q: &[Var<'t, T>],
     kind: usize,
     units: usize,
+    opts: (bool, bool),
+) -> kiln::tape::Result<Var<'t, T>> {
+    rnn_tape_dropped(t, x, q, kind, units, opts, &Drop::default())
+}
+
+/// Fixed dropout masks for a recurrent layer (scale factors): input `[groups, batch,
+/// features]`, state `[groups, batch, units]`; empty when that side is not dropped.
+#[derive(Clone, Default)]
+struct Drop {
+    groups: usize,
+    input: Vec<f64>,
+    state: Vec<f64>,
+}
+
+impl Drop {
+    /// A fixed pattern of zeros and `1/(1 − rate)` (about a third dropped).
+    fn new(kind: usize, dropout: bool, recurrent: bool, batch: usize, f: usize, u: usize) -> Self {
+        let gates = if kind == 30 { 3 } else { kind };
+        let groups = if recurrent { gates } else { 1 };
+        let pattern = |n: usize, seed: usize, rate: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| if (i * 7 + seed).is_multiple_of(3) { 0.0 } else { 1.0 / (1.0 - rate) })
+                .collect()
+        };
+        Drop {
+            groups,
+            input: if dropout { pattern(groups * batch * f, 1, 0.4) } else { Vec::new() },
+            state: if recurrent { pattern(groups * batch * u, 2, 0.3) } else { Vec::new() },
+        }
+    }
+    fn of<T: Scalar>(v: &[f64]) -> Vec<T> {
+        v.iter().map(|&x| T::of(x)).collect()
+    }
+}
+
+/// [`rnn_tape`] with Keras's dropout: each gate's input product uses
+/// `x ⊙ input_mask[g]` and its recurrent product `h ⊙ state_mask[g]` (group 0 for every
+/// gate when there is one group); the carried state is never masked.
+fn rnn_tape_dropped<'t, T: Scalar>(
+    t: &'t Tape<T>,
+    x: Var<'t, T>,
+    q: &[Var<'t, T>],
+    kind: usize,
+    units: usize,
     (sequences, backwards): (bool, bool),
+    drop: &Drop,
 ) -> kiln::tape::Result<Var<'t, T>> {
     let [b, steps, f] = x.shape()[..] else { unreachable!() };
     let u = units;
     let (w, uk) = (q[0], q[1]);
     let gates = if kind == 30 { 3 } else { kind };
     let col = |m: Var<'t, T>, g: usize| m.slice(&[0..m.shape()[0], g * u..(g + 1) * u]);
+    let masks = |v: &[f64], width: usize| -> kiln::tape::Result<Vec<Var<'t, T>>> {
+        v.chunks(b * width)
+            .map(|m| Ok(t.constant(Tensor::from_vec(&[b, width], Drop::of::<T>(m))?)))
+            .collect()
+    };
+    let (xm, hm) = (masks(&drop.input, f)?, masks(&drop.state, u)?);
+    let group = |g: usize| if drop.groups > 1 { g } else { 0 };
+    // inp · kernel, per gate with that gate's mask when the side is dropped.
+    let proj = |inp: Var<'t, T>, m: &[Var<'t, T>], kernel: Var<'t, T>| {
+        if m.is_empty() {
+            return inp.gemm(Trans::No, kernel, Trans::No, T::one(), None);
+        }
+        let parts = (0..gates)
+            .map(|g| {
+                inp.mul(m[group(g)])?.gemm(Trans::No, col(kernel, g)?, Trans::No, T::one(), None)
+            })
+            .collect::<kiln::tape::Result<Vec<_>>>()?;
+        kiln::tape::concat(&parts, 1)
+    };
     let bias_row = |row: usize| -> kiln::tape::Result<Option<Var<'t, T>>> {
         Ok(match q.get(2) {
             Some(bv) if bv.shape().len() == 2 => {
@@ -680,17 +744,18 @@ fn rnn_tape<'t, T: Scalar>(
     for s in 0..steps {
         let st = if backwards { steps - 1 - s } else { s };
         let xt = x.slice(&[0..b, st..st + 1, 0..f])?.reshape(&[b, f])?;
-        let xw = xt.gemm(Trans::No, w, Trans::No, T::one(), None)?;
+        let xw = proj(xt, &xm, w)?;
+        let hu_all = proj(h, &hm, uk)?;
         h = match kind {
             1 => {
                 let xb = match bias_row(0)? {
                     Some(bv) => xw.add(bv)?,
                     None => xw,
                 };
-                xb.add(h.gemm(Trans::No, uk, Trans::No, T::one(), None)?)?.tanh()
+                xb.add(hu_all)?.tanh()
             }
             4 => {
-                let mut z = xw.add(h.gemm(Trans::No, uk, Trans::No, T::one(), None)?)?;
+                let mut z = xw.add(hu_all)?;
                 if let Some(bv) = bias_row(0)? {
                     z = z.add(bv)?;
                 }
@@ -708,10 +773,9 @@ fn rnn_tape<'t, T: Scalar>(
                     Some(bv) => xw.add(bv)?,
                     None => xw,
                 };
-                let hu = h.gemm(Trans::No, uk, Trans::No, T::one(), None)?;
                 let hu = match (kind, bias_row(1)?) {
-                    (3, Some(bv)) => hu.add(bv)?,
-                    _ => hu,
+                    (3, Some(bv)) => hu_all.add(bv)?,
+                    _ => hu_all,
                 };
                 let z = col(xb, 0)?.add(col(hu, 0)?)?.sigmoid();
                 let r = col(xb, 1)?.add(col(hu, 1)?)?.sigmoid();
@@ -719,8 +783,9 @@ fn rnn_tape<'t, T: Scalar>(
                     col(xb, 2)?.add(r.mul(col(hu, 2)?)?)?.tanh()
                 } else {
                     let uh = uk.slice(&[0..u, 2 * u..3 * u])?;
+                    let hd = if hm.is_empty() { h } else { h.mul(hm[group(2)])? };
                     col(xb, 2)?
-                        .add(r.mul(h)?.gemm(Trans::No, uh, Trans::No, T::one(), None)?)?
+                        .add(r.mul(hd)?.gemm(Trans::No, uh, Trans::No, T::one(), None)?)?
                         .tanh()
                 };
                 let one = t.constant(Tensor::full(&[b, u], T::one()));
@@ -764,6 +829,117 @@ fn recurrent_layers_against_their_unrolled_cells() {
             2,
             move |t, x, q, _b| rnn_tape(t, x, q, 1, 3, opts)
         );
+    }
+}
+
+/// dropout / recurrent_dropout with fixed masks: each cell against its unrolled tape
+/// formulation with Keras's masks (one input mask for every gate with dropout alone,
+/// one per gate for input and state with recurrent dropout), and central differences.
+#[test]
+fn recurrent_dropout_masks_against_the_unrolled_cells() {
+    for (dropout, recurrent) in [(true, false), (false, true), (true, true)] {
+        for (kind, name) in
+            [(4, "LSTM"), (3, "GRU"), (30, "GRU(reset_after=false)"), (1, "SimpleRNN")]
+        {
+            let drop = Drop::new(kind, dropout, recurrent, 2, 2, 3);
+            let (di, ds) = (drop.input.clone(), drop.state.clone());
+            let (rd, rr) = (if dropout { 0.4 } else { 0.0 }, if recurrent { 0.3 } else { 0.0 });
+            let label = format!("{name}(3, dropout={rd}, recurrent_dropout={rr})");
+            macro_rules! cell {
+                ($layer:expr) => {
+                    case!(
+                        &label,
+                        $layer
+                            .return_sequences(true)
+                            .dropout(rd)
+                            .recurrent_dropout(rr)
+                            .with_dropout_masks(Drop::of::<T>(&di), Drop::of::<T>(&ds)),
+                        [4, 2],
+                        2,
+                        {
+                            let drop = drop.clone();
+                            move |t, x, q, _b| {
+                                rnn_tape_dropped(t, x, q, kind, 3, (true, false), &drop)
+                            }
+                        }
+                    )
+                };
+            }
+            match kind {
+                4 => cell!(LSTM::new(3)),
+                3 => cell!(GRU::new(3)),
+                30 => cell!(GRU::new(3).reset_after(false)),
+                _ => cell!(SimpleRNN::new(3)),
+            }
+        }
+    }
+}
+
+/// Drawn dropout masks: a training pass drops (it differs from inference), the same
+/// seed draws the same masks, another seed others, each pass draws anew, and
+/// inference never drops.
+#[test]
+fn recurrent_dropout_is_seeded_and_off_at_inference() {
+    for class in ["LSTM", "GRU", "SimpleRNN", "Bidirectional"] {
+        use kiln::spec::Value;
+        let args = |inner: bool| {
+            let a = vec![
+                (None, Value::Int(4)),
+                (Some("dropout".into()), Value::Float(0.3)),
+                (Some("recurrent_dropout".into()), Value::Float(0.2)),
+                (Some("return_sequences".into()), Value::Bool(true)),
+            ];
+            if inner { vec![(None, Value::Layer("GRU".into(), a))] } else { a }
+        };
+        let given: Vec<(Option<&str>, Value)> = args(class == "Bidirectional")
+            .into_iter()
+            .map(|(k, v)| (k.map(|k: String| &*Box::leak(k.into_boxed_str())), v))
+            .collect();
+        let mut layer = builtin::<f64>(class, &given).unwrap();
+        let out = layer.build(&[5, 3]).unwrap();
+        let specs = layer.param_specs();
+        let mut ranges = Vec::new();
+        let mut theta = Vec::new();
+        for s in &specs {
+            let n: usize = s.shape.iter().product();
+            ranges.push(theta.len()..theta.len() + n);
+            theta.extend((0..n).map(|i| ((i * 13 % 7) as f64 - 3.0) / 7.0));
+        }
+        let names: Vec<&'static str> = specs.iter().map(|s| s.name).collect();
+        let x: Vec<f64> = (0..2 * 5 * 3).map(|i| ((i * 5 % 9) as f64 - 4.0) / 4.0).collect();
+        let n = out.iter().product::<usize>() * 2;
+        let mut pass = |layer: &mut Box<dyn Layer<f64>>, train: bool, seed: Option<u64>| {
+            if let Some(s) = seed {
+                layer.reseed(s);
+            }
+            let mut y = vec![0.0; n];
+            if train {
+                let p = ParamsMut::new(&mut theta, &ranges, &names);
+                layer.forward_train(p, &x, 2, &mut y).unwrap();
+            } else {
+                layer.forward(Params::new(&theta, &ranges, &names), &x, 2, &mut y).unwrap();
+            }
+            y
+        };
+        let infer = pass(&mut layer, false, None);
+        let a = pass(&mut layer, true, Some(7));
+        let again = pass(&mut layer, true, Some(7));
+        let next = pass(&mut layer, true, None);
+        let other = pass(&mut layer, true, Some(8));
+        assert_ne!(a, infer, "{class}: training did not drop");
+        assert_eq!(a, again, "{class}: the same seed drew other masks");
+        assert_ne!(a, next, "{class}: the next pass reused the masks");
+        assert_ne!(a, other, "{class}: another seed drew the same masks");
+        assert_eq!(pass(&mut layer, false, None), infer, "{class}: inference dropped");
+    }
+    // Rates outside [0, 1) are refused by name (Keras would clip or ignore them).
+    for (arg, rate) in [("dropout", 1.0), ("recurrent_dropout", -0.1), ("dropout", f64::NAN)] {
+        use kiln::spec::Value;
+        let err = builtin::<f32>("LSTM", &[(None, Value::Int(2)), (Some(arg), Value::Float(rate))])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(arg) && err.contains("[0, 1)"), "{arg}={rate}: {err}");
     }
 }
 

@@ -106,11 +106,11 @@ model! {
     /// The recurrent layers, stacked.
     struct Recurrent: [6, 3] => [
         Masking(0.0),
-        LSTM(5, return_sequences = true),
+        LSTM(5, return_sequences = true, dropout = 0.2, recurrent_dropout = 0.1),
         Bidirectional(GRU(4, return_sequences = true), merge_mode = sum),
         GRU(4, return_sequences = true, go_backwards = true),
-        GRU(4, reset_after = false, return_sequences = true),
-        SimpleRNN(3),
+        GRU(4, reset_after = false, return_sequences = true, recurrent_dropout = 0.2),
+        SimpleRNN(3, dropout = 0.1),
         Dense(10, activation = softmax),
     ]
 }

@@ -61,6 +61,36 @@ fn splitmix64(key: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Fills `mask` with inverted-dropout scale factors: each value is `1/(1 − rate)`
+/// with probability `1 − rate` and 0 otherwise, drawn from the stream keyed by `key`
+/// (the same key gives the same mask). Shared by [`Dropout`] and the recurrent
+/// layers' `dropout` / `recurrent_dropout`.
+pub(crate) fn draw_mask<T: Scalar>(key: u64, rate: f64, mask: &mut [T]) {
+    let keep = 1.0 - rate;
+    let scale = T::of(1.0 / keep);
+    // A value survives when its 32-bit draw is below keep·2³², so the survival
+    // probability is keep to within 2⁻³².
+    let threshold = (keep * 4_294_967_296.0).round() as u64;
+    // Draws first, then the compare-and-select over a block: that loop vectorizes
+    // into masks and blends; a select per draw compiles to a branch that
+    // mispredicts half the time. Compiled for the CPU's widest vectors: SplitMix64's
+    // 64-bit multiplies vectorize with AVX-512DQ (0.19 -> 0.15 ms per convnet step,
+    // mask and product together).
+    with_simd(|| {
+        let mut draws = [0u64; 64];
+        for (b, block) in mask.chunks_mut(64).enumerate() {
+            for (j, pair) in draws.chunks_exact_mut(2).enumerate() {
+                let h = splitmix64(key, (b * 32 + j) as u64);
+                pair[0] = h & 0xffff_ffff;
+                pair[1] = h >> 32;
+            }
+            for (m, &r) in block.iter_mut().zip(&draws) {
+                *m = if r < threshold { scale } else { T::zero() };
+            }
+        }
+    });
+}
+
 impl<T: Scalar> Layer<T> for Dropout<T> {
     fn class_name(&self) -> &'static str {
         spec::Dropout::CLASS
@@ -89,33 +119,9 @@ impl<T: Scalar> Layer<T> for Dropout<T> {
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
         if !self.fixed {
-            let keep = 1.0 - self.cfg.rate;
-            let scale = T::of(1.0 / keep);
-            // A value survives when its 32-bit draw is below keep·2³², so the survival
-            // probability is keep to within 2⁻³².
-            let threshold = (keep * 4_294_967_296.0).round() as u64;
             let key: u64 = self.rng.random();
             self.mask.resize(x.len(), T::zero());
-            // Draws first, then the compare-and-select over a block: that loop vectorizes
-            // into masks and blends; a select per draw compiles to a branch that
-            // mispredicts half the time.
-            let mask = &mut self.mask[..x.len()];
-            // Compiled for the CPU's widest vectors: SplitMix64's 64-bit multiplies
-            // vectorize with AVX-512DQ (0.19 -> 0.15 ms per convnet step, mask and
-            // product together).
-            with_simd(|| {
-                let mut draws = [0u64; 64];
-                for (b, block) in mask.chunks_mut(64).enumerate() {
-                    for (j, pair) in draws.chunks_exact_mut(2).enumerate() {
-                        let h = splitmix64(key, (b * 32 + j) as u64);
-                        pair[0] = h & 0xffff_ffff;
-                        pair[1] = h >> 32;
-                    }
-                    for (m, &r) in block.iter_mut().zip(&draws) {
-                        *m = if r < threshold { scale } else { T::zero() };
-                    }
-                }
-            });
+            draw_mask(key, self.cfg.rate, &mut self.mask[..x.len()]);
         }
         for ((o, &v), &m) in y.iter_mut().zip(x).zip(&self.mask) {
             *o = v * m;

@@ -12,15 +12,27 @@
 //! gradient; the kernel, recurrent-kernel and bias gradients and the input gradient are
 //! then one GEMM (or sum) each over all steps. Every buffer is the layer's and reused.
 //!
+//! Dropout (Keras's `dropout` / `recurrent_dropout`, training only): the masks are
+//! drawn once per pass and reused at every step. With only `dropout`, one input mask
+//! `[batch, features]` multiplies the step-major copy before the input GEMM (Keras's
+//! implementation 2). With `recurrent_dropout`, every gate has its own input mask and
+//! its own state mask `[batch, units]` (Keras switches to implementation 1 then), so
+//! the input and recurrent products run one GEMM per gate on column blocks of the
+//! kernels ([`gemm_strided`]). The state mask applies where `h_{t-1}` enters the
+//! recurrent product only; the carried state is never masked.
+//!
 //! Shape rule (kiln-spec's `Recurrent`): `[steps, features]` → `[units]`, or
 //! `[steps, units]` with `return_sequences` (in processing order, as Keras).
 
+use super::dropout::draw_mask;
 use super::{Backward, Builtin, Layer, ParamSpec, Params, ParamsMut};
 use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
-use kiln_tape::kernels::{Trans, gemm};
-use kiln_tape::{Activation as A, Scalar};
+use kiln_tape::kernels::{Strided, Trans, gemm, gemm_strided};
+use kiln_tape::{Activation as A, Scalar, TapeError};
 use kiln_train::ParamKind;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// The sizes of one pass.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,6 +87,121 @@ struct Frame<T> {
     use_mask: bool,
     /// Backward: masked rows' state gradient, carried past the step.
     dh_keep: Vec<T>,
+    /// Dropout masks and their generator.
+    drop: RnnDropout<T>,
+}
+
+/// Keras's `dropout` / `recurrent_dropout` for one layer: masks drawn once per
+/// training pass (a batch of sequences) and reused at every step.
+#[derive(Clone, Debug)]
+struct RnnDropout<T> {
+    rng: ChaCha8Rng,
+    /// Masks set by `with_dropout_masks` and used instead of drawing (for tests).
+    fixed: bool,
+    /// Whether this pass drops input features / state units.
+    on_x: bool,
+    on_h: bool,
+    /// Scale factors (0 or `1/(1 − rate)`): input `[groups, batch, features]`, state
+    /// `[groups, batch, units]`; one group, or one per gate with recurrent dropout.
+    mx: Vec<T>,
+    mh: Vec<T>,
+    /// Scratch: masked copies of the inputs `[steps·batch, features]` and of states.
+    sx: Vec<T>,
+    sh: Vec<T>,
+}
+
+impl<T: Scalar> RnnDropout<T> {
+    fn new() -> Self {
+        RnnDropout {
+            rng: ChaCha8Rng::seed_from_u64(0),
+            fixed: false,
+            on_x: false,
+            on_h: false,
+            mx: Vec::new(),
+            mh: Vec::new(),
+            sx: Vec::new(),
+            sh: Vec::new(),
+        }
+    }
+}
+
+/// The state mask of group `k` for sample `b`, when this pass drops states.
+fn state_mask<T>(drop: &RnnDropout<T>, d: Dims, k: usize, b: usize) -> Option<&[T]> {
+    let (n, u) = (d.batch, d.units);
+    drop.on_h.then(|| &drop.mh[(k * n + b) * u..(k * n + b + 1) * u])
+}
+
+/// `out[r] = src[r] ⊙ mask[r mod batch]` for step-major rows of `width` (each row's
+/// sample takes its mask row).
+fn mask_rows<T: Scalar>(src: &[T], mask: &[T], batch: usize, width: usize, out: &mut [T]) {
+    for (r, (o, x)) in out.chunks_exact_mut(width).zip(src.chunks_exact(width)).enumerate() {
+        let m = &mask[(r % batch) * width..(r % batch + 1) * width];
+        for ((o, &x), &m) in o.iter_mut().zip(x).zip(m) {
+            *o = x * m;
+        }
+    }
+}
+
+/// Adds (or, with `first`, writes) `src ⊙ mask` per step-major row into `out`.
+fn add_masked<T: Scalar>(
+    src: &[T],
+    mask: &[T],
+    batch: usize,
+    width: usize,
+    out: &mut [T],
+    first: bool,
+) {
+    for (r, (o, x)) in out.chunks_exact_mut(width).zip(src.chunks_exact(width)).enumerate() {
+        let m = &mask[(r % batch) * width..(r % batch + 1) * width];
+        for ((o, &x), &m) in o.iter_mut().zip(x).zip(m) {
+            *o = if first { x * m } else { *o + x * m };
+        }
+    }
+}
+
+/// The gradient reaching the state read by a step from its recurrent products:
+/// `out = drs·Uᵀ`, or with recurrent dropout `Σ_gate (drs_g·U_gᵀ) ⊙ mask_g`.
+fn state_grad<T: Scalar>(
+    drop: &mut RnnDropout<T>,
+    d: Dims,
+    groups: usize,
+    uk: &[T],
+    drs: &[T],
+    out: &mut [T],
+) -> kiln_tape::Result<()> {
+    let (b, u, w) = (d.batch, d.units, d.width());
+    if !drop.on_h {
+        return gemm(
+            b,
+            u,
+            w,
+            T::one(),
+            &drs[..b * w],
+            Trans::No,
+            uk,
+            Trans::Yes,
+            T::zero(),
+            &mut out[..b * u],
+        );
+    }
+    let bw = w / groups;
+    grow(&mut drop.sh, b * u);
+    for k in 0..groups {
+        gemm_strided(
+            b,
+            u,
+            bw,
+            T::one(),
+            Strided::new(&drs[k * bw..b * w], w),
+            Strided::t(&uk[k * bw..], w),
+            T::zero(),
+            &mut drop.sh[..b * u],
+            u,
+        )?;
+        let m = &drop.mh[k * b * u..(k + 1) * b * u];
+        add_masked(&drop.sh[..b * u], m, b, u, &mut out[..b * u], k == 0);
+    }
+    Ok(())
 }
 
 impl<T: Scalar> Frame<T> {
@@ -167,7 +294,55 @@ impl<T: Scalar> Frame<T> {
             mask: Vec::new(),
             use_mask: false,
             dh_keep: Vec::new(),
+            drop: RnnDropout::new(),
         }
+    }
+
+    /// Takes the layer's configuration (as the builder left it) before a build.
+    fn configure(&mut self, cfg: spec::Recurrent) {
+        let elementwise = |a: kiln_spec::Activation| A::try_from(a).unwrap_or(A::Tanh);
+        (self.act, self.gate, self.cfg) =
+            (elementwise(cfg.activation), elementwise(cfg.recurrent_activation), cfg);
+    }
+
+    /// Mask groups: one, or one per gate when the state is dropped (as Keras).
+    fn groups(&self) -> usize {
+        if self.cfg.recurrent_dropout > 0.0 { self.dims.gates } else { 1 }
+    }
+
+    /// Decides whether this pass drops, and draws its masks (unless fixed).
+    fn draw_masks(&mut self, training: bool) -> kiln_tape::Result<()> {
+        let (c, d, g) = (self.cfg, self.dims, self.groups());
+        self.drop.on_x = training && c.dropout > 0.0;
+        self.drop.on_h = training && c.recurrent_dropout > 0.0;
+        let (nx, nh) = (g * d.batch * d.features, g * d.batch * d.units);
+        let dr = &mut self.drop;
+        if dr.fixed {
+            let fits = (!dr.on_x || dr.mx.len() >= nx) && (!dr.on_h || dr.mh.len() >= nh);
+            if !fits {
+                return Err(TapeError::InvalidArgument {
+                    op: "recurrent dropout",
+                    message: format!(
+                        "fixed masks must hold {nx} input and {nh} state scale factors \
+                         ([groups, batch, features] and [groups, batch, units]), got {} and {}",
+                        dr.mx.len(),
+                        dr.mh.len()
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        if dr.on_x {
+            grow(&mut dr.mx, nx);
+            let key: u64 = dr.rng.random();
+            draw_mask(key, c.dropout, &mut dr.mx[..nx]);
+        }
+        if dr.on_h {
+            grow(&mut dr.mh, nh);
+            let key: u64 = dr.rng.random();
+            draw_mask(key, c.recurrent_dropout, &mut dr.mh[..nh]);
+        }
+        Ok(())
     }
 
     fn build(&mut self, class: &str, input: &[usize]) -> Result<Vec<usize>, String> {
@@ -212,8 +387,15 @@ impl<T: Scalar> Frame<T> {
 
     /// Sizes the buffers for `batch`, copies `x` step-major (reversed with
     /// `go_backwards`), computes `x·W` for all steps and zeroes `h_0`.
-    fn begin(&mut self, p: &Params<'_, T>, x: &[T], batch: usize) -> kiln_tape::Result<()> {
+    fn begin(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        training: bool,
+    ) -> kiln_tape::Result<()> {
         self.dims.batch = batch;
+        self.draw_masks(training)?;
         let d = self.dims;
         let (n, w) = (d.steps * batch, d.width());
         grow(&mut self.xs, n * d.features);
@@ -230,26 +412,76 @@ impl<T: Scalar> Frame<T> {
                 self.xs[(s * batch + b) * f..(s * batch + b + 1) * f].copy_from_slice(src);
             }
         }
-        gemm(
-            n,
-            w,
-            f,
-            T::one(),
-            &self.xs[..n * f],
-            Trans::No,
-            p.param("kernel"),
-            Trans::No,
-            T::zero(),
-            &mut self.xw[..n * w],
-        )?;
+        let kernel = p.param("kernel");
+        if self.drop.on_x {
+            // (x ⊙ m_g)·W_g per mask group, into that group's columns.
+            let (g, dr) = (self.groups(), &mut self.drop);
+            let bw = w / g;
+            grow(&mut dr.sx, n * f);
+            for k in 0..g {
+                mask_rows(
+                    &self.xs[..n * f],
+                    &dr.mx[k * batch * f..],
+                    batch,
+                    f,
+                    &mut dr.sx[..n * f],
+                );
+                gemm_strided(
+                    n,
+                    bw,
+                    f,
+                    T::one(),
+                    Strided::new(&dr.sx[..n * f], f),
+                    Strided::new(&kernel[k * bw..], w),
+                    T::zero(),
+                    &mut self.xw[k * bw..n * w],
+                    w,
+                )?;
+            }
+        } else {
+            gemm(
+                n,
+                w,
+                f,
+                T::one(),
+                &self.xs[..n * f],
+                Trans::No,
+                kernel,
+                Trans::No,
+                T::zero(),
+                &mut self.xw[..n * w],
+            )?;
+        }
         self.h[..batch * d.units].fill(T::zero());
         Ok(())
     }
 
-    /// `tmp = h_s · U` for the step that reads state `s`.
+    /// `tmp = h_s · U` for the step that reads state `s` (per gate `(h_s ⊙ m_g)·U_g`
+    /// with recurrent dropout).
     fn recurrent(&mut self, u: &[T], s: usize) -> kiln_tape::Result<()> {
         let d = self.dims;
         let (b, n, w) = (d.batch, d.units, d.width());
+        if self.drop.on_h {
+            let (g, dr) = (self.groups(), &mut self.drop);
+            let bw = w / g;
+            grow(&mut dr.sh, b * n);
+            for k in 0..g {
+                let hs = &self.h[s * b * n..(s + 1) * b * n];
+                mask_rows(hs, &dr.mh[k * b * n..], b, n, &mut dr.sh[..b * n]);
+                gemm_strided(
+                    b,
+                    bw,
+                    n,
+                    T::one(),
+                    Strided::new(&dr.sh[..b * n], n),
+                    Strided::new(&u[k * bw..], w),
+                    T::zero(),
+                    &mut self.tmp[k * bw..b * w],
+                    w,
+                )?;
+            }
+            return Ok(());
+        }
         gemm(
             b,
             w,
@@ -320,45 +552,102 @@ impl<T: Scalar> Frame<T> {
         dx: Option<&mut [T]>,
     ) -> kiln_tape::Result<()> {
         let d = self.dims;
-        let (n, w, f, u) = (d.steps * d.batch, d.width(), d.features, d.units);
-        gemm(
-            f,
-            w,
-            n,
-            T::one(),
-            &self.xs[..n * f],
-            Trans::Yes,
-            &self.dz[..n * w],
-            Trans::No,
-            T::zero(),
-            dk,
-        )?;
-        let drec = drec.unwrap_or(&self.dz);
-        gemm(
-            u,
-            w,
-            n,
-            T::one(),
-            &self.h[..n * u],
-            Trans::Yes,
-            &drec[..n * w],
-            Trans::No,
-            T::zero(),
-            du,
-        )?;
-        if let Some(dx) = dx {
+        let (n, w, f, u, b) = (d.steps * d.batch, d.width(), d.features, d.units, d.batch);
+        let (g, dr) = (self.groups(), &mut self.drop);
+        let bw = w / g;
+        let kernel = p.param("kernel");
+        if dr.on_x {
+            for k in 0..g {
+                mask_rows(&self.xs[..n * f], &dr.mx[k * b * f..], b, f, &mut dr.sx[..n * f]);
+                gemm_strided(
+                    f,
+                    bw,
+                    n,
+                    T::one(),
+                    Strided::t(&dr.sx[..n * f], f),
+                    Strided::new(&self.dz[k * bw..n * w], w),
+                    T::zero(),
+                    &mut dk[k * bw..],
+                    w,
+                )?;
+            }
+        } else {
             gemm(
-                n,
                 f,
                 w,
+                n,
                 T::one(),
+                &self.xs[..n * f],
+                Trans::Yes,
                 &self.dz[..n * w],
                 Trans::No,
-                p.param("kernel"),
-                Trans::Yes,
                 T::zero(),
-                &mut self.dxs[..n * f],
+                dk,
             )?;
+        }
+        let drec = drec.unwrap_or(&self.dz);
+        if dr.on_h {
+            grow(&mut dr.sh, n * u);
+            for k in 0..g {
+                mask_rows(&self.h[..n * u], &dr.mh[k * b * u..], b, u, &mut dr.sh[..n * u]);
+                gemm_strided(
+                    u,
+                    bw,
+                    n,
+                    T::one(),
+                    Strided::t(&dr.sh[..n * u], u),
+                    Strided::new(&drec[k * bw..n * w], w),
+                    T::zero(),
+                    &mut du[k * bw..],
+                    w,
+                )?;
+            }
+        } else {
+            gemm(
+                u,
+                w,
+                n,
+                T::one(),
+                &self.h[..n * u],
+                Trans::Yes,
+                &drec[..n * w],
+                Trans::No,
+                T::zero(),
+                du,
+            )?;
+        }
+        if let Some(dx) = dx {
+            if dr.on_x {
+                // dx = Σ_g (dz_g·W_gᵀ) ⊙ m_g; the masked copy's buffer is free again.
+                for k in 0..g {
+                    gemm_strided(
+                        n,
+                        f,
+                        bw,
+                        T::one(),
+                        Strided::new(&self.dz[k * bw..n * w], w),
+                        Strided::t(&kernel[k * bw..], w),
+                        T::zero(),
+                        &mut dr.sx[..n * f],
+                        f,
+                    )?;
+                    let m = &dr.mx[k * b * f..(k + 1) * b * f];
+                    add_masked(&dr.sx[..n * f], m, b, f, &mut self.dxs[..n * f], k == 0);
+                }
+            } else {
+                gemm(
+                    n,
+                    f,
+                    w,
+                    T::one(),
+                    &self.dz[..n * w],
+                    Trans::No,
+                    kernel,
+                    Trans::Yes,
+                    T::zero(),
+                    &mut self.dxs[..n * f],
+                )?;
+            }
             for s in 0..d.steps {
                 let t = if self.cfg.go_backwards { d.steps - 1 - s } else { s };
                 for b in 0..d.batch {
@@ -428,8 +717,8 @@ fn column_sums<T: Scalar>(m: &[T], width: usize, out: &mut [T]) {
 }
 
 /// The passes every cell's `Layer` impl shares: inference and training run the same
-/// `run` (the recurrent layers keep nothing extra for training), and the incoming mask
-/// goes to the frame.
+/// `run` (training draws the dropout masks), the incoming mask goes to the frame, and
+/// the fit loop's seed to the dropout generator.
 macro_rules! cell_passes {
     () => {
         fn forward(
@@ -439,7 +728,7 @@ macro_rules! cell_passes {
             batch: usize,
             y: &mut [T],
         ) -> kiln_tape::Result<()> {
-            self.run(&p, x, batch, y)
+            self.run(&p, x, batch, y, false)
         }
         fn forward_train(
             &mut self,
@@ -448,10 +737,51 @@ macro_rules! cell_passes {
             batch: usize,
             y: &mut [T],
         ) -> kiln_tape::Result<()> {
-            self.run(&p.as_params(), x, batch, y)
+            self.run(&p.as_params(), x, batch, y, true)
         }
         fn input_mask(&mut self, mask: Option<&[T]>) {
             self.f.set_mask(mask);
+        }
+        fn reseed(&mut self, seed: u64) {
+            self.f.drop.rng = ChaCha8Rng::seed_from_u64(seed);
+        }
+    };
+}
+
+/// The builder methods every cell shares; `$field` is where its spec keeps the
+/// shared [`spec::Recurrent`].
+macro_rules! recurrent_builders {
+    ($field:tt) => {
+        /// Output every step.
+        pub fn return_sequences(mut self, on: bool) -> Self {
+            self.cfg.$field.return_sequences = on;
+            self
+        }
+        /// Read the sequence last step first.
+        pub fn go_backwards(mut self, on: bool) -> Self {
+            self.cfg.$field.go_backwards = on;
+            self
+        }
+        /// Drops this fraction of the input features while training (Keras's
+        /// `dropout`: one mask per sequence, reused at every step).
+        pub fn dropout(mut self, rate: f64) -> Self {
+            self.cfg.$field.dropout = rate;
+            self
+        }
+        /// Drops this fraction of the previous state where it enters the recurrent
+        /// product while training (Keras's `recurrent_dropout`).
+        pub fn recurrent_dropout(mut self, rate: f64) -> Self {
+            self.cfg.$field.recurrent_dropout = rate;
+            self
+        }
+        /// Uses these dropout masks (scale factors: 0 or `1/(1 − rate)`) instead of
+        /// drawing them, for tests: input `[groups, batch, features]` and state
+        /// `[groups, batch, units]`, where `groups` is the number of gates with
+        /// `recurrent_dropout` and 1 without.
+        pub fn with_dropout_masks(mut self, input: Vec<T>, state: Vec<T>) -> Self {
+            let d = &mut self.f.drop;
+            (d.fixed, d.mx, d.mh) = (true, input, state);
+            self
         }
     };
 }
@@ -490,18 +820,7 @@ impl<T: Scalar> LSTM<T> {
     pub fn new(units: usize) -> Self {
         spec::LSTM { rnn: spec::Recurrent::new(units), unit_forget_bias: true }.into_layer()
     }
-    /// Output every step.
-    pub fn return_sequences(mut self, on: bool) -> Self {
-        self.cfg.rnn.return_sequences = on;
-        self.f.cfg.return_sequences = on;
-        self
-    }
-    /// Read the sequence last step first.
-    pub fn go_backwards(mut self, on: bool) -> Self {
-        self.cfg.rnn.go_backwards = on;
-        self.f.cfg.go_backwards = on;
-        self
-    }
+    recurrent_builders!(rnn);
 
     fn run(
         &mut self,
@@ -509,8 +828,9 @@ impl<T: Scalar> LSTM<T> {
         x: &[T],
         batch: usize,
         y: &mut [T],
+        training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch)?;
+        self.f.begin(p, x, batch, training)?;
         let d = self.f.dims;
         let (b, u, w) = (batch, d.units, d.width());
         grow(&mut self.c, (d.steps + 1) * b * u);
@@ -580,9 +900,7 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
         spec::LSTM::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.f.cfg = self.cfg.rnn;
-        let gates = Frame::<T>::new(self.cfg.rnn, 4);
-        (self.f.act, self.f.gate) = (gates.act, gates.gate);
+        self.f.configure(self.cfg.rnn);
         self.f.build(spec::LSTM::CLASS, input)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
@@ -652,8 +970,8 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
             // dh_{s} = dz_s · Uᵀ (the state read by step s).
             self.f.finish_masked_step(s, None);
             let f = &mut self.f;
-            let dzs = &f.dz[s * b * w..(s + 1) * b * w];
-            gemm(b, u, w, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+            let g = f.groups();
+            state_grad(&mut f.drop, d, g, uk, &f.dz[s * b * w..], &mut f.dh)?;
             f.restore_masked_dh(s);
         }
         let n = d.steps * b;
@@ -712,16 +1030,7 @@ impl<T: Scalar> GRU<T> {
     pub fn new(units: usize) -> Self {
         spec::GRU { rnn: spec::Recurrent::new(units), reset_after: true }.into_layer()
     }
-    /// Output every step.
-    pub fn return_sequences(mut self, on: bool) -> Self {
-        self.cfg.rnn.return_sequences = on;
-        self
-    }
-    /// Read the sequence last step first.
-    pub fn go_backwards(mut self, on: bool) -> Self {
-        self.cfg.rnn.go_backwards = on;
-        self
-    }
+    recurrent_builders!(rnn);
     /// Apply the reset gate after (Keras 3's default) or before the recurrent product.
     pub fn reset_after(mut self, on: bool) -> Self {
         self.cfg.reset_after = on;
@@ -734,8 +1043,9 @@ impl<T: Scalar> GRU<T> {
         x: &[T],
         batch: usize,
         y: &mut [T],
+        training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch)?;
+        self.f.begin(p, x, batch, training)?;
         let d = self.f.dims;
         let (b, u, w) = (batch, d.units, d.width());
         grow(&mut self.rh, d.steps * b * u);
@@ -765,6 +1075,8 @@ impl<T: Scalar> GRU<T> {
                 let (xw, hu) = (&f.xw[r * w..(r + 1) * w], &f.tmp[bi * w..(bi + 1) * w]);
                 let rhr = &mut self.rh[r * u..(r + 1) * u];
                 let hp = &f.h[(s * b + bi) * u..(s * b + bi + 1) * u];
+                // reset before, recurrent dropout: the h gate's own state mask.
+                let mh2 = state_mask(&f.drop, d, 2, bi);
                 for k in 0..2 * u {
                     let xv = bx.map_or(xw[k], |v| xw[k] + v[k]);
                     let rv = br.map_or(hu[k], |v| hu[k] + v[k]);
@@ -777,7 +1089,7 @@ impl<T: Scalar> GRU<T> {
                     if after {
                         rhr[j] = br.map_or(hu[k], |v| hu[k] + v[k]);
                     } else {
-                        rhr[j] = ar[u + j] * hp[j];
+                        rhr[j] = ar[u + j] * hp[j] * mh2.map_or(T::one(), |m| m[j]);
                     }
                 }
             }
@@ -833,7 +1145,7 @@ impl<T: Scalar> Layer<T> for GRU<T> {
         spec::GRU::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.f = Frame::new(self.cfg.rnn, 3);
+        self.f.configure(self.cfg.rnn);
         self.f.build(spec::GRU::CLASS, input)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
@@ -908,7 +1220,9 @@ impl<T: Scalar> Layer<T> for GRU<T> {
                 for bi in 0..b {
                     let r = s * b + bi;
                     let hp = &f.h[(s * b + bi) * u..(s * b + bi + 1) * u];
+                    let mh2 = state_mask(&f.drop, d, 2, bi);
                     for (j, &h) in hp.iter().enumerate() {
+                        let h = h * mh2.map_or(T::one(), |m| m[j]);
                         let drh = self.drh[bi * u + j];
                         let (zr, rg) = (f.z[r * w + u + j], f.a[r * w + u + j]);
                         let dzrg = drh * h * gate.derivative(zr, rg);
@@ -920,25 +1234,15 @@ impl<T: Scalar> Layer<T> for GRU<T> {
             self.f.finish_masked_step(s, Some(&mut self.drec));
             let f = &mut self.f;
             // The state read by step s: dh·z, plus the recurrent products' share.
-            let drs = &self.drec[s * b * w..(s + 1) * b * w];
-            gemm(
-                b,
-                u,
-                w,
-                T::one(),
-                drs,
-                Trans::No,
-                uk,
-                Trans::Yes,
-                T::zero(),
-                &mut f.tmp[..b * u],
-            )?;
+            let g = f.groups();
+            state_grad(&mut f.drop, d, g, uk, &self.drec[s * b * w..], &mut f.tmp)?;
             for bi in 0..b {
                 let r = s * b + bi;
                 for j in 0..u {
                     let mut v = f.dh[bi * u + j] * f.a[r * w + j] + f.tmp[bi * u + j];
                     if !after {
-                        v += self.drh[bi * u + j] * f.a[r * w + u + j];
+                        let m = state_mask(&f.drop, d, 2, bi).map_or(T::one(), |m| m[j]);
+                        v += self.drh[bi * u + j] * f.a[r * w + u + j] * m;
                     }
                     f.dh[bi * u + j] = v;
                 }
@@ -1005,16 +1309,7 @@ impl<T: Scalar> SimpleRNN<T> {
     pub fn new(units: usize) -> Self {
         spec::SimpleRNN(spec::Recurrent::new(units)).into_layer()
     }
-    /// Output every step.
-    pub fn return_sequences(mut self, on: bool) -> Self {
-        self.cfg.0.return_sequences = on;
-        self
-    }
-    /// Read the sequence last step first.
-    pub fn go_backwards(mut self, on: bool) -> Self {
-        self.cfg.0.go_backwards = on;
-        self
-    }
+    recurrent_builders!(0);
 
     fn run(
         &mut self,
@@ -1022,8 +1317,9 @@ impl<T: Scalar> SimpleRNN<T> {
         x: &[T],
         batch: usize,
         y: &mut [T],
+        training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch)?;
+        self.f.begin(p, x, batch, training)?;
         let d = self.f.dims;
         let (b, u) = (batch, d.units);
         let (uk, bias) = (p.param("recurrent_kernel"), p.try_param("bias"));
@@ -1056,7 +1352,7 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
         spec::SimpleRNN::BASE_NAME
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        self.f = Frame::new(self.cfg.0, 1);
+        self.f.configure(self.cfg.0);
         self.f.build(spec::SimpleRNN::CLASS, input)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
@@ -1082,8 +1378,7 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
                 }
             }
             f.finish_masked_step(s, None);
-            let dzs = &f.dz[s * b * u..(s + 1) * b * u];
-            gemm(b, u, u, T::one(), dzs, Trans::No, uk, Trans::Yes, T::zero(), &mut f.dh[..b * u])?;
+            state_grad(&mut f.drop, d, 1, uk, &f.dz[s * b * u..], &mut f.dh)?;
             f.restore_masked_dh(s);
         }
         if let Some(db) = grads.try_param_mut("bias") {
@@ -1274,6 +1569,11 @@ impl<T: Scalar> Layer<T> for Bidirectional<T> {
     fn input_mask(&mut self, mask: Option<&[T]>) {
         self.fwd.layer().input_mask(mask);
         self.bwd.layer().input_mask(mask);
+    }
+    fn reseed(&mut self, seed: u64) {
+        // Two directions, two dropout streams (Keras gives each copy its own seed).
+        self.fwd.layer().reseed(seed);
+        self.bwd.layer().reseed(seed ^ 0x9e37_79b9_7f4a_7c15);
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
         let base = self.cfg.layer.base_name();

@@ -28,6 +28,13 @@ pub struct Recurrent {
     pub return_sequences: bool,
     /// Read the steps last to first (and return the outputs in that order, as Keras).
     pub go_backwards: bool,
+    /// Fraction of the input's features dropped while training, one mask per sequence
+    /// reused at every step (Keras's `dropout`).
+    pub dropout: f64,
+    /// Fraction of the previous state's units dropped where it enters the recurrent
+    /// product while training, one mask per sequence (Keras's `recurrent_dropout`;
+    /// then, as in Keras, every gate draws its own input and state masks).
+    pub recurrent_dropout: f64,
 }
 
 impl Recurrent {
@@ -43,6 +50,8 @@ impl Recurrent {
             bias_initializer: Initializer::Zeros,
             return_sequences: false,
             go_backwards: false,
+            dropout: 0.0,
+            recurrent_dropout: 0.0,
         }
     }
 
@@ -63,7 +72,10 @@ impl Recurrent {
             bias_initializer: initializer(a, "bias_initializer")?,
             return_sequences: a.bool("return_sequences")?,
             go_backwards: a.bool("go_backwards")?,
+            dropout: a.number("dropout")?,
+            recurrent_dropout: a.number("recurrent_dropout")?,
         };
+        r.check_rates(class)?;
         for (name, act) in
             [("activation", r.activation), ("recurrent_activation", r.recurrent_activation)]
         {
@@ -77,8 +89,28 @@ impl Recurrent {
         Ok(r)
     }
 
+    /// Both dropout rates in [0, 1) (Keras clips other values, and ignores a rate of 1,
+    /// silently; kiln refuses them).
+    pub fn check_rates(&self, class: &str) -> Result<(), SpecError> {
+        for (name, rate) in
+            [("dropout", self.dropout), ("recurrent_dropout", self.recurrent_dropout)]
+        {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(SpecError::arg(
+                    name,
+                    format!(
+                        "{class}'s {name} must be in [0, 1), got {rate}: it is the fraction of {} dropped while training",
+                        if name == "dropout" { "input features" } else { "state units" }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The shape rule of every recurrent layer.
     pub fn output(&self, class: &str, input: &[usize]) -> Result<Vec<usize>, SpecError> {
+        self.check_rates(class).map_err(|e| SpecError::layer(e.message))?;
         if self.units == 0 {
             return Err(SpecError::layer(format!("{class} needs at least 1 unit, got 0")));
         }
@@ -115,6 +147,8 @@ macro_rules! recurrent_args {
             ArgDef::new("bias_initializer", Kind::Initializer, D::Name("zeros")),
             ArgDef::new("return_sequences", Kind::Bool, D::Bool(false)),
             ArgDef::new("go_backwards", Kind::Bool, D::Bool(false)),
+            ArgDef::new("dropout", Kind::Number, D::Float(0.0)),
+            ArgDef::new("recurrent_dropout", Kind::Number, D::Float(0.0)),
             $($extra,)*
         ]
     };
@@ -136,6 +170,8 @@ impl LayerSpec for SimpleRNN {
         ArgDef::new("bias_initializer", Kind::Initializer, D::Name("zeros")),
         ArgDef::new("return_sequences", Kind::Bool, D::Bool(false)),
         ArgDef::new("go_backwards", Kind::Bool, D::Bool(false)),
+        ArgDef::new("dropout", Kind::Number, D::Float(0.0)),
+        ArgDef::new("recurrent_dropout", Kind::Number, D::Float(0.0)),
     ];
     const POSITIONAL: usize = 1;
     const DOC: &'static str =
