@@ -875,6 +875,62 @@ fn recurrent_dropout_masks_against_the_unrolled_cells() {
     }
 }
 
+/// A batch larger than one row block (the LSTM runs its batch in blocks of 32 rows,
+/// in parallel): 33 samples in a full and a partial block, with fixed dropout masks
+/// (central differences over more samples drown in rounding), against the
+/// unrolled cell — the blocks' weight gradients are summed, their input gradients
+/// and outputs land in their own rows.
+#[test]
+fn lstm_in_several_row_blocks() {
+    let drop = Drop::new(4, true, true, 33, 2, 4);
+    let (di, ds) = (drop.input.clone(), drop.state.clone());
+    case!(
+        "LSTM(4) over 33 samples (2 row blocks), dropout masks",
+        LSTM::new(4)
+            .go_backwards(true)
+            .dropout(0.4)
+            .recurrent_dropout(0.3)
+            .with_dropout_masks(Drop::of::<T>(&di), Drop::of::<T>(&ds)),
+        [3, 2],
+        33,
+        {
+            let drop = drop.clone();
+            move |t, x, q, _b| rnn_tape_dropped(t, x, q, 4, 4, (false, true), &drop)
+        }
+    );
+}
+
+/// Each sample of a batch spanning several blocks, masked differently, gives exactly
+/// its output alone (the blocks take their rows of the step mask).
+#[test]
+fn masked_batch_across_row_blocks_equals_each_sample_alone() {
+    use kiln::Model;
+    let net = || {
+        kiln::SequentialBuilder::<f64>::new("m", &[5, 2])
+            .add(Masking::<f64>::new(0.0))
+            .add(LSTM::<f64>::new(3).return_sequences(true))
+            .build(kiln::Seed(4))
+            .unwrap()
+    };
+    let batch = 70;
+    let mut x: Vec<f64> =
+        (0..batch * 10).map(|i| ((i * 29 % 13) as f64 - 6.0) / 6.0 + 0.01).collect();
+    for b in 0..batch {
+        // Sample b masks step b % 5 (and, for every third sample, its last step).
+        x[(b * 5 + b % 5) * 2..(b * 5 + b % 5) * 2 + 2].fill(0.0);
+        if b % 3 == 0 {
+            x[(b * 5 + 4) * 2..(b * 5 + 5) * 2].fill(0.0);
+        }
+    }
+    let mut all = net();
+    let y = all.forward_infer(&x, batch).unwrap().outputs.to_vec();
+    let mut one = net();
+    for b in 0..batch {
+        let yb = one.forward_infer(&x[b * 10..(b + 1) * 10], 1).unwrap().outputs.to_vec();
+        assert_eq!(yb[..], y[b * 15..(b + 1) * 15], "sample {b}");
+    }
+}
+
 /// Drawn dropout masks: a training pass drops (it differs from inference), the same
 /// seed draws the same masks, another seed others, each pass draws anew, and
 /// inference never drops.

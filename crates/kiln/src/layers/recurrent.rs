@@ -28,11 +28,15 @@ use super::dropout::draw_mask;
 use super::{Backward, Builtin, Layer, ParamSpec, Params, ParamsMut};
 use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
-use kiln_tape::kernels::{Strided, Trans, gemm, gemm_strided};
+use kiln_tape::kernels::lstm::{lstm_cell_rows, lstm_grad_rows, lstm_state_rows};
+use kiln_tape::kernels::parallel::{self, for_blocks, rows, split_batch, split_rows, steps};
+use kiln_tape::kernels::{PackedB, Strided, Trans, gemm, gemm_packed, gemm_strided};
 use kiln_tape::{Activation as A, Scalar, TapeError};
 use kiln_train::ParamKind;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
+use std::sync::Mutex;
 
 /// The sizes of one pass.
 #[derive(Clone, Copy, Debug, Default)]
@@ -89,6 +93,11 @@ struct Frame<T> {
     dh_keep: Vec<T>,
     /// Dropout masks and their generator.
     drop: RnnDropout<T>,
+    /// The recurrent kernel `U` and `Uᵀ`, packed once per pass for the per-step GEMMs.
+    pu: PackedB<T>,
+    put: PackedB<T>,
+    /// The pre-activation gradients packed once for the weight-gradient GEMMs.
+    pdz: PackedB<T>,
 }
 
 /// Keras's `dropout` / `recurrent_dropout` for one layer: masks drawn once per
@@ -159,49 +168,83 @@ fn add_masked<T: Scalar>(
     }
 }
 
-/// The gradient reaching the state read by a step from its recurrent products:
-/// `out = drs·Uᵀ`, or with recurrent dropout `Σ_gate (drs_g·U_gᵀ) ⊙ mask_g`.
-fn state_grad<T: Scalar>(
-    drop: &mut RnnDropout<T>,
+/// Keeps the first error of a step's row jobs (lengths hold by construction; this
+/// only carries a kernel's refusal out of the parallel part).
+fn keep_err(slot: &Mutex<Option<kiln_tape::TapeError>>, r: kiln_tape::Result<()>) {
+    if let Err(e) = r {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+}
+
+/// What the state-gradient product of a step reads, shared by its row jobs.
+#[derive(Clone, Copy)]
+struct StateGrad<'a, T> {
     d: Dims,
     groups: usize,
+    /// The recurrent kernel and its packed transpose.
+    uk: &'a [T],
+    put: &'a PackedB<T>,
+    /// State masks `[groups, batch, units]` when states are dropped this pass.
+    mh: Option<&'a [T]>,
+}
+
+impl<T: Scalar> StateGrad<'_, T> {
+    /// `out = drs·Uᵀ` for the rows `r` of a step (`drs`, `out` and `scratch` hold just
+    /// those rows), or with recurrent dropout `Σ_gate (drs_g·U_gᵀ) ⊙ mask_g`.
+    fn rows(
+        &self,
+        r: Range<usize>,
+        drs: &[T],
+        out: &mut [T],
+        scratch: &mut [T],
+    ) -> kiln_tape::Result<()> {
+        let (u, w, n) = (self.d.units, self.d.width(), r.len());
+        let Some(mh) = self.mh else {
+            return gemm_packed(n, T::one(), Strided::new(drs, w), self.put, T::zero(), out, u);
+        };
+        let (b, bw) = (self.d.batch, w / self.groups);
+        for k in 0..self.groups {
+            gemm_strided(
+                n,
+                u,
+                bw,
+                T::one(),
+                Strided::new(&drs[k * bw..n * w], w),
+                Strided::t(&self.uk[k * bw..], w),
+                T::zero(),
+                &mut scratch[..n * u],
+                u,
+            )?;
+            let m = &mh[(k * b + r.start) * u..(k * b + r.end) * u];
+            add_masked(&scratch[..n * u], m, n, u, &mut out[..n * u], k == 0);
+        }
+        Ok(())
+    }
+}
+
+/// The gradient reaching the state read by a step from its recurrent products, for
+/// the whole batch (rows split between the cores): see [`StateGrad::rows`].
+fn state_grad<T: Scalar>(
+    f: &mut Frame<T>,
     uk: &[T],
     drs: &[T],
     out: &mut [T],
 ) -> kiln_tape::Result<()> {
+    let (d, min) = (f.dims, f.min_rows());
     let (b, u, w) = (d.batch, d.units, d.width());
-    if !drop.on_h {
-        return gemm(
-            b,
-            u,
-            w,
-            T::one(),
-            &drs[..b * w],
-            Trans::No,
-            uk,
-            Trans::Yes,
-            T::zero(),
-            &mut out[..b * u],
-        );
-    }
-    let bw = w / groups;
-    grow(&mut drop.sh, b * u);
-    for k in 0..groups {
-        gemm_strided(
-            b,
-            u,
-            bw,
-            T::one(),
-            Strided::new(&drs[k * bw..b * w], w),
-            Strided::t(&uk[k * bw..], w),
-            T::zero(),
-            &mut drop.sh[..b * u],
-            u,
-        )?;
-        let m = &drop.mh[k * b * u..(k + 1) * b * u];
-        add_masked(&drop.sh[..b * u], m, b, u, &mut out[..b * u], k == 0);
-    }
-    Ok(())
+    let sg = StateGrad {
+        d,
+        groups: f.groups(),
+        uk,
+        put: &f.put,
+        mh: f.drop.on_h.then_some(&f.drop.mh[..]),
+    };
+    grow(&mut f.drop.sh, b * u);
+    let err = Mutex::new(None);
+    split_rows(b, min, [rows(out, u), rows(&mut f.drop.sh, u)], &|r, [o, sc]| {
+        keep_err(&err, sg.rows(r.clone(), &drs[r.start * w..r.end * w], o, sc));
+    });
+    err.into_inner().ok().flatten().map_or(Ok(()), Err)
 }
 
 impl<T: Scalar> Frame<T> {
@@ -295,7 +338,23 @@ impl<T: Scalar> Frame<T> {
             use_mask: false,
             dh_keep: Vec::new(),
             drop: RnnDropout::new(),
+            pu: PackedB::new(),
+            put: PackedB::new(),
+            pdz: PackedB::new(),
         }
+    }
+
+    /// Rows per part below which a step's row jobs stay on one thread: a step's
+    /// recurrent product must be worth a fork-join (about 2^16 multiply-adds).
+    fn min_rows(&self) -> usize {
+        let d = self.dims;
+        if d.batch * d.units * d.width() < 1 << 16 { usize::MAX } else { 2 }
+    }
+
+    /// As [`Frame::min_rows`] for a whole pass split once (all steps per part).
+    fn min_rows_pass(&self) -> usize {
+        let d = self.dims;
+        if d.steps * d.batch * d.units * d.width() < 1 << 16 { usize::MAX } else { 2 }
     }
 
     /// Takes the layer's configuration (as the builder left it) before a build.
@@ -311,7 +370,8 @@ impl<T: Scalar> Frame<T> {
     }
 
     /// Decides whether this pass drops, and draws its masks (unless fixed).
-    fn draw_masks(&mut self, training: bool) -> kiln_tape::Result<()> {
+    fn draw_masks(&mut self, batch: usize, training: bool) -> kiln_tape::Result<()> {
+        self.dims.batch = batch;
         let (c, d, g) = (self.cfg, self.dims, self.groups());
         self.drop.on_x = training && c.dropout > 0.0;
         self.drop.on_h = training && c.recurrent_dropout > 0.0;
@@ -387,15 +447,8 @@ impl<T: Scalar> Frame<T> {
 
     /// Sizes the buffers for `batch`, copies `x` step-major (reversed with
     /// `go_backwards`), computes `x·W` for all steps and zeroes `h_0`.
-    fn begin(
-        &mut self,
-        p: &Params<'_, T>,
-        x: &[T],
-        batch: usize,
-        training: bool,
-    ) -> kiln_tape::Result<()> {
+    fn begin(&mut self, p: &Params<'_, T>, x: &[T], batch: usize) -> kiln_tape::Result<()> {
         self.dims.batch = batch;
-        self.draw_masks(training)?;
         let d = self.dims;
         let (n, w) = (d.steps * batch, d.width());
         grow(&mut self.xs, n * d.features);
@@ -456,6 +509,16 @@ impl<T: Scalar> Frame<T> {
         Ok(())
     }
 
+    /// Packs `U` for the forward steps' recurrent products (unless states are dropped,
+    /// which multiplies per gate instead).
+    fn pack_recurrent(&mut self, u: &[T]) -> kiln_tape::Result<()> {
+        if self.drop.on_h {
+            return Ok(());
+        }
+        let d = self.dims;
+        self.pu.pack(d.units, d.width(), u, Trans::No)
+    }
+
     /// `tmp = h_s · U` for the step that reads state `s` (per gate `(h_s ⊙ m_g)·U_g`
     /// with recurrent dropout).
     fn recurrent(&mut self, u: &[T], s: usize) -> kiln_tape::Result<()> {
@@ -482,18 +545,15 @@ impl<T: Scalar> Frame<T> {
             }
             return Ok(());
         }
-        gemm(
-            b,
-            w,
-            n,
-            T::one(),
-            &self.h[s * b * n..(s + 1) * b * n],
-            Trans::No,
-            u,
-            Trans::No,
-            T::zero(),
-            &mut self.tmp[..b * w],
-        )
+        let (hs, pu, err) = (&self.h[s * b * n..(s + 1) * b * n], &self.pu, Mutex::new(None));
+        split_rows(b, self.min_rows(), [rows(&mut self.tmp, w)], &|r, [t]| {
+            let hr = &hs[r.start * n..r.end * n];
+            keep_err(
+                &err,
+                gemm_packed(r.len(), T::one(), Strided::new(hr, n), pu, T::zero(), t, w),
+            );
+        });
+        err.into_inner().ok().flatten().map_or(Ok(()), Err)
     }
 
     /// Writes the layer's output from the states.
@@ -519,7 +579,18 @@ impl<T: Scalar> Frame<T> {
         grow(&mut self.dz, n * d.width());
         grow(&mut self.dh, d.batch * d.units);
         grow(&mut self.dxs, n * d.features);
+        grow(&mut self.dh_keep, d.batch * d.units);
         self.dh[..d.batch * d.units].fill(T::zero());
+    }
+
+    /// Packs `Uᵀ` for the backward steps' state gradients (unless states are dropped,
+    /// which multiplies per gate instead).
+    fn pack_transposed(&mut self, u: &[T]) -> kiln_tape::Result<()> {
+        if self.drop.on_h {
+            return Ok(());
+        }
+        let d = self.dims;
+        self.put.pack(d.width(), d.units, u, Trans::Yes)
     }
 
     /// Adds the output's gradient at processing step `s` into the state gradient.
@@ -556,7 +627,22 @@ impl<T: Scalar> Frame<T> {
         let (g, dr) = (self.groups(), &mut self.drop);
         let bw = w / g;
         let kernel = p.param("kernel");
-        if dr.on_x {
+        let shared = !dr.on_x && !dr.on_h && drec.is_none() && !parallel::idle();
+        if shared {
+            // Inside a fork-join (one block of a batch split between threads) the
+            // GEMMs run on this thread: pack dz once for both weight gradients.
+            self.pdz.pack(n, w, &self.dz[..n * w], Trans::No)?;
+            gemm_packed(
+                f,
+                T::one(),
+                Strided::t(&self.xs[..n * f], f),
+                &self.pdz,
+                T::zero(),
+                dk,
+                w,
+            )?;
+            gemm_packed(u, T::one(), Strided::t(&self.h[..n * u], u), &self.pdz, T::zero(), du, w)?;
+        } else if dr.on_x {
             for k in 0..g {
                 mask_rows(&self.xs[..n * f], &dr.mx[k * b * f..], b, f, &mut dr.sx[..n * f]);
                 gemm_strided(
@@ -586,7 +672,9 @@ impl<T: Scalar> Frame<T> {
             )?;
         }
         let drec = drec.unwrap_or(&self.dz);
-        if dr.on_h {
+        if shared {
+            // dU was computed with dW above.
+        } else if dr.on_h {
             grow(&mut dr.sh, n * u);
             for k in 0..g {
                 mask_rows(&self.h[..n * u], &dr.mh[k * b * u..], b, u, &mut dr.sh[..n * u]);
@@ -790,6 +878,23 @@ macro_rules! recurrent_builders {
 #[derive(Clone, Debug)]
 pub struct LSTM<T = f32> {
     cfg: spec::LSTM,
+    /// The whole batch's frame: configuration, step mask and dropout masks (the
+    /// blocks' frames hold the buffers).
+    f: Frame<T>,
+    /// The batch in fixed blocks of [`BLOCK_ROWS`] rows, run in parallel; grown to the
+    /// largest batch once.
+    blocks: Vec<LstmCore<T>>,
+}
+
+/// Rows of the batch per LSTM block. Fixed (never derived from the thread count), so
+/// the per-block weight gradients, summed in block order, give the same bits for any
+/// number of threads. Each block runs all its steps without synchronizing: a sample's
+/// recurrence touches only its own rows.
+const BLOCK_ROWS: usize = 32;
+
+/// One block of rows of an LSTM's batch: its frame, cell states and gradients.
+#[derive(Clone, Debug)]
+struct LstmCore<T> {
     f: Frame<T>,
     /// Cell states `c_0 = 0, …, c_steps` and their tanh, step-major.
     c: Vec<T>,
@@ -798,20 +903,18 @@ pub struct LSTM<T = f32> {
     /// Backward: one step's gate derivatives `[batch, 4u]` and `tanh'(c)` `[batch, u]`.
     dd: Vec<T>,
     dtc: Vec<T>,
+    /// A step's per-row scratch `[batch, u]` (masked states with recurrent dropout).
+    srow: Vec<T>,
+    /// This block's kernel, recurrent-kernel and bias gradients.
+    gk: Vec<T>,
+    gu: Vec<T>,
+    gb: Vec<T>,
 }
 
 impl<T: Scalar> Builtin<T> for spec::LSTM {
     type Layer = LSTM<T>;
     fn into_layer(self) -> LSTM<T> {
-        LSTM {
-            f: Frame::new(self.rnn, 4),
-            cfg: self,
-            c: Vec::new(),
-            tc: Vec::new(),
-            dc: Vec::new(),
-            dd: Vec::new(),
-            dtc: Vec::new(),
-        }
+        LSTM { f: Frame::new(self.rnn, 4), cfg: self, blocks: Vec::new() }
     }
 }
 
@@ -822,6 +925,62 @@ impl<T: Scalar> LSTM<T> {
     }
     recurrent_builders!(rnn);
 
+    /// Rows of block `j` of a batch.
+    fn block_range(j: usize, batch: usize) -> Range<usize> {
+        j * BLOCK_ROWS..((j + 1) * BLOCK_ROWS).min(batch)
+    }
+
+    /// Draws this pass's dropout masks, sizes the blocks and gives each its rows of the
+    /// step mask and of the dropout masks. Returns the number of blocks.
+    fn prepare(&mut self, batch: usize, training: bool) -> kiln_tape::Result<usize> {
+        self.f.draw_masks(batch, training)?;
+        let nb = batch.div_ceil(BLOCK_ROWS);
+        while self.blocks.len() < nb {
+            let mut f = Frame::new(self.f.cfg, 4);
+            f.configure(self.f.cfg);
+            self.blocks.push(LstmCore {
+                f,
+                c: Vec::new(),
+                tc: Vec::new(),
+                dc: Vec::new(),
+                dd: Vec::new(),
+                dtc: Vec::new(),
+                srow: Vec::new(),
+                gk: Vec::new(),
+                gu: Vec::new(),
+                gb: Vec::new(),
+            });
+        }
+        let top = &self.f;
+        let (d, g) = (top.dims, top.groups());
+        for (j, blk) in self.blocks[..nb].iter_mut().enumerate() {
+            let r = Self::block_range(j, batch);
+            let bf = &mut blk.f;
+            bf.dims = Dims { batch: r.len(), ..d };
+            (bf.act, bf.gate, bf.cfg) = (top.act, top.gate, top.cfg);
+            bf.use_mask = top.use_mask;
+            if top.use_mask {
+                bf.mask.clear();
+                bf.mask.extend_from_slice(&top.mask[r.start * d.steps..r.end * d.steps]);
+            }
+            let (dr, td) = (&mut bf.drop, &top.drop);
+            (dr.on_x, dr.on_h) = (td.on_x, td.on_h);
+            // Each group's rows of the whole batch's masks.
+            for (on, src, dst, width) in
+                [(td.on_x, &td.mx, &mut dr.mx, d.features), (td.on_h, &td.mh, &mut dr.mh, d.units)]
+            {
+                if on {
+                    dst.clear();
+                    for k in 0..g {
+                        let at = |i: usize| (k * batch + i) * width;
+                        dst.extend_from_slice(&src[at(r.start)..at(r.end)]);
+                    }
+                }
+            }
+        }
+        Ok(nb)
+    }
+
     fn run(
         &mut self,
         p: &Params<'_, T>,
@@ -830,64 +989,390 @@ impl<T: Scalar> LSTM<T> {
         y: &mut [T],
         training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch, training)?;
+        let nb = self.prepare(batch, training)?;
+        // One packed U for every block.
+        self.f.pack_recurrent(p.param("recurrent_kernel"))?;
+        let d = self.f.dims;
+        let per_in = d.steps * d.features;
+        let per_out = if self.f.cfg.return_sequences { d.steps * d.units } else { d.units };
+        let err = Mutex::new(None);
+        let pu = &self.f.pu;
+        for_blocks(&mut self.blocks[..nb], y, BLOCK_ROWS * per_out, &|j, blk, yb| {
+            let r = Self::block_range(j, batch);
+            keep_err(&err, blk.run(p, &x[r.start * per_in..r.end * per_in], r.len(), yb, pu));
+        });
+        err.into_inner().ok().flatten().map_or(Ok(()), Err)
+    }
+}
+
+impl<T: Scalar> LstmCore<T> {
+    /// The forward pass of this block's `batch` rows `x` (sample-major) into `y`.
+    fn run(
+        &mut self,
+        p: &Params<'_, T>,
+        x: &[T],
+        batch: usize,
+        y: &mut [T],
+        pu: &PackedB<T>,
+    ) -> kiln_tape::Result<()> {
+        self.f.begin(p, x, batch)?;
         let d = self.f.dims;
         let (b, u, w) = (batch, d.units, d.width());
         grow(&mut self.c, (d.steps + 1) * b * u);
         grow(&mut self.tc, d.steps * b * u);
+        grow(&mut self.srow, b * u);
         self.c[..b * u].fill(T::zero());
         let (uk, bias) = (p.param("recurrent_kernel"), p.try_param("bias"));
-        let (act, gate) = (self.f.act, self.f.gate);
-        for s in 0..d.steps {
-            self.f.recurrent(uk, s)?;
-            let f = &mut self.f;
-            let rows = s * b * w..(s + 1) * b * w;
-            let (zs, a) = (&mut f.z[rows.clone()], &mut f.a[rows.clone()]);
-            // z = (x·W + h·U) + b over the whole step, as Keras sums it.
-            for ((zv, &xv), &hv) in zs.iter_mut().zip(&f.xw[rows]).zip(&f.tmp[..b * w]) {
-                *zv = xv + hv;
-            }
-            if let Some(bv) = bias {
-                for zr in zs.chunks_exact_mut(w) {
-                    zr.iter_mut().zip(bv).for_each(|(zv, &bb)| *zv += bb);
+        let f = &mut self.f;
+        // Every step's x·W becomes that step's activations in place: the recurrent
+        // GEMM accumulates into it, then the bias and the gates.
+        std::mem::swap(&mut f.xw, &mut f.a);
+        let min = f.min_rows_pass();
+        let step = LstmStep {
+            d,
+            act: f.act,
+            gate: f.gate,
+            uk,
+            bias,
+            pu,
+            mh: f.drop.on_h.then_some(&f.drop.mh[..]),
+            mask: f.use_mask.then_some(&f.mask[..]),
+            backwards: f.cfg.go_backwards,
+        };
+        let err = Mutex::new(None);
+        let keep_z = step.keeps_z();
+        let bufs = [
+            steps(&mut f.z, b, w),
+            steps(&mut f.a, b, w),
+            steps(&mut self.c, b, u),
+            steps(&mut self.tc, b, u),
+            steps(&mut f.h, b, u),
+            steps(&mut self.srow, b, u),
+        ];
+        // Each part runs every step for its own samples: no synchronization per step.
+        split_batch(b, min, bufs, &|r, [mut z, mut a, mut c, mut tc, mut h, mut sc]| {
+            for s in 0..d.steps {
+                let (cp, cn) = c.pair(s, s + 1);
+                let (hp, hn) = h.pair(s, s + 1);
+                let rows = LstmRows {
+                    z: keep_z.then(|| z.at(s)),
+                    a: a.at(s),
+                    cp,
+                    cn,
+                    tc: tc.at(s),
+                    hp,
+                    hn,
+                    scratch: sc.at(0),
+                };
+                if let Err(e) = step.forward(s, r.clone(), rows) {
+                    keep_err(&err, Err(e));
+                    return;
                 }
             }
-            a.copy_from_slice(zs);
-            // i, f (one block) and o through the gate activation, c's candidate through act.
-            for ar in a.chunks_exact_mut(w) {
-                let (ifg, rest) = ar.split_at_mut(2 * u);
-                let (g, o) = rest.split_at_mut(u);
-                gate.forward_inplace(ifg);
-                act.forward_inplace(g);
-                gate.forward_inplace(o);
-            }
-            let (cp, cn) = self.c.split_at_mut((s + 1) * b * u);
-            let (cprev, cnew) = (&cp[s * b * u..], &mut cn[..b * u]);
-            for (bi, ar) in a.chunks_exact(w).enumerate() {
-                let (i, fg, g) = (&ar[..u], &ar[u..2 * u], &ar[2 * u..3 * u]);
-                let (cpr, cnr) = (&cprev[bi * u..(bi + 1) * u], &mut cnew[bi * u..(bi + 1) * u]);
-                for j in 0..u {
-                    cnr[j] = fg[j] * cpr[j] + i[j] * g[j];
-                }
-            }
-            let tcs = &mut self.tc[s * b * u..(s + 1) * b * u];
-            tcs.copy_from_slice(cnew);
-            act.forward_inplace(tcs);
-            let hn = &mut f.h[(s + 1) * b * u..(s + 2) * b * u];
-            for (bi, ar) in a.chunks_exact(w).enumerate() {
-                let o = &ar[3 * u..];
-                let (tcr, hr) = (&tcs[bi * u..(bi + 1) * u], &mut hn[bi * u..(bi + 1) * u]);
-                for j in 0..u {
-                    hr[j] = o[j] * tcr[j];
-                }
-            }
-            if f.use_mask {
-                let (mask, back, steps) = (&f.mask, f.cfg.go_backwards, d.steps);
-                carry_rows(&mut self.c, s, b, u, |bi| masked_at(mask, true, back, steps, s, bi));
-                f.carry_masked(s);
-            }
+        });
+        if let Some(e) = err.into_inner().ok().flatten() {
+            return Err(e);
         }
         self.f.output(y);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> LstmCore<T> {
+    /// The backward pass of this block's rows: `dy` its output gradient; the weight
+    /// gradients land in `gk`, `gu`, `gb`, the input gradient in `dx`.
+    fn backward(
+        &mut self,
+        p: &Params<'_, T>,
+        dy: &[T],
+        dx: Option<&mut [T]>,
+        put: &PackedB<T>,
+    ) -> kiln_tape::Result<()> {
+        let uk = p.param("recurrent_kernel");
+        self.f.begin_backward();
+        let d = self.f.dims;
+        let (b, u, w) = (d.batch, d.units, d.width());
+        for v in [&mut self.dc, &mut self.dtc, &mut self.srow] {
+            grow(v, b * u);
+        }
+        grow(&mut self.dd, b * w);
+        self.dc[..b * u].fill(T::zero());
+        let f = &mut self.f;
+        let min = f.min_rows_pass();
+        let sg =
+            StateGrad { d, groups: f.groups(), uk, put, mh: f.drop.on_h.then_some(&f.drop.mh[..]) };
+        let step = LstmBack {
+            d,
+            act: f.act,
+            gate: f.gate,
+            sg,
+            mask: f.use_mask.then_some(&f.mask[..]),
+            backwards: f.cfg.go_backwards,
+            sequences: f.cfg.return_sequences,
+            dy,
+            // Without kept pre-activations the derivatives read only `a`.
+            z: if from_output(f.act) && from_output(f.gate) { &f.a } else { &f.z },
+            a: &f.a,
+            c: &self.c,
+            tc: &self.tc,
+        };
+        let err = Mutex::new(None);
+        let bufs = [
+            steps(&mut f.dz, b, w),
+            steps(&mut self.dd, b, w),
+            steps(&mut self.dtc, b, u),
+            steps(&mut f.dh, b, u),
+            steps(&mut self.dc, b, u),
+            steps(&mut f.dh_keep, b, u),
+            steps(&mut self.srow, b, u),
+        ];
+        // Each part runs every step for its own samples, last step first.
+        split_batch(b, min, bufs, &|r,
+                                    [
+            mut dz,
+            mut dd,
+            mut dtc,
+            mut dh,
+            mut dc,
+            mut keep,
+            mut sc,
+        ]| {
+            for s in (0..d.steps).rev() {
+                let rows =
+                    [dz.at(s), dd.at(0), dtc.at(0), dh.at(0), dc.at(0), keep.at(0), sc.at(0)];
+                if let Err(e) = step.rows(s, r.clone(), rows) {
+                    keep_err(&err, Err(e));
+                    return;
+                }
+            }
+        });
+        if let Some(e) = err.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        let n = d.steps * b;
+        if p.try_param("bias").is_some() {
+            grow(&mut self.gb, w);
+            column_sums(&self.f.dz[..n * w], w, &mut self.gb[..w]);
+        }
+        grow(&mut self.gk, d.features * w);
+        grow(&mut self.gu, u * w);
+        let (gk, gu) = (&mut self.gk[..d.features * w], &mut self.gu[..u * w]);
+        // LSTM's recurrent product takes the same pre-activation gradient as the input's.
+        self.f.finish(p, None, gk, gu, dx)
+    }
+}
+
+/// An LSTM forward pass over some rows of the batch: what its parts share.
+#[derive(Clone, Copy)]
+struct LstmStep<'a, T> {
+    d: Dims,
+    act: A,
+    gate: A,
+    uk: &'a [T],
+    bias: Option<&'a [T]>,
+    pu: &'a PackedB<T>,
+    /// State masks `[4, batch, units]` when states are dropped this pass.
+    mh: Option<&'a [T]>,
+    /// The incoming step mask `[batch, steps]`, when any.
+    mask: Option<&'a [T]>,
+    backwards: bool,
+}
+
+/// A part's rows of one step's buffers: pre-activations (kept only when a derivative
+/// needs them) and activations `[rows, 4u]`, cell states before and after, `tanh(c)`,
+/// states before and after `[rows, u]`, and scratch `[rows, u]`.
+struct LstmRows<'r, T> {
+    z: Option<&'r mut [T]>,
+    a: &'r mut [T],
+    cp: &'r [T],
+    cn: &'r mut [T],
+    tc: &'r mut [T],
+    hp: &'r [T],
+    hn: &'r mut [T],
+    scratch: &'r mut [T],
+}
+
+/// The `g`-th block of `u` values of `v`.
+fn block<T>(v: &[T], u: usize, g: usize) -> &[T] {
+    &v[g * u..(g + 1) * u]
+}
+
+/// Whether `a`'s derivative follows from its output alone (no pre-activation needed).
+fn from_output(a: A) -> bool {
+    matches!(a, A::Sigmoid | A::Tanh | A::Linear)
+}
+
+impl<T: Scalar> LstmStep<'_, T> {
+    /// Whether the backward pass needs the gates' pre-activations.
+    fn keeps_z(&self) -> bool {
+        !(from_output(self.act) && from_output(self.gate))
+    }
+
+    /// Rows `r` of the step: the recurrent product, `z = (x·W + h·U) + b`, the gates,
+    /// `c = f ⊙ c + i ⊙ g` and `h = o ⊙ tanh(c)`; masked samples keep their states.
+    fn forward(&self, s: usize, r: Range<usize>, rows: LstmRows<'_, T>) -> kiln_tape::Result<()> {
+        let LstmRows { z, a, cp, cn, tc, hp, hn, scratch } = rows;
+        let (b, u, w, n) = (self.d.batch, self.d.units, self.d.width(), r.len());
+        // a holds x·W; += h·U by the GEMM itself (beta = 1: the same single rounding
+        // of the sum as adding the two products), then += b.
+        if s == 0 {
+            // The first step reads h_0 = 0: no product to add.
+        } else if let Some(mh) = self.mh {
+            for g in 0..4 {
+                let m = &mh[(g * b + r.start) * u..(g * b + r.end) * u];
+                mask_rows(hp, m, n, u, &mut scratch[..n * u]);
+                gemm_strided(
+                    n,
+                    u,
+                    u,
+                    T::one(),
+                    Strided::new(&scratch[..n * u], u),
+                    Strided::new(&self.uk[g * u..], w),
+                    T::one(),
+                    &mut a[g * u..n * w],
+                    w,
+                )?;
+            }
+        } else {
+            gemm_packed(n, T::one(), Strided::new(hp, u), self.pu, T::one(), a, w)?;
+        }
+        if let Some(bv) = self.bias {
+            for ar in a.chunks_exact_mut(w) {
+                ar.iter_mut().zip(&bv[..w]).for_each(|(v, &bb)| *v += bb);
+            }
+        }
+        // The pre-activations are kept only when a derivative needs them.
+        if let Some(z) = z {
+            z.copy_from_slice(a);
+        }
+        // i, f (one block) and o through the gate activation, c's candidate through act.
+        for ar in a.chunks_exact_mut(w) {
+            let (ifg, rest) = ar.split_at_mut(2 * u);
+            let (g, o) = rest.split_at_mut(u);
+            self.gate.forward_inplace(ifg);
+            self.act.forward_inplace(g);
+            self.gate.forward_inplace(o);
+        }
+        lstm_cell_rows(n, u, a, cp, cn, tc);
+        self.act.forward_inplace(&mut tc[..n * u]);
+        lstm_state_rows(n, u, a, tc, hn);
+        if let Some(m) = self.mask {
+            for k in 0..n {
+                if masked_at(m, true, self.backwards, self.d.steps, s, r.start + k) {
+                    // Skipped: the states carry over (tc keeps this step's own value).
+                    hn[k * u..(k + 1) * u].copy_from_slice(&hp[k * u..(k + 1) * u]);
+                    cn[k * u..(k + 1) * u].copy_from_slice(&cp[k * u..(k + 1) * u]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An LSTM backward pass over some rows of the batch: what its parts share.
+#[derive(Clone, Copy)]
+struct LstmBack<'a, T> {
+    d: Dims,
+    act: A,
+    gate: A,
+    sg: StateGrad<'a, T>,
+    mask: Option<&'a [T]>,
+    backwards: bool,
+    sequences: bool,
+    /// The layer's output gradient, sample-major.
+    dy: &'a [T],
+    /// Every step's pre-activations and activations, cell states and `tanh(c)`,
+    /// step-major, whole batch.
+    z: &'a [T],
+    a: &'a [T],
+    c: &'a [T],
+    tc: &'a [T],
+}
+
+impl<T: Scalar> LstmBack<'_, T> {
+    /// Rows `r` of step `s`: the output's gradient into `dh`, the gates'
+    /// pre-activation gradients `dz`, the cell gradient carried to the previous step
+    /// and `dh ← dz·Uᵀ`; masked samples pass both gradients through unchanged. `rows`
+    /// holds the part's rows of `dz` (this step), the gate derivatives, `tanh'(c)`,
+    /// `dh`, `dc`, the kept `dh` of masked samples and scratch.
+    fn rows(&self, s: usize, r: Range<usize>, rows: [&mut [T]; 7]) -> kiln_tape::Result<()> {
+        let [dz, dd, dtc, dh, dc, keep, scratch] = rows;
+        let d = self.d;
+        let (u, w, b) = (d.units, d.width(), d.batch);
+        let masked = |bi: usize| {
+            self.mask.is_some_and(|m| masked_at(m, true, self.backwards, d.steps, s, bi))
+        };
+        for (k, bi) in r.clone().enumerate() {
+            let dhr = &mut dh[k * u..(k + 1) * u];
+            let g = if self.sequences {
+                Some(&self.dy[(bi * d.steps + s) * u..(bi * d.steps + s + 1) * u])
+            } else {
+                (s + 1 == d.steps).then(|| &self.dy[bi * u..(bi + 1) * u])
+            };
+            if let Some(g) = g {
+                dhr.iter_mut().zip(g).for_each(|(h, &v)| *h += v);
+            }
+            if masked(bi) {
+                keep[k * u..(k + 1) * u].copy_from_slice(dhr);
+            }
+        }
+        let rw = (s * b + r.start) * w..(s * b + r.end) * w;
+        let (zs, a) = (&self.z[rw.clone()], &self.a[rw]);
+        let ru = |t: usize| (t * b + r.start) * u..(t * b + r.end) * u;
+        let (cs, tcs) = (&self.c[ru(s + 1)], &self.tc[ru(s)]);
+        let cprev = &self.c[ru(s)];
+        if self.gate == A::Sigmoid && self.act == A::Tanh && self.mask.is_none() {
+            // Keras's default cell: every derivative from the outputs, in one pass
+            // compiled for the CPU's widest vectors.
+            lstm_grad_rows(r.len(), u, a, cprev, tcs, dh, dc, dz);
+            // The first step read h_0 = 0, a constant: no gradient goes further.
+            return if s == 0 { Ok(()) } else { self.sg.rows(r, dz, dh, scratch) };
+        }
+        // Every gate's derivative for the rows, then plain arithmetic per unit.
+        for ((ddr, zr), ar) in dd.chunks_exact_mut(w).zip(zs.chunks_exact(w)).zip(a.chunks_exact(w))
+        {
+            derivatives(self.gate, &zr[..2 * u], &ar[..2 * u], &mut ddr[..2 * u]);
+            derivatives(self.act, &zr[2 * u..3 * u], &ar[2 * u..3 * u], &mut ddr[2 * u..3 * u]);
+            derivatives(self.gate, &zr[3 * u..], &ar[3 * u..], &mut ddr[3 * u..]);
+        }
+        derivatives(self.act, cs, tcs, dtc);
+        for (k, bi) in r.clone().enumerate() {
+            let dzr = &mut dz[k * w..(k + 1) * w];
+            if masked(bi) {
+                // Skipped by the forward pass: no gradient enters this step, and the
+                // cell gradient passes unchanged.
+                dzr.fill(T::zero());
+                continue;
+            }
+            let (ar, ddr) = (&a[k * w..(k + 1) * w], &dd[k * w..(k + 1) * w]);
+            let (i, fg, g, o) =
+                (block(ar, u, 0), block(ar, u, 1), block(ar, u, 2), block(ar, u, 3));
+            let (di, df, dg, dout) =
+                (block(ddr, u, 0), block(ddr, u, 1), block(ddr, u, 2), block(ddr, u, 3));
+            let (cpr, tcr, dtcr) = (block(cprev, u, k), block(tcs, u, k), block(dtc, u, k));
+            let dhr = block(dh, u, k);
+            let dcr = &mut dc[k * u..(k + 1) * u];
+            let (dzi, rest) = dzr.split_at_mut(u);
+            let (dzf, rest) = rest.split_at_mut(u);
+            let (dzg, dzo) = rest.split_at_mut(u);
+            let (dzg, dzo) = (&mut dzg[..u], &mut dzo[..u]);
+            // Every slice is exactly u long: the loop runs without bounds checks.
+            for j in 0..u {
+                let dct = dcr[j] + dhr[j] * o[j] * dtcr[j];
+                dzi[j] = dct * g[j] * di[j];
+                dzf[j] = dct * cpr[j] * df[j];
+                dzg[j] = dct * i[j] * dg[j];
+                dzo[j] = dhr[j] * tcr[j] * dout[j];
+                dcr[j] = dct * fg[j];
+            }
+        }
+        // dh_{s} = dz_s · Uᵀ (the state read by step s); masked samples keep theirs.
+        self.sg.rows(r.clone(), dz, dh, scratch)?;
+        for (k, bi) in r.enumerate() {
+            if masked(bi) {
+                dh[k * u..(k + 1) * u].copy_from_slice(&keep[k * u..(k + 1) * u]);
+            }
+        }
         Ok(())
     }
 }
@@ -901,6 +1386,7 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
     }
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         self.f.configure(self.cfg.rnn);
+        self.blocks.clear();
         self.f.build(spec::LSTM::CLASS, input)
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
@@ -913,74 +1399,44 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
     }
     cell_passes!();
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
-        let Backward { params: p, dy, mut grads, dx, .. } = bw;
-        self.f.begin_backward();
+        let Backward { params: p, dy, mut grads, dx, batch, .. } = bw;
+        let nb = batch.div_ceil(BLOCK_ROWS);
         let d = self.f.dims;
-        let (b, u, w) = (d.batch, d.units, d.width());
-        grow(&mut self.dc, b * u);
-        self.dc[..b * u].fill(T::zero());
-        let uk = p.param("recurrent_kernel");
-        let (act, gate) = (self.f.act, self.f.gate);
-        grow(&mut self.dd, b * w);
-        grow(&mut self.dtc, b * u);
-        for s in (0..d.steps).rev() {
-            self.f.add_output_grad(dy, s);
-            self.f.save_masked_dh(s);
-            let f = &mut self.f;
-            let rows = s * b * w..(s + 1) * b * w;
-            let (zs, a) = (&f.z[rows.clone()], &f.a[rows]);
-            // Every gate's derivative for the step, then plain arithmetic per unit.
-            let dd = &mut self.dd[..b * w];
-            for ((ddr, zr), ar) in
-                dd.chunks_exact_mut(w).zip(zs.chunks_exact(w)).zip(a.chunks_exact(w))
-            {
-                derivatives(gate, &zr[..2 * u], &ar[..2 * u], &mut ddr[..2 * u]);
-                derivatives(act, &zr[2 * u..3 * u], &ar[2 * u..3 * u], &mut ddr[2 * u..3 * u]);
-                derivatives(gate, &zr[3 * u..], &ar[3 * u..], &mut ddr[3 * u..]);
-            }
-            let (cs, tcs) =
-                (&self.c[(s + 1) * b * u..(s + 2) * b * u], &self.tc[s * b * u..(s + 1) * b * u]);
-            derivatives(act, cs, tcs, &mut self.dtc[..b * u]);
-            for bi in 0..b {
-                // A masked sample skipped this step: its cell gradient passes unchanged.
-                if masked_at(&f.mask, f.use_mask, f.cfg.go_backwards, d.steps, s, bi) {
-                    continue;
-                }
-                let r = s * b + bi;
-                let ar = &a[bi * w..(bi + 1) * w];
-                let ddr = &dd[bi * w..(bi + 1) * w];
-                let dzr = &mut f.dz[r * w..(r + 1) * w];
-                let cprev = &self.c[(s * b + bi) * u..(s * b + bi + 1) * u];
-                let tcr = &tcs[bi * u..(bi + 1) * u];
-                let dtcr = &self.dtc[bi * u..(bi + 1) * u];
-                let (dh, dc) = (&f.dh[bi * u..(bi + 1) * u], &mut self.dc[bi * u..(bi + 1) * u]);
-                let (i, fg, g, o) = (&ar[..u], &ar[u..2 * u], &ar[2 * u..3 * u], &ar[3 * u..]);
-                let (dzi, rest) = dzr.split_at_mut(u);
-                let (dzf, rest) = rest.split_at_mut(u);
-                let (dzg, dzo) = rest.split_at_mut(u);
-                for j in 0..u {
-                    let dct = dc[j] + dh[j] * o[j] * dtcr[j];
-                    dzi[j] = dct * g[j] * ddr[j];
-                    dzf[j] = dct * cprev[j] * ddr[u + j];
-                    dzg[j] = dct * i[j] * ddr[2 * u + j];
-                    dzo[j] = dh[j] * tcr[j] * ddr[3 * u + j];
-                    dc[j] = dct * fg[j];
-                }
-            }
-            // dh_{s} = dz_s · Uᵀ (the state read by step s).
-            self.f.finish_masked_step(s, None);
-            let f = &mut self.f;
-            let g = f.groups();
-            state_grad(&mut f.drop, d, g, uk, &f.dz[s * b * w..], &mut f.dh)?;
-            f.restore_masked_dh(s);
+        let per_out = if self.f.cfg.return_sequences { d.steps * d.units } else { d.units };
+        let per_in = d.steps * d.features;
+        let want_dx = dx.is_some();
+        let mut none: [T; 0] = [];
+        let (dxs, chunk) = match dx {
+            Some(dx) => (dx, BLOCK_ROWS * per_in),
+            None => (&mut none[..], 0),
+        };
+        let err = Mutex::new(None);
+        // One packed Uᵀ for every block.
+        self.f.pack_transposed(p.param("recurrent_kernel"))?;
+        let (p, put) = (&p, &self.f.put);
+        for_blocks(&mut self.blocks[..nb], dxs, chunk, &|j, blk, dxb| {
+            let r = Self::block_range(j, batch);
+            let dyb = &dy[r.start * per_out..r.end * per_out];
+            keep_err(&err, blk.backward(p, dyb, want_dx.then_some(dxb), put));
+        });
+        if let Some(e) = err.into_inner().ok().flatten() {
+            return Err(e);
         }
-        let n = d.steps * b;
+        // The blocks' weight gradients, summed in block order.
+        let blocks = &self.blocks[..nb];
+        let sum = |out: &mut [T], part: fn(&LstmCore<T>) -> &[T]| {
+            out.copy_from_slice(&part(&blocks[0])[..out.len()]);
+            for blk in &blocks[1..] {
+                out.iter_mut().zip(part(blk)).for_each(|(o, &v)| *o += v);
+            }
+        };
         if let Some(db) = grads.try_param_mut("bias") {
-            column_sums(&self.f.dz[..n * w], w, db);
+            sum(db, |b| &b.gb);
         }
         let [dk, du] = grads.params_mut(["kernel", "recurrent_kernel"]);
-        // LSTM's recurrent product takes the same pre-activation gradient as the input's.
-        self.f.finish(&p, None, dk, du, dx)
+        sum(dk, |b| &b.gk);
+        sum(du, |b| &b.gu);
+        Ok(())
     }
     fn describe(&self) -> String {
         let c = &self.cfg.rnn;
@@ -1045,7 +1501,9 @@ impl<T: Scalar> GRU<T> {
         y: &mut [T],
         training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch, training)?;
+        self.f.draw_masks(batch, training)?;
+        self.f.begin(p, x, batch)?;
+        self.f.pack_recurrent(p.param("recurrent_kernel"))?;
         let d = self.f.dims;
         let (b, u, w) = (batch, d.units, d.width());
         grow(&mut self.rh, d.steps * b * u);
@@ -1155,6 +1613,7 @@ impl<T: Scalar> Layer<T> for GRU<T> {
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { params: p, dy, mut grads, dx, .. } = bw;
         self.f.begin_backward();
+        self.f.pack_transposed(p.param("recurrent_kernel"))?;
         let d = self.f.dims;
         let (b, u, w, n) = (d.batch, d.units, d.width(), d.steps * d.batch);
         grow(&mut self.drec, n * w);
@@ -1234,8 +1693,10 @@ impl<T: Scalar> Layer<T> for GRU<T> {
             self.f.finish_masked_step(s, Some(&mut self.drec));
             let f = &mut self.f;
             // The state read by step s: dh·z, plus the recurrent products' share.
-            let g = f.groups();
-            state_grad(&mut f.drop, d, g, uk, &self.drec[s * b * w..], &mut f.tmp)?;
+            let mut out = std::mem::take(&mut f.tmp);
+            let r = state_grad(f, uk, &self.drec[s * b * w..], &mut out);
+            f.tmp = out;
+            r?;
             for bi in 0..b {
                 let r = s * b + bi;
                 for j in 0..u {
@@ -1319,7 +1780,9 @@ impl<T: Scalar> SimpleRNN<T> {
         y: &mut [T],
         training: bool,
     ) -> kiln_tape::Result<()> {
-        self.f.begin(p, x, batch, training)?;
+        self.f.draw_masks(batch, training)?;
+        self.f.begin(p, x, batch)?;
+        self.f.pack_recurrent(p.param("recurrent_kernel"))?;
         let d = self.f.dims;
         let (b, u) = (batch, d.units);
         let (uk, bias) = (p.param("recurrent_kernel"), p.try_param("bias"));
@@ -1362,6 +1825,7 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
     fn backward(&mut self, bw: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { params: p, dy, mut grads, dx, .. } = bw;
         self.f.begin_backward();
+        self.f.pack_transposed(p.param("recurrent_kernel"))?;
         let d = self.f.dims;
         let (b, u, n) = (d.batch, d.units, d.steps * d.batch);
         let uk = p.param("recurrent_kernel");
@@ -1378,7 +1842,10 @@ impl<T: Scalar> Layer<T> for SimpleRNN<T> {
                 }
             }
             f.finish_masked_step(s, None);
-            state_grad(&mut f.drop, d, 1, uk, &f.dz[s * b * u..], &mut f.dh)?;
+            let (dz, mut dh) = (std::mem::take(&mut f.dz), std::mem::take(&mut f.dh));
+            let r = state_grad(f, uk, &dz[s * b * u..], &mut dh);
+            (f.dz, f.dh) = (dz, dh);
+            r?;
             f.restore_masked_dh(s);
         }
         if let Some(db) = grads.try_param_mut("bias") {

@@ -274,3 +274,156 @@ mod strided_tests {
         assert!(short.is_err());
     }
 }
+
+/// `op(B)` packed once for many products with different A, on the calling thread
+/// ([`gemm_packed`]): a recurrent layer multiplies its recurrent kernel by a new state
+/// at every step. float32 keeps the GEMM's panel layout; other scalars a row-major copy.
+#[derive(Clone, Debug, Default)]
+pub struct PackedB<T> {
+    f32: crate::kernels::sgemm::PackedB,
+    plain: Vec<T>,
+    k: usize,
+    n: usize,
+}
+
+impl<T: Scalar> PackedB<T> {
+    /// An empty pack; its buffer grows on the first [`PackedB::pack`] and is reused.
+    pub fn new() -> Self {
+        PackedB { f32: Default::default(), plain: Vec::new(), k: 0, n: 0 }
+    }
+
+    /// Packs `op(B)`, `k × n` (B stored `k × n`, or `n × k` when `tb` is [`Trans::Yes`]).
+    pub fn pack(&mut self, k: usize, n: usize, b: &[T], tb: Trans) -> Result<()> {
+        if b.len() != k * n {
+            return Err(TapeError::InvalidArgument {
+                op: "gemm_packed",
+                message: format!("op(B) is {k}×{n} = {} values, got {}", k * n, b.len()),
+            });
+        }
+        (self.k, self.n) = (k, n);
+        let (rsb, csb) = if tb == Trans::Yes { (1, k as isize) } else { (n as isize, 1) };
+        if let Some(b) = T::as_f32(b) {
+            // SAFETY: the length was checked against the extent the strides reach.
+            unsafe { self.f32.pack(k, n, b.as_ptr(), rsb, csb) };
+        } else {
+            self.plain.resize(k * n, T::zero());
+            for p in 0..k {
+                for j in 0..n {
+                    self.plain[p * n + j] = b[(p as isize * rsb + j as isize * csb) as usize];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `C ← alpha·op(A)·op(B) + beta·C` for an `m × k` block `op(A)` and a packed `op(B)`,
+/// C row-major with `ldc`; always on the calling thread, so callers can split one
+/// product's rows between threads, or run several products on several threads,
+/// themselves. float32 gives the same bits as [`gemm`] on the unpacked B.
+pub fn gemm_packed<T: Scalar>(
+    m: usize,
+    alpha: T,
+    a: Strided<'_, T>,
+    b: &PackedB<T>,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) -> Result<()> {
+    let (k, n) = (b.k, b.n);
+    let (ar, ac) = if a.trans == Trans::Yes { (k, m) } else { (m, k) };
+    let fits = m == 0 || (a.fits(ar, ac) && n <= ldc && c.len() >= (m - 1) * ldc + n);
+    if !fits {
+        return Err(TapeError::InvalidArgument {
+            op: "gemm_packed",
+            message: format!(
+                "for m={m}, k={k}, n={n}: A [{ar}, {ac}] holds {} values (ld {}), C {} (ld {ldc})",
+                a.data.len(),
+                a.ld,
+                c.len()
+            ),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (rsa, csa) = a.strides();
+    if let (Some(a32), Some(c32)) = (T::as_f32(a.data), T::as_f32_mut(c)) {
+        let (alpha, beta) = (alpha.as_f64() as f32, beta.as_f64() as f32);
+        if k == 0 {
+            for row in c32.chunks_mut(ldc).take(m) {
+                row[..n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { beta * *v });
+            }
+            return Ok(());
+        }
+        // SAFETY: the extents were checked above; `c` is a unique borrow.
+        unsafe {
+            crate::kernels::sgemm::sgemm_prepacked(
+                m,
+                alpha,
+                a32.as_ptr(),
+                rsa,
+                csa,
+                &b.f32,
+                beta,
+                c32.as_mut_ptr(),
+                ldc,
+            )
+        };
+        return Ok(());
+    }
+    gemm_strided(m, n, k, alpha, a, Strided::new(&b.plain, n), beta, c, ldc)
+}
+
+#[cfg(test)]
+mod packed_tests {
+    use super::*;
+
+    /// The packed product has the same bits as the plain one, for both operand orders,
+    /// in float32 and float64, including sizes past one GEMM block.
+    #[test]
+    fn packed_equals_plain() {
+        fn run<T: Scalar>(m: usize, k: usize, n: usize, tb: Trans) {
+            let a: Vec<T> = (0..m * k).map(|i| T::of(((i * 31 % 17) as f64 - 8.0) / 7.0)).collect();
+            let b: Vec<T> = (0..k * n).map(|i| T::of(((i * 13 % 11) as f64 - 5.0) / 3.0)).collect();
+            let mut want = vec![T::zero(); m * n];
+            gemm(m, n, k, T::one(), &a, Trans::No, &b, tb, T::zero(), &mut want).unwrap();
+            let mut p = PackedB::new();
+            p.pack(k, n, &b, tb).unwrap();
+            let mut got = vec![T::of(7.0); m * n];
+            gemm_packed(m, T::one(), Strided::new(&a, k), &p, T::zero(), &mut got, n).unwrap();
+            assert!(
+                want.iter().zip(&got).all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits()
+                    || (x.as_f64() - y.as_f64()).abs() < 1e-9 * x.as_f64().abs().max(1.0)),
+                "{m}x{k}x{n}"
+            );
+            if T::DTYPE == "float32" {
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits()),
+                    "{m}x{k}x{n}: bits differ"
+                );
+            }
+            // Two row halves computed apart give the same rows.
+            let h = m / 2;
+            let mut halves = vec![T::zero(); m * n];
+            let (lo, hi) = halves.split_at_mut(h * n);
+            gemm_packed(h, T::one(), Strided::new(&a, k), &p, T::zero(), lo, n).unwrap();
+            gemm_packed(m - h, T::one(), Strided::new(&a[h * k..], k), &p, T::zero(), hi, n)
+                .unwrap();
+            assert_eq!(halves, got);
+            // A read transposed: op(A) = (Aᵀ)ᵀ from a stored k × m copy.
+            let at: Vec<T> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let mut tr = vec![T::zero(); m * n];
+            gemm_packed(m, T::one(), Strided::t(&at, m), &p, T::zero(), &mut tr, n).unwrap();
+            assert_eq!(tr, got);
+        }
+        for (m, k, n) in [(128, 128, 512), (13, 700, 37), (9, 5, 3100), (1, 1, 1)] {
+            for tb in [Trans::No, Trans::Yes] {
+                run::<f32>(m, k, n, tb);
+                run::<f64>(m, k, n, tb);
+            }
+        }
+    }
+}

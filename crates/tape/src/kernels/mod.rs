@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod isa;
 pub mod layout;
+pub mod lstm;
 pub mod parallel;
 pub mod pool;
 pub mod reduce;
@@ -27,7 +28,7 @@ pub use conv::{
 pub use conv_pool::{conv2d_maxpool2_forward, conv2d_maxpool2_kernel_grad};
 pub use conv1d::{Conv1dGeometry, conv1d_backward, conv1d_forward};
 pub use elementwise::{broadcast_binary, sum_to_shape};
-pub use gemm::{Strided, Trans, gemm, gemm_strided};
+pub use gemm::{PackedB, Strided, Trans, gemm, gemm_packed, gemm_strided};
 pub use layout::{concat, gather_rows, permute, scatter_add_rows, slice, slice_backward, split};
 pub use pool::{
     Pool2dGeometry, avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,

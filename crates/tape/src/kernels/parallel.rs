@@ -87,6 +87,13 @@ pub fn available() -> bool {
     pool().is_some()
 }
 
+/// Whether a [`join2`] now would run in parallel: a worker exists and no fork-join is
+/// under way (inside one, a nested `join2` runs both parts on the calling thread, so a
+/// kernel that would split only to run both halves in turn should not split).
+pub fn idle() -> bool {
+    pool().is_some_and(|p| !p.busy.load(Ordering::Acquire))
+}
+
 /// Runs `f(0)` here and `f(1)` on the worker, in parallel, and returns when both are
 /// done. Without a worker (one core, `KILN_THREADS=1`, or the worker busy with another
 /// caller) it runs both parts here, one after the other.
@@ -188,6 +195,183 @@ pub fn split_zip<T: Send + Sync, const K: usize>(
     });
 }
 
+/// One buffer of a [`split_rows`]: rows of `width` values from its start.
+pub struct Rows<'a, T> {
+    buf: &'a mut [T],
+    width: usize,
+}
+
+/// `buf` as rows of `width` values, for [`split_rows`].
+pub fn rows<T>(buf: &mut [T], width: usize) -> Rows<'_, T> {
+    Rows { buf, width }
+}
+
+/// The work on one part of a [`split_rows`]: the rows it owns, then those rows of
+/// every buffer.
+pub type RowsPart<'a, T, const K: usize> =
+    dyn Fn(std::ops::Range<usize>, [&mut [T]; K]) + Sync + 'a;
+
+/// Splits rows `0..n` in two and runs `f(range, rows of each buffer)` on each part, on
+/// both cores when there are at least `min_rows` rows: for per-row work such as one
+/// step of a recurrent layer over a batch (each sample's row of every buffer belongs
+/// to one part). Rows are computed as on one thread, so results do not depend on the
+/// thread count.
+///
+/// # Panics
+/// If a buffer holds fewer than `n` rows (a caller's sizing bug).
+pub fn split_rows<T: Send, const K: usize>(
+    n: usize,
+    min_rows: usize,
+    bufs: [Rows<'_, T>; K],
+    f: &RowsPart<'_, T, K>,
+) {
+    assert!(bufs.iter().all(|b| b.buf.len() >= n * b.width), "split_rows: a buffer is short");
+    if n < min_rows.max(2) || !available() {
+        f(0..n, bufs.map(|b| &mut b.buf[..n * b.width]));
+        return;
+    }
+    let mid = n / 2;
+    let parts: [(SharedMut<T>, usize); K] = bufs.map(|b| (SharedMut::new(b.buf), b.width));
+    join2(&|i| {
+        let range = if i == 0 { 0..mid } else { mid..n };
+        // SAFETY: the two parts take disjoint row ranges of buffers borrowed for this
+        // call, and each part is the only user of its range.
+        let slices = parts.map(|(p, w)| unsafe { p.slice(range.start * w..range.end * w) });
+        f(range.clone(), slices);
+    });
+}
+
+/// One buffer of a [`split_batch`]: `batch` rows of `width` values per step, the
+/// steps one after another (step-major), from its start; a buffer without a step axis
+/// is one step.
+pub struct StepBuf<'a, T> {
+    buf: &'a mut [T],
+    batch: usize,
+    width: usize,
+}
+
+/// `buf` as step-major blocks of `batch` rows of `width` values, for [`split_batch`].
+pub fn steps<T>(buf: &mut [T], batch: usize, width: usize) -> StepBuf<'_, T> {
+    StepBuf { buf, batch, width }
+}
+
+/// A part's view of a [`StepBuf`]: at every step, only the part's own rows.
+pub struct StepRows<'a, T> {
+    buf: SharedMut<T>,
+    batch: usize,
+    width: usize,
+    rows: std::ops::Range<usize>,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+impl<T> StepRows<'_, T> {
+    fn span(&self, s: usize) -> std::ops::Range<usize> {
+        let (b, w) = (self.batch, self.width);
+        (s * b + self.rows.start) * w..(s * b + self.rows.end) * w
+    }
+
+    /// This part's rows at step `s`.
+    ///
+    /// # Panics
+    /// If step `s` is past the buffer.
+    pub fn at(&mut self, s: usize) -> &mut [T] {
+        // SAFETY: the span is within the buffer (checked by `slice`), belongs to this
+        // part alone (parts own disjoint rows at every step), and the `&mut self`
+        // borrow keeps it unique within the part.
+        unsafe { self.buf.slice(self.span(s)) }
+    }
+
+    /// This part's rows at steps `s` (to read) and `t` (to write), `s ≠ t`: a state
+    /// read by a step and the one it writes.
+    ///
+    /// # Panics
+    /// If `s == t` or a step is past the buffer.
+    pub fn pair(&mut self, s: usize, t: usize) -> (&[T], &mut [T]) {
+        assert_ne!(s, t, "StepRows::pair needs two different steps");
+        // SAFETY: as `at`; two different steps' spans are disjoint.
+        unsafe { (self.buf.slice(self.span(s)), self.buf.slice(self.span(t))) }
+    }
+}
+
+/// The work on one part of a [`split_batch`]: its rows of the batch, then its view of
+/// every buffer.
+pub type BatchPart<'a, T, const K: usize> =
+    dyn Fn(std::ops::Range<usize>, [StepRows<'_, T>; K]) + Sync + 'a;
+
+/// Splits the batch's rows `0..batch` in two and runs `f(rows, views)` on each part,
+/// on both cores when there are at least `min_rows` rows; each part sees only its own
+/// rows of every step-major buffer. Meant for a recurrent layer's whole step loop: a
+/// sample's recurrence touches only its own rows, so each part runs every step
+/// without waiting for the other (one fork-join per pass instead of one per step).
+/// Rows are computed as on one thread: results do not depend on the thread count.
+///
+/// # Panics
+/// If a buffer's batch differs from `batch`.
+pub fn split_batch<T: Send, const K: usize>(
+    batch: usize,
+    min_rows: usize,
+    bufs: [StepBuf<'_, T>; K],
+    f: &BatchPart<'_, T, K>,
+) {
+    assert!(bufs.iter().all(|b| b.batch == batch), "split_batch: buffers of another batch");
+    let parts: [(SharedMut<T>, usize); K] = bufs.map(|b| (SharedMut::new(b.buf), b.width));
+    let view = |rows: std::ops::Range<usize>| {
+        parts.map(|(buf, width)| StepRows {
+            buf,
+            batch,
+            width,
+            rows: rows.clone(),
+            _borrow: std::marker::PhantomData,
+        })
+    };
+    if batch < min_rows.max(2) || !available() {
+        f(0..batch, view(0..batch));
+        return;
+    }
+    let mid = batch / 2;
+    join2(&|i| {
+        let rows = if i == 0 { 0..mid } else { mid..batch };
+        f(rows.clone(), view(rows));
+    });
+}
+
+/// The work on one item of a [`for_blocks`]: its index, the item, its chunk of `out`.
+pub type BlockPart<'a, X, T> = dyn Fn(usize, &mut X, &mut [T]) + Sync + 'a;
+
+/// Runs `f(j, items[j], chunk j of out)` for every item, the first half of the items
+/// on this thread and the second on the worker (one fork-join for all of them); chunk
+/// `j` is `out[j·chunk..(j + 1)·chunk]` cut at the end of `out`. For work divided in
+/// fixed blocks (a recurrent layer's row blocks of a batch): which thread runs a block
+/// never changes what it computes.
+pub fn for_blocks<X: Send, T: Send>(
+    items: &mut [X],
+    out: &mut [T],
+    chunk: usize,
+    f: &BlockPart<'_, X, T>,
+) {
+    let n = items.len();
+    let part = |j: usize, len: usize| (j * chunk).min(len)..((j + 1) * chunk).min(len);
+    if n < 2 || !available() {
+        for (j, item) in items.iter_mut().enumerate() {
+            let r = part(j, out.len());
+            f(j, item, &mut out[r]);
+        }
+        return;
+    }
+    let mid = n.div_ceil(2);
+    let (its, outs) = (SharedMut::new(items), SharedMut::new(out));
+    join2(&|h| {
+        let js = if h == 0 { 0..mid } else { mid..n };
+        for j in js {
+            let r = part(j, outs.len());
+            // SAFETY: item j and chunk j belong to this half alone (halves take disjoint
+            // item ranges, and chunks of different items are disjoint).
+            let (item, o) = unsafe { (&mut its.slice(j..j + 1)[0], outs.slice(r)) };
+            f(j, item, o);
+        }
+    });
+}
+
 /// A buffer shared by the two halves of a [`join2`] job, each of which writes only its
 /// own disjoint range: what `&mut` cannot express across the two closures.
 pub(crate) struct SharedMut<T>(*mut T, usize);
@@ -246,6 +430,69 @@ mod tests {
         });
         let want: Vec<u32> = (0..21).map(|j| (j / 3) as u32 + 1).collect();
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn split_rows_gives_each_row_to_one_part() {
+        for n in [0, 1, 2, 7, 128] {
+            let (mut a, mut b) = (vec![0u32; n * 3], vec![0u32; n * 2 + 5]);
+            split_rows(n, 0, [rows(&mut a, 3), rows(&mut b, 2)], &|r, [a, b]| {
+                for (k, row) in r.clone().enumerate() {
+                    a[k * 3..(k + 1) * 3].iter_mut().for_each(|v| *v += row as u32 + 1);
+                    b[k * 2..(k + 1) * 2].iter_mut().for_each(|v| *v += 10 * row as u32 + 1);
+                }
+            });
+            assert_eq!(a, (0..n * 3).map(|j| (j / 3) as u32 + 1).collect::<Vec<_>>());
+            assert_eq!(b[..n * 2], (0..n * 2).map(|j| 10 * (j / 2) as u32 + 1).collect::<Vec<_>>());
+            assert!(b[n * 2..].iter().all(|&v| v == 0));
+        }
+    }
+
+    #[test]
+    fn split_batch_gives_each_part_its_rows_at_every_step() {
+        for batch in [1, 2, 5, 64] {
+            let (steps, w) = (3, 2);
+            let mut a = vec![0u32; steps * batch * w];
+            let mut h = vec![1u32; (steps + 1) * batch];
+            split_batch(
+                batch,
+                0,
+                [super::steps(&mut a, batch, w), super::steps(&mut h, batch, 1)],
+                &|r, [mut a, mut h]| {
+                    for s in 0..steps {
+                        for (k, v) in a.at(s).chunks_mut(w).enumerate() {
+                            v.iter_mut().for_each(|x| *x = (s * 100 + r.start + k) as u32);
+                        }
+                        let (prev, next) = h.pair(s, s + 1);
+                        next.iter_mut().zip(prev).for_each(|(n, &p)| *n = 2 * p);
+                    }
+                },
+            );
+            for s in 0..steps {
+                for b in 0..batch {
+                    assert_eq!(
+                        a[(s * batch + b) * w..(s * batch + b + 1) * w],
+                        [(s * 100 + b) as u32; 2]
+                    );
+                }
+            }
+            assert_eq!(h[steps * batch..], vec![8u32; batch][..]);
+        }
+    }
+
+    #[test]
+    fn for_blocks_runs_every_block_once_with_its_chunk() {
+        for n in [0usize, 1, 2, 3, 7] {
+            let mut items = vec![0usize; n];
+            let mut out = vec![0usize; 10];
+            for_blocks(&mut items, &mut out, 3, &|j, it, o| {
+                *it += j + 1;
+                o.iter_mut().for_each(|v| *v += j + 1);
+            });
+            assert_eq!(items, (1..=n).collect::<Vec<_>>());
+            let want: Vec<usize> = (0..10).map(|i| if i / 3 < n { i / 3 + 1 } else { 0 }).collect();
+            assert_eq!(out, want);
+        }
     }
 
     #[test]

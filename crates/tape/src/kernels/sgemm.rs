@@ -105,7 +105,7 @@ pub unsafe fn sgemm(
     ldc: usize,
 ) {
     let imp = chosen();
-    if m * n * k >= PARALLEL_MIN_WORK && super::parallel::available() {
+    if m * n * k >= PARALLEL_MIN_WORK && super::parallel::idle() {
         // Split the dimension whose other operand is cheaper to pack twice.
         let split_rows = m >= 2 * imp.mr && (m * k >= k * n || n < 2 * imp.nr);
         let split_cols = !split_rows && n >= 2 * imp.nr;
@@ -200,7 +200,124 @@ pub unsafe fn sgemm_packed_a(
 ) {
     // SAFETY: forwarded contract; `a` is unused when a packer is given.
     unsafe {
-        sgemm_blocked(chosen(), m, k, n, alpha, ASource::Packer(pack), b, rsb, csb, beta, c, ldc)
+        sgemm_blocked(
+            chosen(),
+            m,
+            k,
+            n,
+            alpha,
+            ASource::Packer(pack),
+            BSource::Strided(b, rsb, csb),
+            beta,
+            c,
+            ldc,
+        )
+    }
+}
+
+/// Where the blocked loop gets B from: strided memory it packs per block, or blocks
+/// packed once by [`PackedB::pack`].
+#[derive(Clone, Copy)]
+enum BSource<'p> {
+    Strided(*const f32, isize, isize),
+    Packed(&'p [f32]),
+}
+
+/// `op(B)` (`k × n`) packed once in this CPU's panel layout, block after block as the
+/// blocked loop reads them, for many products with different A: a recurrent kernel is
+/// multiplied by a new state at every step, and packing it once per batch instead of
+/// per step removes a copy of the whole kernel from each step.
+#[derive(Clone, Debug, Default)]
+pub struct PackedB {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// An empty pack (grows on the first [`PackedB::pack`], then reuses its buffer).
+    pub fn new() -> Self {
+        PackedB::default()
+    }
+
+    /// `(k, n)` of the packed `op(B)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// Packs `op(B)`, `k × n` given by element strides.
+    ///
+    /// # Safety
+    /// Every element reached through the dimensions and strides must be in bounds.
+    pub unsafe fn pack(&mut self, k: usize, n: usize, b: *const f32, rsb: isize, csb: isize) {
+        let nr = chosen().nr;
+        let mut len = 0;
+        for jc in (0..n).step_by(NC) {
+            for pc in (0..k).step_by(KC) {
+                len += NC.min(n - jc).div_ceil(nr) * nr * KC.min(k - pc);
+            }
+        }
+        if self.data.len() < len {
+            self.data.resize(len, 0.0);
+        }
+        (self.k, self.n) = (k, n);
+        let mut off = 0;
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let size = nc.div_ceil(nr) * nr * kc;
+                // SAFETY: in bounds per this function's contract.
+                unsafe {
+                    pack_b(
+                        kc,
+                        nc,
+                        nr,
+                        b.offset(pc as isize * rsb + jc as isize * csb),
+                        rsb,
+                        csb,
+                        &mut self.data[off..off + size],
+                    )
+                };
+                off += size;
+            }
+        }
+    }
+}
+
+/// `C ← alpha·A·op(B) + beta·C` with `op(B)` from a [`PackedB`] (`k × n` as packed), on
+/// the calling thread: for callers that split the rows of one product between threads
+/// themselves. The same bits as [`sgemm`] on the unpacked B.
+///
+/// # Safety
+/// As [`sgemm`] for A and C (A `m × k`).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_prepacked(
+    m: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: &PackedB,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let (k, n) = b.dims();
+    // SAFETY: forwarded contract; the pack holds every block the loop reads.
+    unsafe {
+        sgemm_blocked(
+            chosen(),
+            m,
+            k,
+            n,
+            alpha,
+            ASource::Strided(a, rsa, csa),
+            BSource::Packed(&b.data),
+            beta,
+            c,
+            ldc,
+        )
     }
 }
 
@@ -230,7 +347,18 @@ unsafe fn sgemm_serial(
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        sgemm_blocked(imp, m, k, n, alpha, ASource::Strided(a, rsa, csa), b, rsb, csb, beta, c, ldc)
+        sgemm_blocked(
+            imp,
+            m,
+            k,
+            n,
+            alpha,
+            ASource::Strided(a, rsa, csa),
+            BSource::Strided(b, rsb, csb),
+            beta,
+            c,
+            ldc,
+        )
     }
 }
 
@@ -242,19 +370,22 @@ unsafe fn sgemm_blocked(
     n: usize,
     alpha: f32,
     a: ASource<'_, '_>,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
+    b: BSource<'_>,
     beta: f32,
     c: *mut f32,
     ldc: usize,
 ) {
     let (mr, nr) = (imp.mr, imp.nr);
+    // Offset of the next block in a prepacked B.
+    let mut packed_off = 0;
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
         let kc_max = KC.min(k);
         let a_len = MC.min(m).div_ceil(mr) * mr * kc_max;
-        let b_len = NC.min(n).div_ceil(nr) * nr * kc_max;
+        let b_len = match b {
+            BSource::Strided(..) => NC.min(n).div_ceil(nr) * nr * kc_max,
+            BSource::Packed(_) => 0,
+        };
         if buf.len() < a_len + b_len {
             buf.resize(a_len + b_len, 0.0);
         }
@@ -270,24 +401,31 @@ unsafe fn sgemm_blocked(
                 // (kc rows of nr values): the kernel reads it in place. This skips a
                 // copy of the whole output gradient in a few-filter conv's kernel
                 // gradient (the first MNIST conv: 32 filters, nr = 32).
-                let direct = n == nr && csb == 1 && rsb == nr as isize;
-                let bpanel = if direct {
-                    // SAFETY: rows pc..pc + kc of B, in bounds per the caller.
-                    unsafe { b.offset(pc as isize * rsb) }
-                } else {
-                    // SAFETY: the caller guarantees the strides stay in bounds.
-                    unsafe {
-                        pack_b(
-                            kc,
-                            nc,
-                            nr,
-                            b.offset(pc as isize * rsb + jc as isize * csb),
-                            rsb,
-                            csb,
-                            bp,
-                        )
-                    };
-                    bp.as_ptr()
+                let bpanel = match b {
+                    BSource::Packed(data) => {
+                        let p = data[packed_off..].as_ptr();
+                        packed_off += nc.div_ceil(nr) * nr * kc;
+                        p
+                    }
+                    BSource::Strided(b, rsb, csb) if n == nr && csb == 1 && rsb == nr as isize => {
+                        // SAFETY: rows pc..pc + kc of B, in bounds per the caller.
+                        unsafe { b.offset(pc as isize * rsb) }
+                    }
+                    BSource::Strided(b, rsb, csb) => {
+                        // SAFETY: the caller guarantees the strides stay in bounds.
+                        unsafe {
+                            pack_b(
+                                kc,
+                                nc,
+                                nr,
+                                b.offset(pc as isize * rsb + jc as isize * csb),
+                                rsb,
+                                csb,
+                                bp,
+                            )
+                        };
+                        bp.as_ptr()
+                    }
                 };
                 let mut ic = 0;
                 while ic < m {
