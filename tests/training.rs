@@ -354,3 +354,73 @@ fn on_batch_methods_are_the_fit_evaluate_and_predict_steps() {
     let e = err(a.train_on_batch(&wrong, &ClassLabels::new(vec![0, 1])));
     assert!(e.contains("reshape the inputs"), "{e}");
 }
+
+model! {
+    /// Token sequences: an embedding read by an LSTM.
+    struct Tokens: [6] => [
+        Embedding(10, 4),
+        LSTM(3),
+        Dense(2, activation = softmax),
+    ]
+}
+
+model! {
+    /// Sequences of 5 steps of 2 features.
+    struct Steps: [5, 2] => [
+        LSTM(3),
+        Dense(2, activation = softmax),
+    ]
+}
+
+/// Sequence models' bad inputs fail before the first step, naming the sample and
+/// what to fix, and leave the weights untouched: a token id outside the vocabulary
+/// (in fit, validation data, evaluate and predict), NaN at a step, sequences of
+/// another length.
+#[test]
+fn bad_sequence_inputs_fail_before_the_first_step() {
+    let ids: Vec<f32> = (0..8 * 6).map(|i| (i % 7) as f32).collect();
+    let y = ClassLabels::new((0..8).map(|i| i % 2).collect());
+    let mut m = Tokens::new(Seed(1))
+        .compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])
+        .unwrap();
+    let before = m.model().params().values().to_vec();
+    let mut bad = ids.clone();
+    bad[3 * 6 + 4] = 12.0;
+    let xb = Inputs::<S1<6>>::from_vec(bad).unwrap();
+    let want = "the inputs do not fit layer `embedding`: sample 3, position 4 holds 12, but Embedding takes token ids, whole numbers in 0..10 (its input_dim): map unknown tokens to an id below 10, or give Embedding a larger input_dim";
+    assert_eq!(err(m.fit(&xb, &y).verbose(0).run()), want);
+    let x = Inputs::<S1<6>>::from_vec(ids.clone()).unwrap();
+    assert_eq!(err(m.fit(&x, &y).validation_data(&xb, &y).verbose(0).run()), want);
+    assert_eq!(err(m.evaluate(&xb, &y)), want);
+    assert_eq!(err(m.predict(&xb)), want);
+    let mut frac = ids.clone();
+    frac[0] = 2.5;
+    let e = err(m.fit(&Inputs::<S1<6>>::from_vec(frac).unwrap(), &y).verbose(0).run());
+    assert!(e.contains("sample 0, position 0 holds 2.5"), "{e}");
+    assert_eq!(m.model().params().values(), &before[..], "nothing ran");
+    m.fit(&x, &y).epochs(1).verbose(0).run().unwrap();
+
+    let mut s = Steps::new(Seed(2))
+        .compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])
+        .unwrap();
+    let mut v: Vec<f32> = (0..8 * 10).map(|i| (i % 5) as f32 / 5.0).collect();
+    v[2 * 10 + 7] = f32::NAN;
+    let xn = Inputs::<S2<5, 2>>::from_vec(v).unwrap();
+    assert_eq!(
+        err(s.fit(&xn, &y).verbose(0).run()),
+        "Inputs holds a non-finite value (NaN) in sample 2, element 7 (step 3, feature 1 of [5, 2]); remove or impute it before training"
+    );
+    // Sequences of another length: a compile error for a model! network
+    // (tests/ui/fit_with_inputs_of_another_shape.rs), an error before the first step
+    // for one built at run time.
+    let mut r = SequentialBuilder::<f32>::new("r", &[5, 2])
+        .add(kiln::layers::LSTM::new(3))
+        .add(kiln::layers::Dense::new(2).activation(kiln::layers::Act::Softmax))
+        .build(Seed(3))
+        .unwrap()
+        .compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])
+        .unwrap();
+    let longer = Inputs::<Dyn>::from_vec_shape(&[6, 2], vec![0.0; 8 * 12]).unwrap();
+    let e = err(r.fit(&longer, &y).verbose(0).run());
+    assert!(e.contains("samples of shape [6, 2] but the model needs [5, 2]"), "{e}");
+}

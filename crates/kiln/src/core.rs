@@ -376,6 +376,14 @@ impl<T: Scalar> ModelCore<T> {
         self.layers.iter().filter(|l| l.absorbed).map(|l| l.name.as_str()).collect()
     }
 
+    /// Checks raw inputs against what the first layer accepts (see
+    /// [`Layer::check_input`]).
+    pub fn check_input<L: Layer<T> + ?Sized>(&self, first: &L, x: &[T]) -> kiln_train::Result<()> {
+        first.check_input(x, self.input_shape().iter().product()).map_err(|message| {
+            kiln_train::TrainError::BadInput { layer: self.layers[0].name.clone(), message }
+        })
+    }
+
     /// Reseeds layer `i`'s randomness from the fit loop's per-epoch seed.
     pub fn reseed_layer<L: Layer<T> + ?Sized>(&self, i: usize, layer: &mut L, seed: u64) {
         layer.reseed(seed ^ param_seed(Seed(i as u64), &self.layers[i].name));

@@ -187,4 +187,10 @@ impl<T: Scalar> Model for Sequential<T> {
             self.core.reseed_layer(i, &mut **l, seed);
         }
     }
+    fn check_inputs(&self, x: &[T]) -> kiln_train::Result<()> {
+        match self.layers.first() {
+            Some(l) => self.core.check_input(&**l, x),
+            None => Ok(()),
+        }
+    }
 }

@@ -66,6 +66,11 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
     let output_type = plan::shape_type(&shape, layers.last().map_or(name.span(), |l| l.span()))?;
     let model_name = kiln_spec::snake_case(&name.to_string());
     let fields: Vec<_> = planned.iter().map(|p| p.field.clone()).collect();
+    // The first layer sees the raw inputs.
+    let check_inputs = match fields.first() {
+        Some(f) => quote!(self.__kiln_core.check_input(&self.#f, x)),
+        None => quote!(::core::result::Result::Ok(())),
+    };
     let names: Vec<_> = planned.iter().map(|p| p.name.clone()).collect();
     let tys: Vec<_> = planned.iter().map(|p| p.ty.clone()).collect();
     let ctors: Vec<_> = planned.iter().map(|p| p.ctor.clone()).collect();
@@ -177,6 +182,9 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             }
             fn reseed(&mut self, seed: u64) {
                 #( self.__kiln_core.reseed_layer(#idx, &mut self.#fields, seed); )*
+            }
+            fn check_inputs(&self, x: &[#scalar]) -> ::kiln::train::Result<()> {
+                #check_inputs
             }
         }
     })

@@ -289,8 +289,24 @@ impl Args {
                                 format!("did you mean `{canonical}`? ")
                             })
                             .unwrap_or_default();
+                        // An argument of other layers (`mask_zero` on Dense): say whose.
+                        let owners: Vec<&str> = crate::registry()
+                            .into_iter()
+                            .filter(|e| {
+                                e.args.iter().any(|a| a.name == *n || a.aliases.contains(n))
+                            })
+                            .map(|e| e.class)
+                            .collect();
+                        let elsewhere = match owners.len() {
+                            0 => String::new(),
+                            1..=3 => format!("`{n}` is an argument of {}; ", owners.join(", ")),
+                            k => format!("`{n}` is an argument of {k} other layers; "),
+                        };
+                        let hint = if hint.is_empty() { elsewhere } else { hint };
                         return Err(SpecError::layer(if table.is_empty() {
-                            format!("{class} takes no arguments, but gets `{n}`")
+                            format!("{class} takes no arguments, but gets `{n}`; {hint}")
+                                .trim_end_matches("; ")
+                                .to_string()
                         } else {
                             format!(
                                 "{class} has no argument `{n}`; {hint}its arguments are: {}",

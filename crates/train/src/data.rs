@@ -201,12 +201,30 @@ macro_rules! samples_type {
                         what: $what,
                         sample: i / self.sample_len(),
                         element: i % self.sample_len(),
+                        at: position(i % self.sample_len(), &self.sample_shape),
                         value: self.data[i].as_f64(),
                     }),
                 }
             }
         }
     };
+}
+
+/// ` (index [i, j, …] of [d0, d1, …])` for an element of a sample with more than one
+/// axis — for a sequence `[steps, features]` that reads as step and feature — else "".
+fn position(mut element: usize, shape: &[usize]) -> String {
+    if shape.len() < 2 {
+        return String::new();
+    }
+    let mut index = vec![0; shape.len()];
+    for (ix, &d) in index.iter_mut().zip(shape).rev() {
+        *ix = element % d.max(1);
+        element /= d.max(1);
+    }
+    if let [step, feature] = index[..] {
+        return format!(" (step {step}, feature {feature} of {shape:?})");
+    }
+    format!(" (index {index:?} of {shape:?})")
 }
 
 samples_type!(

@@ -35,9 +35,18 @@ pub enum TrainError {
         /// How to fix it.
         hint: String,
     },
+    /// Inputs the model's first layer cannot take (token ids outside an Embedding's
+    /// vocabulary), found before the first step.
+    #[error("the inputs do not fit layer `{layer}`: {message}")]
+    BadInput {
+        /// The first layer's name.
+        layer: String,
+        /// What is wrong, where, and how to fix it.
+        message: String,
+    },
     /// NaN or infinity in data.
     #[error(
-        "{what} holds a non-finite value ({value}) in sample {sample}, element {element}; remove or impute it before training"
+        "{what} holds a non-finite value ({value}) in sample {sample}, element {element}{at}; remove or impute it before training"
     )]
     NonFinite {
         /// Which data.
@@ -46,6 +55,9 @@ pub enum TrainError {
         sample: usize,
         /// The element's index within the sample.
         element: usize,
+        /// For samples of more than one axis, the element's index per axis
+        /// (` (step 2, feature 1 of [28, 28])`), else empty.
+        at: String,
         /// The offending value.
         value: f64,
     },

@@ -266,6 +266,11 @@ pub trait Model {
     ) -> Result<()>;
     /// Reseeds stochastic layers (Dropout) so that runs repeat exactly.
     fn reseed(&mut self, _seed: u64) {}
+    /// Checks raw inputs the first layer would refuse (an Embedding's token ids outside
+    /// its vocabulary), so `fit`, `evaluate` and `predict` fail before the first step.
+    fn check_inputs(&self, _x: &[Self::Scalar]) -> Result<()> {
+        Ok(())
+    }
 
     /// Values per input sample.
     fn input_len(&self) -> usize {

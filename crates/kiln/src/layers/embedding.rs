@@ -111,6 +111,21 @@ impl<T: Scalar> Layer<T> for Embedding {
         }
         Ok(())
     }
+    fn check_input(&self, x: &[T], per_sample: usize) -> Result<(), String> {
+        let vocab = self.cfg.input_dim;
+        match x.iter().position(|&v| {
+            let f = v.as_f64();
+            f.fract() != 0.0 || f < 0.0 || f >= vocab as f64
+        }) {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "sample {}, position {} holds {}, but Embedding takes token ids, whole numbers in 0..{vocab} (its input_dim): map unknown tokens to an id below {vocab}, or give Embedding a larger input_dim",
+                i / per_sample.max(1),
+                i % per_sample.max(1),
+                x[i].as_f64()
+            )),
+        }
+    }
     fn describe(&self) -> String {
         format!("input_dim={}, output_dim={}", self.cfg.input_dim, self.cfg.output_dim)
     }

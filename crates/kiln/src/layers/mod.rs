@@ -533,6 +533,13 @@ pub trait Layer<T: Scalar>: Send {
     }
     /// Reseeds any randomness (Dropout).
     fn reseed(&mut self, _seed: u64) {}
+    /// Checks a batch of the model's raw inputs `x` (`per_sample` values each) that
+    /// this layer, as the first layer, would refuse, so that `fit`, `evaluate` and
+    /// `predict` can say so before the first step: Embedding's token ids. The message
+    /// names the sample and the value.
+    fn check_input(&self, _x: &[T], _per_sample: usize) -> Result<(), String> {
+        Ok(())
+    }
     /// Writes the mask over its output's steps for the last forward's input `x` (one
     /// value per sample and step: 1 kept, 0 masked) and returns `true`, if this layer
     /// makes one (Masking, `Embedding(mask_zero = true)`). The engine carries it to the

@@ -209,6 +209,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     {
         self.check_data(x.sample_shape(), x.len(), y, "x")?;
         x.check_finite()?;
+        self.engine.model.check_inputs(x.data())?;
         check_batch_size(batch_size)?;
         let (loss, metrics) = self.evaluate_rows(x.data(), y, 0..x.len(), batch_size)?;
         Ok(Evaluation { loss, metrics })
@@ -239,6 +240,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     {
         self.check_data(x.sample_shape(), x.len(), y, "x")?;
         x.check_finite()?;
+        self.engine.model.check_inputs(x.data())?;
         self.on_one_batch(x, y, true)
     }
 
@@ -251,6 +253,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     {
         self.check_data(x.sample_shape(), x.len(), y, "x")?;
         x.check_finite()?;
+        self.engine.model.check_inputs(x.data())?;
         self.on_one_batch(x, y, false)
     }
 
@@ -354,6 +357,7 @@ pub fn predict<M: Model>(
 ) -> Result<Outputs<M::Output, T<M>>> {
     check_batch_size(batch_size)?;
     x.check_finite()?;
+    model.check_inputs(x.data())?;
     if x.sample_shape() != model.input_shape() {
         return Err(TrainError::ShapeMismatch {
             what: "x",

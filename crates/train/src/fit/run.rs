@@ -165,6 +165,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         check_batch_size(self.batch_size)?;
         compiled.check_data(x.sample_shape(), x.len(), y, "x")?;
         x.check_finite()?;
+        compiled.engine.model.check_inputs(x.data())?;
         if let Some(w) = self.sample_weight {
             if w.len() != x.len() {
                 return Err(TrainError::InvalidArgument {
@@ -195,6 +196,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             (Some((vx, vy)), _) => {
                 compiled.check_data(vx.sample_shape(), vx.len(), *vy, "validation x")?;
                 vx.check_finite()?;
+                compiled.engine.model.check_inputs(vx.data())?;
                 (n, Validation::Data)
             }
             (None, v) if v > 0.0 => {
