@@ -142,7 +142,7 @@ pub fn split_items<T: Send>(
     min_elems: usize,
     f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync),
 ) {
-    if items < 2 || out.len() < min_elems || !available() {
+    if items < 2 || out.len() < min_elems || !idle() {
         f(0..items, out);
         return;
     }
@@ -180,7 +180,7 @@ pub fn split_zip<T: Send + Sync, const K: usize>(
 ) {
     let len = shared.len();
     assert!(bufs.iter().all(|b| b.len() == len), "split_zip buffers must have one length");
-    if len < min || !available() {
+    if len < min || !idle() {
         f(bufs, shared);
         return;
     }
@@ -226,7 +226,7 @@ pub fn split_rows<T: Send, const K: usize>(
     f: &RowsPart<'_, T, K>,
 ) {
     assert!(bufs.iter().all(|b| b.buf.len() >= n * b.width), "split_rows: a buffer is short");
-    if n < min_rows.max(2) || !available() {
+    if n < min_rows.max(2) || !idle() {
         f(0..n, bufs.map(|b| &mut b.buf[..n * b.width]));
         return;
     }
@@ -324,7 +324,7 @@ pub fn split_batch<T: Send, const K: usize>(
             _borrow: std::marker::PhantomData,
         })
     };
-    if batch < min_rows.max(2) || !available() {
+    if batch < min_rows.max(2) || !idle() {
         f(0..batch, view(0..batch));
         return;
     }
@@ -351,7 +351,7 @@ pub fn for_blocks<X: Send, T: Send>(
 ) {
     let n = items.len();
     let part = |j: usize, len: usize| (j * chunk).min(len)..((j + 1) * chunk).min(len);
-    if n < 2 || !available() {
+    if n < 2 || !idle() {
         for (j, item) in items.iter_mut().enumerate() {
             let r = part(j, out.len());
             f(j, item, &mut out[r]);
