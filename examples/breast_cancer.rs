@@ -22,8 +22,8 @@ fn main() -> kiln::Result<()> {
     let y = table.classes()?;
     let (train, test) = train_test_split(y.len(), 0.2, 42, Some(&y))?;
     let scaler = StandardScaler::fit(&table.x.select(&train)?);
-    let x_train = scaler.transform(&table.x.select(&train)?).into_shape::<S1<30>>()?;
-    let x_test = scaler.transform(&table.x.select(&test)?).into_shape::<S1<30>>()?;
+    let x_train = scaler.transform(&table.x.select(&train)?)?.into_shape::<S1<30>>()?;
+    let x_test = scaler.transform(&table.x.select(&test)?)?.into_shape::<S1<30>>()?;
     let (y_train, y_test) = (y.select(&train)?, y.select(&test)?);
 
     let mut model =

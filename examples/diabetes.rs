@@ -22,8 +22,8 @@ fn main() -> kiln::Result<()> {
     let table = csv::read("data/tabular/diabetes.csv", "progression")?;
     let (train, test) = train_test_split(table.target.len(), 0.2, 11, None)?;
     let scaler = StandardScaler::fit(&table.x.select(&train)?);
-    let x_train = scaler.transform(&table.x.select(&train)?).into_shape::<S1<10>>()?;
-    let x_test = scaler.transform(&table.x.select(&test)?).into_shape::<S1<10>>()?;
+    let x_train = scaler.transform(&table.x.select(&train)?)?.into_shape::<S1<10>>()?;
+    let x_test = scaler.transform(&table.x.select(&test)?)?.into_shape::<S1<10>>()?;
     let target = |rows: &[usize]| {
         Targets::<S1<1>>::from_vec(rows.iter().map(|&i| table.target[i] as f32).collect())
     };

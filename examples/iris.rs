@@ -22,8 +22,8 @@ fn main() -> kiln::Result<()> {
     let classes = table.classes()?;
     let (train, test) = train_test_split(classes.len(), 0.2, 3, Some(&classes))?;
     let scaler = StandardScaler::fit(&table.x.select(&train)?);
-    let x_train = scaler.transform(&table.x.select(&train)?).into_shape::<S1<4>>()?;
-    let x_test = scaler.transform(&table.x.select(&test)?).into_shape::<S1<4>>()?;
+    let x_train = scaler.transform(&table.x.select(&train)?)?.into_shape::<S1<4>>()?;
+    let x_test = scaler.transform(&table.x.select(&test)?)?.into_shape::<S1<4>>()?;
     let y_train: Targets<S1<3>> = one_hot(&classes.select(&train)?, 3)?;
     let y_test: Targets<S1<3>> = one_hot(&classes.select(&test)?, 3)?;
 

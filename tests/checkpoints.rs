@@ -226,3 +226,136 @@ fn backup_and_restore_resumes_to_the_same_weights() {
     assert_eq!(resumed.optimizer().iterations(), straight.optimizer().iterations());
     assert_eq!(resumed.model().params().values(), straight.model().params().values());
 }
+
+/// Inputs so large that one step overflows the weights (3e38 ≈ f32::MAX): a run on
+/// them diverges in its first epoch.
+fn exploding(x: &Inputs<Dyn>) -> Inputs<Dyn> {
+    Inputs::from_vec_shape(&[4], x.data().iter().map(|v| v * 1e38).collect()).unwrap()
+}
+
+/// A diverged run never destroys a good checkpoint: ModelCheckpoint and
+/// BackupAndRestore write nothing when the parameters are non-finite, keep the last
+/// good file byte for byte, and fit says "training diverged at epoch N" (not
+/// "corrupt"); a rerun resumes from the intact backup.
+#[test]
+fn a_diverged_run_keeps_the_last_good_checkpoint() {
+    let (x, y) = blobs(60, 4);
+    let dir = tmpdir("diverged");
+    let ckpt = dir.join("model.safetensors");
+    let mut m = compiled(2);
+    m.fit(&x, &y)
+        .epochs(1)
+        .verbose(0)
+        .callbacks((
+            ModelCheckpoint::to(ckpt.to_str().unwrap()),
+            BackupAndRestore::new(&dir).keep_checkpoint(),
+        ))
+        .run()
+        .unwrap();
+    let good = std::fs::read(&ckpt).unwrap();
+    let backup = dir.join("latest.safetensors");
+    let good_backup = std::fs::read(&backup).unwrap();
+
+    let bad = exploding(&x);
+    // TerminateOnNaN stops within the epoch; the epoch-end save sees the NaN loss.
+    for terminate in [true, false] {
+        let cb = ModelCheckpoint::to(ckpt.to_str().unwrap());
+        let f = m.fit(&bad, &y).epochs(3).verbose(0);
+        let r =
+            if terminate { f.callbacks((TerminateOnNaN, cb)).run() } else { f.callbacks(cb).run() };
+        let e = r.unwrap_err().to_string();
+        assert!(e.starts_with("training diverged at epoch 1: the loss is NaN;"), "{e}");
+        assert!(e.contains("keeps the checkpoint it held"), "{e}");
+        assert_eq!(std::fs::read(&ckpt).unwrap(), good, "the good checkpoint is untouched");
+    }
+    let e = m
+        .fit(&bad, &y)
+        .verbose(0)
+        .callbacks(ModelCheckpoint::to(dir.join("new.safetensors").to_str().unwrap()))
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nothing was saved (no checkpoint had been written yet)"), "{e}");
+    assert!(!dir.join("new.safetensors").exists());
+    // Resumed from the backup (epoch 1 done), epoch 2 diverges: the backup stays.
+    let mut r = compiled(2);
+    let e = r
+        .fit(&bad, &y)
+        .epochs(3)
+        .verbose(0)
+        .callbacks(BackupAndRestore::new(&dir))
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("training diverged at epoch 2:"), "{e}");
+    assert!(e.contains("still holds the last good epoch"), "{e}");
+    assert_eq!(std::fs::read(&backup).unwrap(), good_backup, "the backup is untouched");
+    // Both files still load (finite).
+    let mut fresh = mlp(9);
+    load_weights(&mut fresh, &ckpt).unwrap();
+    let mut again = compiled(2);
+    again.fit(&x, &y).epochs(2).verbose(0).callbacks(BackupAndRestore::new(&dir)).run().unwrap();
+
+    // A direct save of NaN weights writes nothing.
+    let mut nan = mlp(3);
+    let mut v = nan.params().values().to_vec();
+    v[5] = f32::NAN;
+    nan.params_mut().set_values(&v).unwrap();
+    let e = save_weights(&nan, &ckpt).unwrap_err().to_string();
+    assert!(e.contains("holds NaN (training diverged); the file was not written"), "{e}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+}
+
+/// Full checkpoints with NaN optimizer state or an unparsable learning rate are
+/// refused by name (a resumed epoch would otherwise report a finite loss over NaN
+/// weights, or silently keep another learning rate).
+#[test]
+fn load_full_validates_optimizer_state_and_metadata() {
+    let (x, y) = blobs(40, 5);
+    let dir = tmpdir("fullcheck");
+    let path = dir.join("latest.safetensors");
+    let mut m = compiled(1);
+    let backup = || BackupAndRestore::new(&dir).keep_checkpoint();
+    m.fit(&x, &y).epochs(1).verbose(0).callbacks(backup()).run().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value, &mut Vec<u8>)| {
+        let (mut h, mut data) = (header.clone(), bytes[8 + header_len..].to_vec());
+        edit(&mut h, &mut data);
+        let mut text = serde_json::to_vec(&h).unwrap();
+        while text.len() % 8 != 0 {
+            text.push(b' ');
+        }
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&data);
+        std::fs::write(&path, out).unwrap();
+    };
+    let resume = |m: &mut Compiled<Sequential, SparseCategoricalCrossentropy>| {
+        m.fit(&x, &y).epochs(2).verbose(0).callbacks(backup()).run().unwrap_err().to_string()
+    };
+    // NaN in the first moment estimate.
+    rewrite(&|h, data| {
+        let off = h["optimizer/m"]["data_offsets"][0].as_u64().unwrap() as usize;
+        data[off..off + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let e = resume(&mut compiled(1));
+    assert!(e.contains("optimizer state m holds NaN"), "{e}");
+    rewrite(&|h, _| h["__metadata__"]["learning_rate"] = "fast".into());
+    let e = resume(&mut compiled(1));
+    assert!(e.contains("learning_rate = \"fast\" is not a finite number"), "{e}");
+}
+
+/// Same state, same bytes: the header's metadata is written in sorted order.
+#[test]
+fn the_same_state_writes_the_same_bytes() {
+    let dir = tmpdir("samebytes");
+    let m = compiled(1);
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    for _ in 0..5 {
+        save_weights(m.model(), &a).unwrap();
+        save_weights(&mlp(1), &b).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    }
+}

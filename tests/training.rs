@@ -103,6 +103,19 @@ fn bad_inputs_are_errors_that_say_what_to_fix() {
     assert!(e.contains("samples of shape [2] but the model needs [4]"), "{e}");
     let e = err(m.fit(&x, &y).sample_weight(&[1.0; 3]).verbose(0).run());
     assert!(e.contains("3 weights for 40 samples"), "{e}");
+    // Settings Keras rejects (or that would silently do something else).
+    let e = err(m.fit(&x, &y).steps_per_epoch(0).verbose(0).run());
+    assert!(e.starts_with("steps_per_epoch: 0 runs no step; pass at least 1"), "{e}");
+    let e = err(m.fit(&x, &y).validation_split(0.2).validation_freq(0).verbose(0).run());
+    assert!(e.contains("0 is not a frequency; pass 1 to validate every epoch"), "{e}");
+    let e = err(m.fit(&x, &y).validation_split(0.2).validation_freq(vec![0, 2]).verbose(0).run());
+    assert!(e.contains("counts epochs from 1"), "{e}");
+    let e = err(m.fit(&x, &y).epochs(3).initial_epoch(5).verbose(0).run());
+    assert!(e.contains("5 is not before epochs = 3, so nothing would train"), "{e}");
+    let e = err(m.fit(&x, &y).epochs(0).verbose(0).run());
+    assert_eq!(e, "epochs: 0 trains nothing; pass at least 1");
+    let e = err(m.fit(&x, &y).class_weight(HashMap::from([(0, 1.0), (7, 2.0)])).verbose(0).run());
+    assert!(e.contains("it weights class 7, but the model has 3 classes (0..3)"), "{e}");
     let onehot = Targets::<Dyn>::from_vec_shape(&[3], vec![0.0; 120]).unwrap();
     let mut m2 = mlp(1).compile("adam", "sparse_categorical_crossentropy", ["accuracy"]).unwrap();
     let e = err(m2.fit(&x, &onehot).verbose(0).run());

@@ -56,9 +56,37 @@ fn from_bytes<T: Scalar>(dt: Dtype, bytes: &[u8]) -> Option<Vec<T>> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk,
-/// then renamed over `path`.
+/// then renamed over `path`, and the directory flushed so the rename survives a power
+/// cut. Nothing is left behind: a failed write or rename removes the temporary, and
+/// temporaries of processes that died mid-save (killed) are removed by the next save.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_inner(path, bytes, false)
+}
+
+/// `<file name>.tmp-` : the prefix of `path`'s temporaries (the writer's pid follows).
+fn temp_prefix(path: &Path) -> Option<String> {
+    path.file_name().map(|n| format!("{}.tmp-", n.to_string_lossy()))
+}
+
+/// Removes temporaries of `path` left by processes that no longer run (a save killed
+/// before its rename). A live writer's temporary is never touched; where liveness
+/// cannot be told (no /proc), nothing is removed.
+fn clean_stale_temps(path: &Path) {
+    let (Some(prefix), Some(dir)) = (temp_prefix(path), path.parent()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn write_atomic_inner(path: &Path, bytes: &[u8], crash_before_rename: bool) -> Result<()> {
@@ -69,13 +97,37 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], crash_before_rename: bool) -> R
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
-    drop(f);
+    clean_stale_temps(path);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     if crash_before_rename {
+        // As a kill between write and rename would leave it (the next save cleans it).
         return Err(io(std::io::Error::other("simulated crash before rename")));
     }
-    std::fs::rename(&tmp, path).map_err(io)
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Flushes the directory holding `path` so a completed rename is durable (Unix; a
+/// no-op elsewhere, and best effort: the file itself is already on disk).
+fn sync_dir(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 fn table_json(entries: &[ParamEntry]) -> String {
@@ -97,8 +149,31 @@ fn serialize(
         .map(|(n, s, b)| TensorView::new(dt, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| ckpt_err(path, format!("cannot lay out tensors: {e}")))?;
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| ckpt_err(path, format!("cannot serialize: {e}")))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| ckpt_err(path, format!("cannot serialize: {e}")))?;
+    Ok(canonical_header(bytes))
+}
+
+/// The same file with its JSON header's keys in sorted order (safetensors writes the
+/// metadata map in hash order), so the same state always gives the same bytes. The
+/// header keeps its length: the same keys and values, reordered.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) =
+        bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else { return bytes };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else { return bytes };
+    // serde_json's maps are sorted (no preserve_order feature).
+    let Ok(sorted) = serde_json::to_vec(&value) else { return bytes };
+    if sorted.len() <= len {
+        let end = 8 + len;
+        bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+        // safetensors pads the header with spaces to its alignment.
+        bytes[8 + sorted.len()..end].fill(b' ');
+    }
+    bytes
 }
 
 fn weight_tensors<T: Scalar>(p: &ParamStore<T>) -> Vec<(String, Vec<usize>, Vec<u8>)> {
@@ -124,9 +199,27 @@ pub fn save_weights<M: Model>(model: &M, path: impl AsRef<Path>) -> Result<()> {
 }
 
 /// [`save_weights`] for a parameter arena and a model name (what callbacks hold).
+/// Refuses (writing nothing) when a parameter is NaN or infinite.
 pub fn save_store_weights<T: Scalar>(p: &ParamStore<T>, model: &str, path: &Path) -> Result<()> {
+    check_finite_params(p, path)?;
     let bytes = serialize(weight_tensors(p), dtype::<T>(), metadata(p, model, "weights"), path)?;
     write_atomic(path, &bytes)
+}
+
+/// The first parameter tensor holding NaN or infinity, with that value.
+pub fn first_non_finite<T: Scalar>(p: &ParamStore<T>) -> Option<(String, f64)> {
+    p.entries().iter().find_map(|e| {
+        p.values()[e.range()].iter().find(|v| !v.is_finite()).map(|v| (e.name.clone(), v.as_f64()))
+    })
+}
+
+fn check_finite_params<T: Scalar>(p: &ParamStore<T>, path: &Path) -> Result<()> {
+    match first_non_finite(p) {
+        None => Ok(()),
+        Some((tensor, value)) => {
+            Err(TrainError::NonFiniteState { path: path.to_path_buf(), tensor, value })
+        }
+    }
 }
 
 /// Saves weights, the optimizer's state and the next epoch to run (for resuming).
@@ -147,9 +240,17 @@ pub fn save_store_full<T: Scalar>(
     next_epoch: usize,
     path: &Path,
 ) -> Result<()> {
+    check_finite_params(p, path)?;
     let mut tensors = weight_tensors(p);
     let n = p.trainable_len();
     for (name, slot) in optimizer.slots(n) {
+        if let Some(v) = slot.iter().find(|v| !v.is_finite()) {
+            return Err(TrainError::NonFiniteState {
+                path: path.to_path_buf(),
+                tensor: format!("the optimizer's {name}"),
+                value: v.as_f64(),
+            });
+        }
         if !slot.is_empty() {
             tensors.push((format!("optimizer/{name}"), vec![slot.len()], to_bytes(slot)));
         }
@@ -221,10 +322,14 @@ fn load_into<T: Scalar>(
                 format!("tensor {:?} has dtype {:?}; kiln reads F32 and F64", e.name, t.dtype()),
             )
         })?;
-        if v.iter().any(|x| !x.is_finite()) {
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
             return Err(ckpt_err(
                 path,
-                format!("tensor {:?} holds NaN or infinity; the checkpoint is corrupt", e.name),
+                format!(
+                    "tensor {:?} holds {}: it was saved after training diverged, or the file is damaged; load an earlier checkpoint",
+                    e.name,
+                    x.as_f64()
+                ),
             ));
         }
         values[e.range()].copy_from_slice(&v);
@@ -291,6 +396,15 @@ pub fn load_store_full<T: Scalar>(
         if let Ok(t) = st.tensor(&format!("optimizer/{slot}")) {
             let v: Vec<T> = from_bytes(t.dtype(), t.data())
                 .ok_or_else(|| ckpt_err(path, "optimizer state of an unknown dtype"))?;
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "optimizer state {slot} holds {}: it was saved after training diverged, or the file is damaged; load an earlier checkpoint",
+                        x.as_f64()
+                    ),
+                ));
+            }
             if v.len() != buf.len() && !buf.is_empty() {
                 return Err(ckpt_err(
                     path,
@@ -304,17 +418,34 @@ pub fn load_store_full<T: Scalar>(
             *buf = v;
         }
     }
+    // Every number in the metadata must parse and be finite: a value that does not is
+    // an error, never silently skipped.
+    let number = |key: &str, text: &str| -> Result<f64> {
+        match text.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(x),
+            _ => Err(ckpt_err(
+                path,
+                format!(
+                    "its metadata {key} = {text:?} is not a finite number; the file is damaged"
+                ),
+            )),
+        }
+    };
     for (name, v) in optimizer.scalars() {
-        if let Some(x) = meta.get(&format!("optimizer_scalar/{name}")).and_then(|s| s.parse().ok())
-        {
-            *v = x;
+        let key = format!("optimizer_scalar/{name}");
+        if let Some(text) = meta.get(&key) {
+            *v = number(&key, text)?;
         }
     }
-    optimizer.set_iterations(
-        meta.get("iterations").and_then(|v| v.parse().ok()).ok_or_else(|| missing("iterations"))?,
-    );
-    if let Some(lr) = meta.get("learning_rate").and_then(|v| v.parse().ok()) {
-        optimizer.set_learning_rate(lr)?;
+    let iterations = meta.get("iterations").ok_or_else(|| missing("iterations"))?;
+    optimizer.set_iterations(iterations.parse().map_err(|_| {
+        ckpt_err(
+            path,
+            format!("its metadata iterations = {iterations:?} is not a count; the file is damaged"),
+        )
+    })?);
+    if let Some(text) = meta.get("learning_rate") {
+        optimizer.set_learning_rate(number("learning_rate", text)?)?;
     }
     Ok(epoch)
 }
@@ -332,6 +463,38 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"good");
         write_atomic(&path, b"newer").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Nothing is left behind: a temporary of a dead process is removed by the next
+    /// save (a live one's, here this process's other file, is kept), and a failed
+    /// rename removes its own temporary.
+    #[test]
+    fn temporaries_never_pile_up() {
+        let dir = std::env::temp_dir().join(format!("kiln-temps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("w.safetensors");
+        std::fs::create_dir_all(&dir).unwrap();
+        // pid 1 is always alive (init); a pid past the kernel's maximum never is.
+        let (stale, live) =
+            (dir.join("w.safetensors.tmp-4294967295"), dir.join("w.safetensors.tmp-1"));
+        std::fs::write(&stale, b"x").unwrap();
+        std::fs::write(&live, b"x").unwrap();
+        write_atomic(&path, b"ok").unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists(), "a dead writer's temporary is removed");
+        }
+        assert!(live.exists(), "a live writer's temporary is kept");
+        // A rename onto a directory fails: its temporary goes too.
+        let blocked = dir.join("blocked");
+        std::fs::create_dir_all(blocked.join("inner")).unwrap();
+        assert!(write_atomic(&blocked, b"no").is_err());
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("blocked.tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

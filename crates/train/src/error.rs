@@ -114,6 +114,32 @@ pub enum TrainError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// Parameters (or optimizer state) holding NaN or infinity were about to be saved:
+    /// nothing was written, so an earlier good file stays as it was.
+    #[error(
+        "not saved to {path}: {tensor} holds {value} (training diverged); the file was not written, so any earlier checkpoint there is intact"
+    )]
+    NonFiniteState {
+        /// The file that was not written.
+        path: PathBuf,
+        /// The first tensor holding a non-finite value.
+        tensor: String,
+        /// That value.
+        value: f64,
+    },
+    /// Training diverged: a checkpointing callback found NaN or infinity in the
+    /// parameters and wrote nothing, keeping the last good file.
+    #[error(
+        "training diverged at epoch {epoch}: {what}; {kept}. Lower the learning rate (or normalize the inputs) and train again"
+    )]
+    Diverged {
+        /// The 1-based epoch at whose end the loss or the parameters were non-finite.
+        epoch: usize,
+        /// What was non-finite ("the loss is NaN", "dense/kernel holds inf").
+        what: String,
+        /// What was kept ("the last good checkpoint, X, is kept").
+        kept: String,
+    },
     /// A checkpoint that is corrupt, foreign or of another architecture.
     #[error("{path}: {message}")]
     Checkpoint {

@@ -43,16 +43,18 @@ impl StandardScaler {
         StandardScaler { mean, std }
     }
 
-    /// Applies the fitted scaling to any split.
-    pub fn transform<S: Shape>(&self, x: &Inputs<S>) -> Inputs<S> {
+    /// Applies the fitted scaling to any split of the same width (another width is an
+    /// error naming both).
+    pub fn transform<S: Shape>(&self, x: &Inputs<S>) -> kiln_train::Result<Inputs<S>> {
         let d = self.mean.len();
+        check_width("StandardScaler", d, x)?;
         let data = x
             .data()
             .iter()
             .enumerate()
             .map(|(i, &v)| ((f64::from(v) - self.mean[i % d]) / self.std[i % d]) as f32)
             .collect();
-        Inputs::from_vec_shape(x.sample_shape(), data).expect("same shape as the input")
+        Inputs::from_vec_shape(x.sample_shape(), data)
     }
 }
 
@@ -79,9 +81,11 @@ impl MinMaxScaler {
         MinMaxScaler { min, max }
     }
 
-    /// Applies the fitted scaling (a constant feature maps to 0).
-    pub fn transform<S: Shape>(&self, x: &Inputs<S>) -> Inputs<S> {
+    /// Applies the fitted scaling (a constant feature maps to 0) to data of the same
+    /// width (another width is an error naming both).
+    pub fn transform<S: Shape>(&self, x: &Inputs<S>) -> kiln_train::Result<Inputs<S>> {
         let d = self.min.len();
+        check_width("MinMaxScaler", d, x)?;
         let data = x
             .data()
             .iter()
@@ -91,8 +95,24 @@ impl MinMaxScaler {
                 if hi > lo { ((f64::from(v) - lo) / (hi - lo)) as f32 } else { 0.0 }
             })
             .collect();
-        Inputs::from_vec_shape(x.sample_shape(), data).expect("same shape as the input")
+        Inputs::from_vec_shape(x.sample_shape(), data)
     }
+}
+
+/// A scaler fitted on `d` features applied to samples of another width would index
+/// its statistics modulo `d`: refuse it.
+fn check_width<S: Shape>(scaler: &'static str, d: usize, x: &Inputs<S>) -> kiln_train::Result<()> {
+    if x.sample_len() == d {
+        return Ok(());
+    }
+    Err(TrainError::InvalidArgument {
+        name: scaler,
+        message: format!(
+            "it was fitted on samples of {d} features but is given samples of {} ({:?}); transform data with the columns it was fitted on",
+            x.sample_len(),
+            x.sample_shape()
+        ),
+    })
 }
 
 /// One-hot targets of `classes` columns from class indices.
@@ -168,10 +188,15 @@ mod tests {
         let x = Inputs::<Dyn>::from_vec_shape(&[2], vec![1.0, 10.0, 3.0, 10.0]).unwrap();
         let s = StandardScaler::fit(&x);
         assert_eq!((s.mean.clone(), s.std.clone()), (vec![2.0, 10.0], vec![1.0, 1.0]));
-        assert_eq!(s.transform(&x).data(), &[-1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(s.transform(&x).unwrap().data(), &[-1.0, 0.0, 1.0, 0.0]);
         let m = MinMaxScaler::fit(&x);
         let other = Inputs::<Dyn>::from_vec_shape(&[2], vec![2.0, 7.0]).unwrap();
-        assert_eq!(m.transform(&other).data(), &[0.5, 0.0]);
+        assert_eq!(m.transform(&other).unwrap().data(), &[0.5, 0.0]);
+        let wide = Inputs::<Dyn>::from_vec_shape(&[3], vec![1.0; 6]).unwrap();
+        for e in [s.transform(&wide).unwrap_err(), m.transform(&wide).unwrap_err()] {
+            let e = e.to_string();
+            assert!(e.contains("fitted on samples of 2 features but is given samples of 3"), "{e}");
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn split_items<T: Send>(
     min_elems: usize,
     f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync),
 ) {
-    if items < 2 || out.len() < min_elems || !idle() {
+    if items < 2 || out.len() < min_elems || !available() {
         f(0..items, out);
         return;
     }
@@ -180,7 +180,7 @@ pub fn split_zip<T: Send + Sync, const K: usize>(
 ) {
     let len = shared.len();
     assert!(bufs.iter().all(|b| b.len() == len), "split_zip buffers must have one length");
-    if len < min || !idle() {
+    if len < min || !available() {
         f(bufs, shared);
         return;
     }

@@ -106,11 +106,22 @@ impl ModelCheckpoint {
         ctx: &mut CallbackContext<'_, T>,
     ) -> Result<()> {
         let path = PathBuf::from(format_path(&self.filepath, epoch + 1, logs)?);
-        if self.save_weights_only {
-            save_store_weights(ctx.params, ctx.model_name, &path)?;
+        let kept_now = match &self.last_saved {
+            Some(p) => {
+                format!("nothing was saved, and the last good checkpoint, {}, is kept", p.display())
+            }
+            None if path.exists() => {
+                format!("nothing was saved, and {} keeps the checkpoint it held", path.display())
+            }
+            None => "nothing was saved (no checkpoint had been written yet)".to_string(),
+        };
+        diverged_loss(logs, epoch, &kept_now)?;
+        let saved = if self.save_weights_only {
+            save_store_weights(ctx.params, ctx.model_name, &path)
         } else {
-            save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &path)?;
-        }
+            save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &path)
+        };
+        saved.map_err(|e| diverged(e, epoch, kept_now))?;
         self.last_saved = Some(path);
         Ok(())
     }
@@ -240,6 +251,30 @@ impl<T: Scalar> Callback<T> for ModelCheckpoint {
     }
 }
 
+/// A refused save of non-finite state, at the end of 0-based `epoch`, as the
+/// divergence it is; other errors pass unchanged.
+fn diverged(e: TrainError, epoch: usize, kept: String) -> TrainError {
+    match e {
+        TrainError::NonFiniteState { tensor, value, .. } => {
+            TrainError::Diverged { epoch: epoch + 1, what: format!("{tensor} holds {value}"), kept }
+        }
+        e => e,
+    }
+}
+
+/// A non-finite training loss in `logs` (the epoch diverged even if the weights are
+/// still finite) as a [`TrainError::Diverged`].
+fn diverged_loss(logs: &Logs, epoch: usize, kept: &str) -> Result<()> {
+    match logs.get("loss") {
+        Some(&l) if !l.is_finite() => Err(TrainError::Diverged {
+            epoch: epoch + 1,
+            what: format!("the loss is {l}"),
+            kept: kept.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Makes a fit resumable (Keras `BackupAndRestore`): a full checkpoint after every epoch
 /// in `backup_dir`; a fit that finds one resumes at the epoch it reached, with the
 /// optimizer's state, and (shuffling and Dropout being seeded per epoch) ends with the
@@ -280,10 +315,21 @@ impl<T: Scalar> Callback<T> for BackupAndRestore {
     fn on_epoch_end(
         &mut self,
         epoch: usize,
-        _logs: &Logs,
+        logs: &Logs,
         ctx: &mut CallbackContext<'_, T>,
     ) -> Result<()> {
-        save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &self.file())
+        let f = self.file();
+        let kept = if f.exists() {
+            format!(
+                "the backup was not overwritten: {} still holds the last good epoch, and a rerun resumes from it",
+                f.display()
+            )
+        } else {
+            "no backup had been written yet".to_string()
+        };
+        diverged_loss(logs, epoch, &kept)?;
+        save_store_full(ctx.params, ctx.model_name, ctx.optimizer, epoch + 1, &f)
+            .map_err(|e| diverged(e, epoch, kept))
     }
     fn on_train_end(&mut self, _ctx: &mut CallbackContext<'_, T>, _logs: &Logs) -> Result<()> {
         if self.delete_checkpoint {

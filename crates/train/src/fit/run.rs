@@ -216,6 +216,21 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         };
         let validation_batch = self.validation_batch_size.unwrap_or(self.batch_size);
         check_batch_size(validation_batch)?;
+        self.check_schedule()?;
+        if let Some(cw) = &self.class_weight {
+            // A sigmoid output (width 1) has the two classes 0 and 1.
+            let classes = compiled.engine.model.output_len().max(2);
+            let mut named: Vec<usize> = cw.keys().copied().filter(|&c| c >= classes).collect();
+            named.sort_unstable();
+            if let Some(c) = named.first() {
+                return Err(TrainError::InvalidArgument {
+                    name: "class_weight",
+                    message: format!(
+                        "it weights class {c}, but the model has {classes} classes (0..{classes}); remove it or fix the class index"
+                    ),
+                });
+            }
+        }
         if let Some(cw) = &self.class_weight
             && let Some((c, w)) = cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0)
         {
@@ -243,6 +258,45 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         let batches = n_train.div_ceil(self.batch_size);
         let steps = self.steps_per_epoch.map_or(batches, |s| s.clamp(1, batches));
         Ok(Plan { n_train, validation, validation_batch, steps, keys })
+    }
+
+    /// Epoch counts and frequencies that would silently train or validate other than
+    /// asked (Keras rejects them too, or does nothing).
+    fn check_schedule(&self) -> Result<()> {
+        let bad = |name: &'static str, message: String| {
+            Err(TrainError::InvalidArgument { name, message })
+        };
+        if self.steps_per_epoch == Some(0) {
+            return bad("steps_per_epoch", "0 runs no step; pass at least 1, or leave it unset to use the whole data each epoch".into());
+        }
+        match &self.validation_freq {
+            ValidationFreq::Every(0) => {
+                return bad(
+                    "validation_freq",
+                    "0 is not a frequency; pass 1 to validate every epoch, N for every N-th".into(),
+                );
+            }
+            ValidationFreq::Epochs(list) if list.contains(&0) => {
+                return bad(
+                    "validation_freq",
+                    "epoch 0 is not an epoch: the list counts epochs from 1, as Keras".into(),
+                );
+            }
+            _ => {}
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "0 trains nothing; pass at least 1".into());
+        }
+        if self.initial_epoch >= self.epochs {
+            return bad(
+                "initial_epoch",
+                format!(
+                    "{} is not before epochs = {}, so nothing would train; epochs is the index of the last epoch, not a count from initial_epoch (initial_epoch(5).epochs(8) trains epochs 6 to 8)",
+                    self.initial_epoch, self.epochs
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Trains, and returns the History.
