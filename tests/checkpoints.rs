@@ -359,3 +359,44 @@ fn the_same_state_writes_the_same_bytes() {
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     }
 }
+
+/// ModelCheckpoint settings that would only fail (or silently never save) after
+/// training ran are errors before the first step, each naming the fix.
+#[test]
+fn model_checkpoint_problems_are_found_before_training() {
+    let (x, y) = blobs(40, 6);
+    let dir = tmpdir("ckplan");
+    let mut m = compiled(1);
+    let before = m.model().params().values().to_vec();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let run = |m: &mut Compiled<Sequential, SparseCategoricalCrossentropy>, cb: ModelCheckpoint| {
+        m.fit(&x, &y).validation_split(0.25).verbose(0).callbacks(cb).run().unwrap_err().to_string()
+    };
+    let e = run(&mut m, ModelCheckpoint::to(p("w-{epoch:02d.safetensors")));
+    assert!(e.contains("has an unclosed '{'"), "{e}");
+    let e = run(
+        &mut m,
+        ModelCheckpoint::to(p("w-{val_loss:.3f}.safetensors")).save_freq(SaveFreq::Batches(2)),
+    );
+    assert!(
+        e.contains(
+            "{val_loss} is only known at the end of an epoch, but the file is saved every 2 batches"
+        ),
+        "{e}"
+    );
+    let e = run(
+        &mut m,
+        ModelCheckpoint::to(p("best.safetensors")).save_best_only().save_freq(SaveFreq::Batches(2)),
+    );
+    assert!(e.contains("would never write"), "{e}");
+    std::fs::write(dir.join("plain-file"), b"x").unwrap();
+    let e = run(&mut m, ModelCheckpoint::to(p("plain-file/sub/w.safetensors")));
+    assert!(e.contains("is a file, not a directory; choose another path"), "{e}");
+    let e = run(&mut m, ModelCheckpoint::to(dir.to_str().unwrap()));
+    assert!(e.contains("is a directory; give a file name inside it"), "{e}");
+    let e = run(&mut m, ModelCheckpoint::to(p("w.safetensors")).save_freq(SaveFreq::Batches(0)));
+    assert!(e.contains("not a frequency"), "{e}");
+    assert_eq!(m.model().params().values(), &before[..], "nothing trained");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("plain-file")], "no probe or checkpoint left");
+}

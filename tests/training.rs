@@ -437,3 +437,21 @@ fn bad_sequence_inputs_fail_before_the_first_step() {
     let e = err(r.fit(&longer, &y).verbose(0).run());
     assert!(e.contains("samples of shape [6, 2] but the model needs [5, 2]"), "{e}");
 }
+
+/// Weights that overflow stop the run the epoch they do, naming the tensor — even
+/// while the reported loss is still finite (one input of 3e38 among ordinary ones) —
+/// and a class weight beyond float32's range is refused before the first step.
+#[test]
+fn divergence_and_narrowing_are_errors() {
+    let (x, y) = blobs(40, 8);
+    let mut v = x.data().to_vec();
+    v[13] = 3e38;
+    let huge = Inputs::<Dyn>::from_vec_shape(&[4], v).unwrap();
+    let mut m = compiled(1);
+    let e = err(m.fit(&huge, &y).epochs(3).verbose(0).run());
+    assert!(e.starts_with("training diverged at epoch 2: dense/kernel holds NaN"), "{e}");
+    assert!(e.contains("the model's weights are unusable now"), "{e}");
+    let mut m = compiled(1);
+    let e = err(m.fit(&x, &y).class_weight(HashMap::from([(0, 1e300)])).verbose(0).run());
+    assert!(e.contains("class 0 has weight 1e300; weights must be finite and ≥ 0 in the model's float32 (at most 3.4e38)"), "{e}");
+}

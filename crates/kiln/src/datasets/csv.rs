@@ -19,17 +19,21 @@ pub struct Table {
 impl Table {
     /// The targets as class indices (they must be whole numbers ≥ 0).
     pub fn classes(&self) -> Result<kiln_train::ClassLabels> {
-        let labels: Option<Vec<i64>> = self
-            .target
-            .iter()
-            .map(|&t| (t.fract() == 0.0 && t >= 0.0).then_some(t as i64))
-            .collect();
-        let labels = labels.ok_or_else(|| {
-            Error::Train(kiln_train::TrainError::InvalidArgument {
+        // Whole numbers that index a class: at most 2^24 (exact in float32, and far more
+        // classes than any output layer has), so no value saturates into a huge label.
+        const MAX: f64 = 16_777_216.0;
+        let bad = self.target.iter().position(|&t| !(t.fract() == 0.0 && (0.0..=MAX).contains(&t)));
+        if let Some(row) = bad {
+            return Err(Error::Train(kiln_train::TrainError::InvalidArgument {
                 name: "target",
-                message: "class targets must be whole numbers ≥ 0".into(),
-            })
-        })?;
+                message: format!(
+                    "row {} holds {}, but class targets must be whole numbers from 0 to 2^24; use the target as a regression target instead, or map it to a class index",
+                    row + 1,
+                    self.target[row]
+                ),
+            }));
+        }
+        let labels: Vec<i64> = self.target.iter().map(|&t| t as i64).collect();
         Ok(kiln_train::ClassLabels::from_i64(&labels)?)
     }
 }
@@ -78,6 +82,14 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
                     header[col]
                 )));
             }
+            // Stored as float32: a value beyond its range would become infinity.
+            if !(v as f32).is_finite() {
+                return Err(data(format!(
+                    "line {line}, column {} ({:?}): {cell:?} is beyond float32's range (±3.4e38); rescale the column",
+                    col + 1,
+                    header[col]
+                )));
+            }
             if col == t {
                 y.push(v);
             } else {
@@ -112,6 +124,16 @@ mod tests {
         assert_eq!(t.x.data(), &[1.0, 2.0, 3.0, 4.5]);
         assert_eq!(t.target, vec![0.0, 1.0]);
         assert_eq!(t.classes().unwrap().as_slice(), &[0, 1]);
+    }
+
+    #[test]
+    fn values_beyond_float32_and_huge_class_targets_are_errors() {
+        let p = write("huge.csv", "a,label\n1,0\n1e300,1\n");
+        let e = read(&p, "label").unwrap_err().to_string();
+        assert!(e.contains("line 3, column 1 (\"a\"): \"1e300\" is beyond float32's range"), "{e}");
+        let p = write("bigclass.csv", "a,label\n1,0\n2,1e30\n");
+        let e = read(&p, "label").unwrap().classes().unwrap_err().to_string();
+        assert!(e.contains("row 2 holds 1000000000000000000000000000000, but class targets must be whole numbers from 0 to 2^24"), "{e}");
     }
 
     #[test]

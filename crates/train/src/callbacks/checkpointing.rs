@@ -5,7 +5,7 @@ use super::{Callback, CallbackContext, Logs};
 use crate::checkpoint::{load_store_full, save_store_full, save_store_weights};
 use crate::error::{Result, TrainError};
 use kiln_tape::Scalar;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How often [`ModelCheckpoint`] saves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -211,16 +211,45 @@ impl<T: Scalar> Callback<T> for ModelCheckpoint {
     fn name(&self) -> &'static str {
         "ModelCheckpoint"
     }
+    fn check(&self, keys: &[String]) -> Result<()> {
+        let bad = |name: &'static str, message: String| {
+            Err(TrainError::InvalidArgument { name, message })
+        };
+        if let SaveFreq::Batches(0) = self.save_freq {
+            return bad(
+                "ModelCheckpoint save_freq",
+                "saving every 0 batches is not a frequency; use SaveFreq::Epoch or N ≥ 1".into(),
+            );
+        }
+        // The template must format (balanced braces, known keys).
+        let logs: Logs = keys.iter().map(|k| (k.clone(), 0.0)).collect();
+        let path = PathBuf::from(format_path(&self.filepath, 1, &logs)?);
+        if let SaveFreq::Batches(n) = self.save_freq {
+            // Validation runs at epoch ends: a batch save cannot know val_ values.
+            let in_path = self.placeholders().into_iter().find(|k| k.starts_with("val_"));
+            if let Some(k) = in_path {
+                return bad(
+                    "ModelCheckpoint filepath",
+                    format!(
+                        "{{{k}}} is only known at the end of an epoch, but the file is saved every {n} batches; use SaveFreq::Epoch or leave val_ keys out of the path"
+                    ),
+                );
+            }
+            if self.save_best_only && self.monitor.starts_with("val_") {
+                return bad(
+                    "ModelCheckpoint monitor",
+                    format!(
+                        "save_best_only on {:?} with a save every {n} batches would never write (validation runs at epoch ends); monitor \"loss\" or use SaveFreq::Epoch",
+                        self.monitor
+                    ),
+                );
+            }
+        }
+        check_writable(&path)
+    }
     fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, T>) -> Result<()> {
         self.best = self.initial_value_threshold;
         self.batches = 0;
-        if let SaveFreq::Batches(0) = self.save_freq {
-            return Err(TrainError::InvalidArgument {
-                name: "ModelCheckpoint save_freq",
-                message: "saving every 0 batches is not a frequency; use SaveFreq::Epoch or N ≥ 1"
-                    .into(),
-            });
-        }
         Ok(())
     }
     fn on_train_batch_end(
@@ -248,6 +277,46 @@ impl<T: Scalar> Callback<T> for ModelCheckpoint {
             self.maybe_save(epoch, logs, ctx)?;
         }
         Ok(())
+    }
+}
+
+/// Whether a checkpoint could be written at `path`: its nearest existing ancestor must
+/// be a directory this process can write in (a probe file is created and removed).
+fn check_writable(path: &Path) -> Result<()> {
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => {
+                dir = Path::new(".");
+                break;
+            }
+        }
+    }
+    let bad = |message: String| {
+        Err(TrainError::InvalidArgument { name: "ModelCheckpoint filepath", message })
+    };
+    if path.is_dir() {
+        return bad(format!("{} is a directory; give a file name inside it", path.display()));
+    }
+    if !dir.is_dir() {
+        return bad(format!(
+            "{} cannot be created: {} is a file, not a directory; choose another path",
+            path.display(),
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".kiln-write-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bad(format!(
+            "{} cannot be written: {} refuses new files ({e}); choose a writable directory",
+            path.display(),
+            dir.display()
+        )),
     }
 }
 

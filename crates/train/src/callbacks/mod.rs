@@ -60,6 +60,12 @@ pub trait Callback<T: Scalar> {
     fn name(&self) -> &'static str {
         "callback"
     }
+    /// Checks the callback's settings against the log keys the run will have (`keys`,
+    /// `val_` ones included when it validates), before the first step: what would
+    /// only fail, or silently do nothing, after training ran.
+    fn check(&self, _keys: &[String]) -> Result<()> {
+        Ok(())
+    }
     /// Before the first epoch.
     fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, T>) -> Result<()> {
         Ok(())

@@ -4,13 +4,14 @@
 use super::batcher::Weights;
 use super::{Compiled, T, ValidationFreq, check_batch_size};
 use crate::callbacks::{BoxedCallback, CallbackContext, IntoCallbacks, Logs};
+use crate::checkpoint::first_non_finite;
 use crate::data::{Inputs, Labels};
 use crate::error::{Result, TrainError};
 use crate::history::History;
 use crate::loss::Loss;
 use crate::model::Model;
 use crate::progress::ProgressBar;
-use kiln_tape::{Float, Zero};
+use kiln_tape::{Float, Scalar, Zero};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Instant;
@@ -232,11 +233,16 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             }
         }
         if let Some(cw) = &self.class_weight
-            && let Some((c, w)) = cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0)
+            && let Some((c, w)) =
+                cw.iter().find(|(_, w)| !w.is_finite() || **w < 0.0 || !<T<M>>::of(**w).is_finite())
         {
             return Err(TrainError::InvalidArgument {
                 name: "class_weight",
-                message: format!("class {c} has weight {w}; weights must be finite and ≥ 0"),
+                message: format!(
+                    "class {c} has weight {w:e}; weights must be finite and ≥ 0 in the model's {} (at most {:.1e})",
+                    <T<M>>::DTYPE,
+                    <T<M> as Float>::max_value().as_f64()
+                ),
             });
         }
         let mut keys: Vec<String> =
@@ -254,6 +260,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                     });
                 }
             }
+            cb.check(&keys)?;
         }
         let batches = n_train.div_ceil(self.batch_size);
         let steps = self.steps_per_epoch.map_or(batches, |s| s.clamp(1, batches));
@@ -411,6 +418,15 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             history.epoch_seconds.push(started.elapsed().as_secs_f64());
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_end(epoch, &epoch_logs, ctx!(epoch))?;
+            }
+            // Weights that overflowed can hide behind a finite loss for a while: a scan
+            // per epoch stops the run the epoch it happens, naming the tensor.
+            if let Some((tensor, v)) = first_non_finite(compiled.engine.model.params()) {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    what: format!("{tensor} holds {v}"),
+                    kept: "the model's weights are unusable now (restore a checkpoint)".into(),
+                });
             }
             epoch += 1;
         }
