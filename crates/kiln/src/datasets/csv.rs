@@ -52,9 +52,19 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
     })?;
     let header: Vec<String> =
         r.headers().map_err(|e| data(e.to_string()))?.iter().map(str::to_string).collect();
+    if header.iter().all(|h| h.trim().is_empty()) {
+        return Err(data(format!(
+            "the file is empty (no header line); write a header naming the columns ({target:?} among them), then one row per sample"
+        )));
+    }
     let t = header.iter().position(|h| h == target).ok_or_else(|| {
         data(format!("no column named {target:?}; the columns are {}", header.join(", ")))
     })?;
+    if header.len() == 1 {
+        return Err(data(format!(
+            "the file holds only the target column {target:?}; a model needs at least one feature column beside it"
+        )));
+    }
     let mut x = Vec::new();
     let mut y = Vec::new();
     for (row, rec) in r.records().enumerate() {
@@ -134,6 +144,19 @@ mod tests {
         let p = write("bigclass.csv", "a,label\n1,0\n2,1e30\n");
         let e = read(&p, "label").unwrap().classes().unwrap_err().to_string();
         assert!(e.contains("row 2 holds 1000000000000000000000000000000, but class targets must be whole numbers from 0 to 2^24"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_target_only_files_say_what_to_write() {
+        let e = read(write("empty.csv", ""), "label").unwrap_err().to_string();
+        assert!(e.contains("the file is empty (no header line); write a header"), "{e}");
+        let e = read(write("only.csv", "label\n0\n1\n"), "label").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "holds only the target column \"label\"; a model needs at least one feature column"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,22 +27,24 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let raw = std::fs::read(path).map_err(io)?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| Error::Data {
+        inflate_bounded(GzDecoder::new(&raw[..])).map_err(|e| Error::Data {
             path: path.to_path_buf(),
-            message: format!(
-                "the gzip stream is corrupt or truncated ({e}); download the file again"
-            ),
-        })?;
-        out
+            message: match e {
+                Bounded::Io(e) => format!(
+                    "the gzip stream is corrupt or truncated ({e}); download the file again"
+                ),
+                Bounded::Header(m) => m,
+            },
+        })?
     } else {
         raw
     };
     parse_idx(&bytes).map_err(|message| Error::Data { path: path.to_path_buf(), message })
 }
 
-/// Parses IDX bytes; the error names what is wrong.
-pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+/// Checks an IDX file's first four bytes (zeros, the unsigned-byte type code, a
+/// non-zero rank) and returns the rank.
+fn check_magic(bytes: &[u8]) -> std::result::Result<usize, String> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(
             "not an IDX file: it must start with two zero bytes, a type code and a rank".into()
@@ -54,10 +56,41 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
             bytes[2]
         ));
     }
-    let rank = bytes[3] as usize;
-    if rank == 0 {
-        return Err("the IDX header declares zero dimensions".into());
+    match bytes[3] as usize {
+        0 => Err("the IDX header declares zero dimensions".into()),
+        rank => Ok(rank),
     }
+}
+
+/// Why a bounded decompression stopped.
+enum Bounded {
+    Io(std::io::Error),
+    Header(String),
+}
+
+/// Decompresses an IDX stream no further than its header declares (plus one byte, to
+/// tell trailing data): the header is read first, so a small file that inflates to
+/// gigabytes is refused after the bytes it claims, not after all of them.
+fn inflate_bounded(mut r: impl Read) -> std::result::Result<Vec<u8>, Bounded> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).map_err(Bounded::Io)?;
+    let mut bytes = head.to_vec();
+    let rank = check_magic(&head).map_err(Bounded::Header)?;
+    let mut dims = vec![0u8; 4 * rank];
+    r.read_exact(&mut dims).map_err(Bounded::Io)?;
+    bytes.extend_from_slice(&dims);
+    let expected = dims
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+        .try_fold(1u64, |a, d| a.checked_mul(d))
+        .ok_or_else(|| Bounded::Header("the dimensions overflow".into()))?;
+    r.take(expected.saturating_add(1)).read_to_end(&mut bytes).map_err(Bounded::Io)?;
+    Ok(bytes)
+}
+
+/// Parses IDX bytes; the error names what is wrong.
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+    let rank = check_magic(bytes)?;
     let header = 4 + 4 * rank;
     if bytes.len() < header {
         return Err(format!(
@@ -91,6 +124,29 @@ mod tests {
         }
         b.extend_from_slice(data);
         b
+    }
+
+    /// A gzip stream whose data runs past its header's declared size stops one byte
+    /// past it (and is refused); a well-formed one reads whole.
+    #[test]
+    fn decompression_stops_at_the_declared_size() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let gz = |b: &[u8]| {
+            let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        // Declares 4 bytes, then 64 MiB of zeros.
+        let mut bomb = idx(&[4], &[]);
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        let out = inflate_bounded(flate2::read::GzDecoder::new(&gz(&bomb)[..])).ok().unwrap();
+        assert_eq!(out.len(), 8 + 4 + 1, "read the header, the declared bytes and one more");
+        assert!(parse_idx(&out).unwrap_err().contains("need 4 data bytes but the file holds 5"));
+        let good = idx(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let out = inflate_bounded(flate2::read::GzDecoder::new(&gz(&good)[..])).ok().unwrap();
+        assert_eq!(parse_idx(&out).unwrap().data, vec![1, 2, 3, 4, 5, 6]);
+        assert!(matches!(inflate_bounded(&b"PK\x03\x04"[..]), Err(Bounded::Header(_))));
     }
 
     #[test]

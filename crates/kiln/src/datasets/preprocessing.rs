@@ -117,6 +117,15 @@ fn check_width<S: Shape>(scaler: &'static str, d: usize, x: &Inputs<S>) -> kiln_
 
 /// One-hot targets of `classes` columns from class indices.
 pub fn one_hot<S: Shape>(y: &ClassLabels, classes: usize) -> kiln_train::Result<Targets<S>> {
+    if classes == 0 {
+        return Err(TrainError::InvalidArgument {
+            name: "one_hot classes",
+            message: format!(
+                "0 classes leaves no column for any label; pass the number of classes (here at least {})",
+                y.num_classes()
+            ),
+        });
+    }
     y.check_classes(classes)?;
     let mut data = vec![0.0f32; y.len() * classes];
     for (i, &c) in y.as_slice().iter().enumerate() {
@@ -215,5 +224,13 @@ mod tests {
         let t: Targets<Dyn> = one_hot(&ClassLabels::new(vec![2, 0]), 3).unwrap();
         assert_eq!(t.data(), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         assert!(one_hot::<Dyn>(&ClassLabels::new(vec![3]), 3).is_err());
+    }
+
+    #[test]
+    fn one_hot_with_no_classes_says_how_many() {
+        let y = ClassLabels::new(vec![0, 2, 1]);
+        let e = one_hot::<Dyn>(&y, 0).unwrap_err().to_string();
+        assert!(e.contains("0 classes leaves no column for any label; pass the number of classes (here at least 3)"), "{e}");
+        assert_eq!(one_hot::<Dyn>(&y, 3).unwrap().data()[..3], [1.0, 0.0, 0.0]);
     }
 }
