@@ -455,3 +455,29 @@ fn divergence_and_narrowing_are_errors() {
     let e = err(m.fit(&x, &y).class_weight(HashMap::from([(0, 1e300)])).verbose(0).run());
     assert!(e.contains("class 0 has weight 1e300; weights must be finite and ≥ 0 in the model's float32 (at most 3.4e38)"), "{e}");
 }
+
+/// Layers too large for memory are errors at build, with the size, never an abort, a
+/// panic or a wrapped count.
+#[test]
+fn oversized_layers_are_errors_with_their_size() {
+    use kiln::layers::Dense;
+    let build = |input: &[usize], units: usize| {
+        SequentialBuilder::<f32>::new("big", input)
+            .add(Dense::new(units))
+            .build(Seed(1))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = build(&[1 << 12], 1 << 40);
+    assert!(e.contains("dense (Dense)") && e.contains("kernel [4096, 1099511627776]"), "{e}");
+    let e = build(&[1 << 12], 1 << 62);
+    assert!(e.contains("has more elements than memory can hold"), "{e}");
+    let e = build(&[1 << 32, 1 << 32, 2], 2);
+    assert!(
+        e.contains(
+            "the input shape [4294967296, 4294967296, 2] has more elements than memory can hold"
+        ),
+        "{e}"
+    );
+}

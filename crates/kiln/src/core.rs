@@ -63,6 +63,18 @@ pub struct ModelCore<T: Scalar> {
     first_trained: usize,
 }
 
+/// The element count of `shape` if it and its size in bytes fit in memory's address
+/// range (checked: no product may wrap).
+fn elements<T>(shape: &[usize]) -> Option<usize> {
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    n.checked_mul(std::mem::size_of::<T>()).filter(|&b| b <= isize::MAX as usize).map(|_| n)
+}
+
+/// `bytes` as "17.2 GB (17179869184 bytes)".
+fn bytes_text(bytes: usize) -> String {
+    format!("{:.1} GB ({bytes} bytes)", bytes as f64 / 1e9)
+}
+
 impl<T: Scalar> ModelCore<T> {
     /// Builds every layer in order from the per-sample `input` shape, names them
     /// Keras-style unless a name is given, draws the initial parameters from `seed`
@@ -91,6 +103,14 @@ impl<T: Scalar> ModelCore<T> {
                 message: "a model needs at least one layer".into(),
             });
         }
+        if elements::<T>(input).is_none() {
+            return Err(Error::Layer {
+                layer: name.into(),
+                message: format!(
+                    "the input shape {input:?} has more elements than memory can hold"
+                ),
+            });
+        }
         let mut shape = input.to_vec();
         let mut namer = kiln_spec::Namer::new();
         let mut infos = Vec::new();
@@ -106,11 +126,37 @@ impl<T: Scalar> ModelCore<T> {
                 layer: format!("{name} ({})", layer.class_name()),
                 message,
             })?;
+            let too_big = |what: String| Error::Layer {
+                layer: format!("{name} ({})", layer.class_name()),
+                message: what,
+            };
+            if elements::<T>(&output).is_none() {
+                return Err(too_big(format!(
+                    "its output {output:?} per sample has more elements than memory can hold; use fewer units or filters"
+                )));
+            }
             let mut count = 0;
             let mut names = Vec::new();
             for spec in layer.param_specs() {
                 names.push(spec.name);
                 let full = format!("{name}/{}", spec.name);
+                // Sized, then allocated fallibly, before the initializer fills it.
+                let n = elements::<T>(&spec.shape).ok_or_else(|| {
+                    too_big(format!(
+                        "its {} {:?} has more elements than memory can hold; use fewer units or filters",
+                        spec.name, spec.shape
+                    ))
+                })?;
+                let mut probe: Vec<T> = Vec::new();
+                if probe.try_reserve_exact(n).is_err() {
+                    return Err(too_big(format!(
+                        "its {} {:?} needs {} and the allocation failed; use fewer units or filters",
+                        spec.name,
+                        spec.shape,
+                        bytes_text(n * std::mem::size_of::<T>())
+                    )));
+                }
+                drop(probe);
                 let init = spec.init.sample(&spec.shape, param_seed(seed, &full));
                 count += init.len();
                 decls.push(ParamDecl {
@@ -251,6 +297,17 @@ impl<T: Scalar> ModelCore<T> {
         } else {
             (&mut rest[0], info.out_len)
         };
+        let need = batch.checked_mul(out_len).filter(|&n| n <= isize::MAX as usize / 8);
+        let grown = need.is_some_and(|n| n <= y.len() || y.try_reserve_exact(n - y.len()).is_ok());
+        if !grown {
+            return Err(kiln_train::TrainError::InvalidArgument {
+                name: "batch_size",
+                message: format!(
+                    "layer {} cannot hold the outputs of a batch of {batch} ({out_len} values per sample): the allocation failed; use a smaller batch_size",
+                    info.name
+                ),
+            });
+        }
         y.resize(batch * out_len, T::zero());
         let input = if i == 0 { &x[..batch * self.in_len] } else { &before[i - 1][..] };
         // The mask over this layer's input steps, from the layer before.
