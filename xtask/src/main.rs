@@ -97,6 +97,22 @@ fn main() -> ExitCode {
             ok
         }
         Some("test") => cargo(TEST),
+        Some("fuzz") => {
+            // `cargo xtask fuzz [--seconds N]`: the loaders' mutation fuzzer for N seconds.
+            let secs = rest.iter().position(|a| *a == "--seconds").and_then(|i| rest.get(i + 1));
+            // SAFETY: set before any thread of this process starts.
+            unsafe { std::env::set_var("KILN_FUZZ_SECONDS", secs.copied().unwrap_or("60")) };
+            cargo(&[
+                "test",
+                "--release",
+                "--package",
+                "kiln-workspace",
+                "--test",
+                "fuzz_loaders",
+                "--",
+                "--nocapture",
+            ])
+        }
         Some("bench") if rest.first() == Some(&"--kernels") => {
             let mut a = vec!["bench", "--package", "kiln-workspace", "--bench", "kernels", "--"];
             a.extend(&rest[1..]);
@@ -109,7 +125,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | bench [--limit N] [--epochs N] [--only NAME] | bench --kernels [criterion args]>"
+                "usage: cargo xtask <ci | test | fuzz [--seconds N] | bench [--limit N] [--epochs N] [--only NAME] | bench --kernels [criterion args]>"
             );
             return ExitCode::from(2);
         }
