@@ -107,7 +107,7 @@ impl<T: Scalar> ModelCore<T> {
             return Err(Error::Layer {
                 layer: name.into(),
                 message: format!(
-                    "the input shape {input:?} has more elements than memory can hold"
+                    "the input shape {input:?} has more elements than memory can hold; use a smaller input shape"
                 ),
             });
         }

@@ -281,7 +281,7 @@ fn load_into<T: Scalar>(
     bytes: &[u8],
 ) -> Result<HashMap<String, String>> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
-        ckpt_err(path, format!("not a readable safetensors file ({e}); it is truncated, corrupt, or of another format"))
+        ckpt_err(path, format!("not a readable safetensors file ({e}); it is truncated, corrupt, or of another format: load another file, or save it again"))
     })?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
@@ -299,7 +299,7 @@ fn load_into<T: Scalar>(
             ckpt_err(
                 path,
                 format!(
-                    "it has no tensor {:?}; it was saved from another architecture (model {:?})",
+                    "it has no tensor {:?}; it was saved from another architecture (model {:?}): load it into the network it was saved from",
                     e.name,
                     meta.get("model").cloned().unwrap_or_default()
                 ),
@@ -309,7 +309,7 @@ fn load_into<T: Scalar>(
             return Err(ckpt_err(
                 path,
                 format!(
-                    "tensor {:?} has shape {:?} in the file but {:?} in the model; it was saved from another architecture",
+                    "tensor {:?} has shape {:?} in the file but {:?} in the model; it was saved from another architecture: load it into the network it was saved from",
                     e.name,
                     t.shape(),
                     e.shape
@@ -342,7 +342,7 @@ fn load_into<T: Scalar>(
         return Err(ckpt_err(
             path,
             format!(
-                "it holds tensor {extra:?}, which the model does not have; it was saved from another architecture"
+                "it holds tensor {extra:?}, which the model does not have; it was saved from another architecture: load it into the network it was saved from"
             ),
         ));
     }

@@ -293,7 +293,7 @@ impl ClassLabels {
                 usize::try_from(l).map_err(|_| TrainError::InvalidArgument {
                     name: "ClassLabels",
                     message: format!(
-                        "label {l} of sample {i} is negative; class labels are 0, 1, 2, ..."
+                        "label {l} of sample {i} is negative; class labels are 0, 1, 2, ...: map the classes to those"
                     ),
                 })
             })

@@ -117,7 +117,7 @@ pub enum TrainError {
     /// Parameters (or optimizer state) holding NaN or infinity were about to be saved:
     /// nothing was written, so an earlier good file stays as it was.
     #[error(
-        "not saved to {path}: {tensor} holds {value} (training diverged); the file was not written, so any earlier checkpoint there is intact"
+        "not saved to {path}: {tensor} holds {value} (training diverged); the file was not written, so any earlier checkpoint there is intact: restore it, or lower the learning rate and train again"
     )]
     NonFiniteState {
         /// The file that was not written.

@@ -58,7 +58,10 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
         )));
     }
     let t = header.iter().position(|h| h == target).ok_or_else(|| {
-        data(format!("no column named {target:?}; the columns are {}", header.join(", ")))
+        data(format!(
+            "no column named {target:?}; the columns are {}: pass one of those as the target",
+            header.join(", ")
+        ))
     })?;
     if header.len() == 1 {
         return Err(data(format!(
@@ -69,7 +72,13 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
     let mut y = Vec::new();
     for (row, rec) in r.records().enumerate() {
         let line = row + 2;
-        let rec = rec.map_err(|e| data(format!("line {line}: {e}")))?;
+        let rec = rec.map_err(|e| match e.kind() {
+            csv::ErrorKind::UnequalLengths { len, .. } => data(format!(
+                "line {line} has {len} cells but the header has {}; fix the row so every row has one cell per column",
+                header.len()
+            )),
+            _ => data(format!("line {line}: {e}; fix the file's CSV syntax")),
+        })?;
         if rec.len() != header.len() {
             return Err(data(format!(
                 "line {line} has {} cells but the header has {}",
@@ -80,14 +89,14 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
         for (col, cell) in rec.iter().enumerate() {
             let v: f64 = cell.trim().parse().map_err(|_| {
                 data(format!(
-                    "line {line}, column {} ({:?}): {cell:?} is not a number",
+                    "line {line}, column {} ({:?}): {cell:?} is not a number; fix the cell or remove the row",
                     col + 1,
                     header[col]
                 ))
             })?;
             if !v.is_finite() {
                 return Err(data(format!(
-                    "line {line}, column {} ({:?}): {cell:?} is not finite",
+                    "line {line}, column {} ({:?}): {cell:?} is not finite; impute it or remove the row",
                     col + 1,
                     header[col]
                 )));
@@ -108,7 +117,7 @@ pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
         }
     }
     if y.is_empty() {
-        return Err(data("the file has a header but no rows".into()));
+        return Err(data("the file has a header but no rows; add one row per sample".into()));
     }
     let feature_names: Vec<String> =
         header.iter().enumerate().filter(|(i, _)| *i != t).map(|(_, h)| h.clone()).collect();

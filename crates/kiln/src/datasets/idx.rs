@@ -52,12 +52,13 @@ fn check_magic(bytes: &[u8]) -> std::result::Result<usize, String> {
     }
     if bytes[2] != UBYTE {
         return Err(format!(
-            "IDX type code 0x{:02x} is not supported; only unsigned bytes (0x08) are",
+            "IDX type code 0x{:02x} is not supported; only unsigned bytes (0x08) are: convert the file to unsigned bytes",
             bytes[2]
         ));
     }
     match bytes[3] as usize {
-        0 => Err("the IDX header declares zero dimensions".into()),
+        0 => Err("the IDX header declares zero dimensions: the file is damaged; download it again"
+            .into()),
         rank => Ok(rank),
     }
 }

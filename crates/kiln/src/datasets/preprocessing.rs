@@ -152,7 +152,7 @@ pub fn train_test_split(
     if !(test_fraction > 0.0 && test_fraction < 1.0) {
         return Err(TrainError::InvalidArgument {
             name: "test_fraction",
-            message: format!("{test_fraction} is outside (0, 1)"),
+            message: format!("{test_fraction} is outside (0, 1); pass a fraction such as 0.2"),
         });
     }
     let order = shuffled_indices(n, seed);

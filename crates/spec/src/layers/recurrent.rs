@@ -306,7 +306,7 @@ impl LayerSpec for Bidirectional {
                 return Err(SpecError::arg(
                     "layer",
                     format!(
-                        "Bidirectional wraps a recurrent layer (LSTM, GRU or SimpleRNN), not {other}"
+                        "Bidirectional wraps a recurrent layer (LSTM, GRU or SimpleRNN), not {other}: use Bidirectional(LSTM(units))"
                     ),
                 ));
             }

@@ -157,7 +157,7 @@ fn format_path(template: &str, epoch: usize, logs: &Logs) -> Result<String> {
         out.push_str(&rest[..open]);
         let close = rest[open..].find('}').ok_or_else(|| TrainError::InvalidArgument {
             name: "ModelCheckpoint filepath",
-            message: format!("{template:?} has an unclosed '{{'"),
+            message: format!("{template:?} has an unclosed '{{'; close it, as in {{epoch:02d}}"),
         })?;
         let inner = &rest[open + 1..open + close];
         let (key, spec) = inner.split_once(':').unwrap_or((inner, ""));

@@ -298,7 +298,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             return bad(
                 "initial_epoch",
                 format!(
-                    "{} is not before epochs = {}, so nothing would train; epochs is the index of the last epoch, not a count from initial_epoch (initial_epoch(5).epochs(8) trains epochs 6 to 8)",
+                    "{} is not before epochs = {}, so nothing would train; pass an initial_epoch below epochs, which is the index of the last epoch, not a count from initial_epoch (initial_epoch(5).epochs(8) trains epochs 6 to 8)",
                     self.initial_epoch, self.epochs
                 ),
             );
