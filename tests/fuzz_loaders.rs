@@ -2,8 +2,10 @@
 //! stable Rust: valid seed files are mutated (bit flips, byte overwrites, inserts,
 //! deletions, truncations, duplicated spans, rewritten length fields) and each result
 //! is loaded under `catch_unwind`. A loader must return `Ok` or an error; a panic
-//! fails the test and prints the seed and the input. CI runs a short smoke;
-//! `cargo xtask fuzz --seconds N` runs for N seconds and prints inputs per second.
+//! fails the test and prints the input. The loop runs in a child process, so an abort
+//! (which `catch_unwind` cannot catch) fails the test too, naming the input it died
+//! on. CI runs a short smoke; `cargo xtask fuzz --seconds N` runs for N seconds and
+//! prints inputs per second.
 
 mod common;
 
@@ -110,8 +112,39 @@ fn load_all(input: &[u8], dir: &Path) -> Result<(), &'static str> {
     })
 }
 
+/// The parent: runs [`fuzz_child`] in a child process and reports how it ended.
 #[test]
-fn mutated_files_never_panic_a_loader() {
+fn mutated_files_never_panic_or_abort_a_loader() {
+    if std::env::var_os("KILN_FUZZ_CHILD").is_some() {
+        return;
+    }
+    let dir = tmpdir("fuzz-parent");
+    let progress = dir.join("progress");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["fuzz_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("KILN_FUZZ_CHILD", &progress)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let last = std::fs::read_to_string(&progress).unwrap_or_default();
+        panic!(
+            "the fuzz child failed ({}) at input {last}:\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let summary =
+        text.lines().find_map(|l| l.find("fuzz:").map(|i| &l[i..])).unwrap_or("fuzz: (no summary)");
+    println!("{summary}");
+    assert!(summary.contains("no panic"), "{text}");
+}
+
+/// The fuzzing loop; runs only as the child of the test above.
+#[test]
+fn fuzz_child() {
+    let Some(progress) = std::env::var_os("KILN_FUZZ_CHILD") else { return };
+    let progress = std::path::PathBuf::from(progress);
     let seconds: f64 =
         std::env::var("KILN_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let dir = tmpdir("fuzz");
@@ -134,6 +167,10 @@ fn mutated_files_never_panic_a_loader() {
     while !done(n) {
         let seed = &seeds[(n % seeds.len() as u64) as usize];
         let input = mutate(seed, &mut r);
+        // Where an abort would have happened (inputs are a pure function of n).
+        if n.is_multiple_of(64) {
+            let _ = std::fs::write(&progress, format!("{n} (the next 64 inputs from here)"));
+        }
         if let Err(loader) = load_all(&input, &dir) {
             failure = Some((loader, n, input));
             break;
