@@ -17,7 +17,12 @@ fn rss_kb() -> Option<u64> {
 struct Rss(Arc<Mutex<Vec<u64>>>);
 
 impl<T: tape::Scalar> Callback<T> for Rss {
-    fn on_epoch_end(&mut self, _e: usize, _l: &Logs, _c: &mut CallbackContext<'_, T>) -> Result<(), TrainError> {
+    fn on_epoch_end(
+        &mut self,
+        _e: usize,
+        _l: &Logs,
+        _c: &mut CallbackContext<'_, T>,
+    ) -> Result<(), TrainError> {
         if let Some(kb) = rss_kb() {
             self.0.lock().unwrap().push(kb);
         }
