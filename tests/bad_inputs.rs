@@ -11,7 +11,7 @@ use kiln::*;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// What one case gives back: the error's Debug text (its kind) and its message.
+/// What one case gives back: the error's alternate Debug text (its kind) and its message.
 type Outcome = std::result::Result<(), (String, String)>;
 
 struct Case {
@@ -22,7 +22,7 @@ struct Case {
 }
 
 fn fail<T, E: std::fmt::Debug + std::fmt::Display>(r: std::result::Result<T, E>) -> Outcome {
-    r.map(|_| ()).map_err(|e| (format!("{e:?}"), e.to_string()))
+    r.map(|_| ()).map_err(|e| (format!("{e:#?}"), e.to_string()))
 }
 
 /// Words that tell the user what to do.

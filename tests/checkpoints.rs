@@ -400,3 +400,31 @@ fn model_checkpoint_problems_are_found_before_training() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("plain-file")], "no probe or checkpoint left");
 }
+
+/// Keras's save_weights / load_weights / save / load as methods of the compiled
+/// model: a full save goes on where it stopped, bit for bit.
+#[test]
+fn compiled_models_save_and_load_as_keras() {
+    let (x, y) = blobs(60, 7);
+    let dir = tmpdir("methods");
+    let mut a = compiled(1);
+    a.fit(&x, &y).epochs(2).verbose(0).run().unwrap();
+    assert_eq!(a.epochs_done(), 2);
+    a.save_weights(dir.join("w.safetensors")).unwrap();
+    a.save(dir.join("full.safetensors")).unwrap();
+    let mut b = compiled(9);
+    b.load_weights(dir.join("w.safetensors")).unwrap();
+    assert_eq!(b.predict(&x).unwrap(), a.predict(&x).unwrap());
+    // Resume from the full save and train two more epochs, as the straight run does.
+    let mut c = compiled(9);
+    let e = c.load(dir.join("full.safetensors")).unwrap();
+    assert_eq!(e, 2);
+    c.fit(&x, &y).epochs(4).initial_epoch(e).verbose(0).run().unwrap();
+    a.fit(&x, &y).epochs(4).initial_epoch(2).verbose(0).run().unwrap();
+    assert_eq!(c.model().params().values(), a.model().params().values());
+    // Errors from main print as sentences.
+    let err: kiln::Error =
+        load_weights(&mut mlp(1), dir.join("missing.safetensors")).unwrap_err().into();
+    assert_eq!(format!("{err:?}"), err.to_string());
+    assert!(format!("{err:#?}").starts_with("Train("), "{err:#?}");
+}

@@ -41,8 +41,8 @@ pub mod prelude {
         CSVLogger, CategoricalCrossentropy, ClassLabels, Compile, Compiled, CosineDecay, Dyn,
         EarlyStopping, Evaluation, ExponentialDecay, History, Huber, Inputs, KLDivergence,
         LambdaCallback, LearningRateScheduler, Lion, LogCosh, MeanAbsoluteError,
-        MeanAbsolutePercentageError, MeanSquaredError, Model, ModelCheckpoint, Nadam, Outputs,
-        PiecewiseConstantDecay, Poisson, RMSprop, ReduceLROnPlateau, S1, S2, S3, S4, SGD,
+        MeanAbsolutePercentageError, MeanSquaredError, Model, ModelCheckpoint, Nadam, NotCompiled,
+        Outputs, PiecewiseConstantDecay, Poisson, RMSprop, ReduceLROnPlateau, S1, S2, S3, S4, SGD,
         SparseCategoricalCrossentropy, Targets, TerminateOnNaN, load_weights, save_weights,
     };
 }

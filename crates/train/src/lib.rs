@@ -27,7 +27,10 @@ pub use callbacks::{
 pub use checkpoint::{load_full, load_weights, save_full, save_weights};
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};
 pub use error::{Result, TrainError};
-pub use fit::{Batch, Compile, Compiled, Evaluation, Fit, PhaseTimes, ValidationFreq, predict};
+pub use fit::{
+    Batch, Compile, CompileFirst, Compiled, Evaluation, Fit, NotCompiled, PhaseTimes,
+    ValidationFreq, predict,
+};
 pub use history::History;
 pub use loss::{
     BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, Hinge, Huber, IntoLoss,

@@ -47,11 +47,41 @@ pub trait Compile: Model + Sized {
         Ok(Compiled {
             engine: Engine::new(self, optimizer, loss, metrics),
             batcher: Batcher::default(),
+            epochs_done: 0,
         })
     }
 }
 
 impl<M: Model> Compile for M {}
+
+/// Never implemented: the bound that turns `fit` or `evaluate` on a model that was not
+/// compiled into a compile error saying what to do (instead of "no method named `fit`").
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not compiled: call `.compile(optimizer, loss, metrics)` first",
+    label = "fit and evaluate belong to the compiled model that `.compile(..)` returns",
+    note = "e.g. `let mut net = Net::new(Seed(1)).compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])?;` then `net.fit(&x, &y).run()?`"
+)]
+pub trait CompileFirst {}
+
+/// `fit` and `evaluate` on a model that was not compiled: they exist only to fail to
+/// compile with [`CompileFirst`]'s message. The compiled model's own methods are the
+/// real ones.
+pub trait NotCompiled: Model {
+    /// See [`Compiled::fit`]: compile the model first.
+    fn fit<X, Y>(&mut self, _x: X, _y: Y)
+    where
+        Self: CompileFirst,
+    {
+    }
+    /// See [`Compiled::evaluate`]: compile the model first.
+    fn evaluate<X, Y>(&mut self, _x: X, _y: Y)
+    where
+        Self: CompileFirst,
+    {
+    }
+}
+
+impl<M: Model> NotCompiled for M {}
 
 /// Seconds spent in each phase of the training steps since the last reset: where the
 /// time goes, for benchmarks.
@@ -75,6 +105,8 @@ pub struct PhaseTimes {
 pub struct Compiled<M: Model, L> {
     engine: Engine<M, L>,
     batcher: Batcher<M::Scalar>,
+    /// Epochs trained so far (the next epoch a full save resumes at).
+    epochs_done: usize,
 }
 
 /// What `evaluate` returns: the loss and every metric, by name.
@@ -142,6 +174,33 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     /// The model.
     pub fn model(&self) -> &M {
         &self.engine.model
+    }
+    /// Saves the weights (Keras `model.save_weights`): safetensors with Keras's names,
+    /// written atomically; refused, writing nothing, if a weight is not finite.
+    pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::checkpoint::save_weights(&self.engine.model, path)
+    }
+    /// Loads weights saved by [`Compiled::save_weights`] (or [`Compiled::save`]).
+    pub fn load_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::checkpoint::load_weights(&mut self.engine.model, path)
+    }
+    /// Saves everything training needs to go on (Keras `model.save`): the weights,
+    /// the optimizer's state and the epochs trained so far.
+    pub fn save(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let Compiled { engine, epochs_done, .. } = self;
+        crate::checkpoint::save_full(&engine.model, &mut engine.optimizer, *epochs_done, path)
+    }
+    /// Loads what [`Compiled::save`] wrote, so that `fit(..).initial_epoch(e)` with the
+    /// returned `e` goes on where the saved run stopped.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<usize> {
+        let e =
+            crate::checkpoint::load_full(&mut self.engine.model, &mut self.engine.optimizer, path)?;
+        self.epochs_done = e;
+        Ok(e)
+    }
+    /// Epochs trained so far by `fit` (or restored by [`Compiled::load`]).
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
     }
     /// The model, writable (e.g. to set weights).
     pub fn model_mut(&mut self) -> &mut M {
@@ -271,7 +330,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         y: &Y,
         train: bool,
     ) -> Result<Logs> {
-        let Compiled { engine, batcher } = self;
+        let Compiled { engine, batcher, .. } = self;
         let (inp, w) = (engine.model.input_len(), engine.model.output_len());
         engine.metrics.iter_mut().for_each(|m| m.reset());
         batcher.take_rows(0..x.len());
@@ -319,7 +378,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         rows: std::ops::Range<usize>,
         batch_size: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let Compiled { engine, batcher } = self;
+        let Compiled { engine, batcher, .. } = self;
         let (inp, w) = (engine.model.input_len(), engine.model.output_len());
         engine.metrics.iter_mut().for_each(|m| m.reset());
         let (mut total, mut count) = (0.0, 0.0);

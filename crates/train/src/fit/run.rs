@@ -361,13 +361,13 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(epoch, ctx!(epoch))?;
             }
-            let Compiled { engine, batcher } = &mut *compiled;
+            let Compiled { engine, batcher, .. } = &mut *compiled;
             engine.model.reseed(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             batcher.start_epoch(plan.n_train, shuffle, seed, epoch);
             engine.metrics.iter_mut().for_each(|m| m.reset());
             let (mut loss_sum, mut seen) = (0.0, 0.0);
             for step in 0..plan.steps {
-                let Compiled { engine, batcher } = &mut *compiled;
+                let Compiled { engine, batcher, .. } = &mut *compiled;
                 let t_gather = Instant::now();
                 let lo = step * batch_size;
                 batcher.take_ordered(lo..(lo + batch_size).min(plan.n_train));
@@ -435,6 +435,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         for cb in callbacks.iter_mut() {
             cb.on_train_end(ctx!(epoch.saturating_sub(1)), &last)?;
         }
+        compiled.epochs_done = epoch;
         Ok(history)
     }
 }
