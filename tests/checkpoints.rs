@@ -415,6 +415,10 @@ fn compiled_models_save_and_load_as_keras() {
     let mut b = compiled(9);
     b.load_weights(dir.join("w.safetensors")).unwrap();
     assert_eq!(b.predict(&x).unwrap(), a.predict(&x).unwrap());
+    // predict needs no compile (as in Keras).
+    let mut plain = mlp(9);
+    load_weights(&mut plain, dir.join("w.safetensors")).unwrap();
+    assert_eq!(plain.predict(&x).unwrap(), a.predict(&x).unwrap());
     // Resume from the full save and train two more epochs, as the straight run does.
     let mut c = compiled(9);
     let e = c.load(dir.join("full.safetensors")).unwrap();

@@ -63,10 +63,21 @@ impl<M: Model> Compile for M {}
 )]
 pub trait CompileFirst {}
 
-/// `fit` and `evaluate` on a model that was not compiled: they exist only to fail to
-/// compile with [`CompileFirst`]'s message. The compiled model's own methods are the
-/// real ones.
+/// What a model that was not compiled answers to: `predict` (as Keras allows), and
+/// `fit` / `evaluate`, which exist only to fail to compile with [`CompileFirst`]'s
+/// message. The compiled model's own methods are the real ones.
 pub trait NotCompiled: Model {
+    /// Outputs for every sample of `x` in inference mode, batch size 32 (Keras's
+    /// default): no compile needed, as in Keras.
+    fn predict(
+        &mut self,
+        x: &Inputs<Self::Input, Self::Scalar>,
+    ) -> Result<Outputs<Self::Output, Self::Scalar>>
+    where
+        Self: Sized,
+    {
+        predict(self, x, 32)
+    }
     /// See [`Compiled::fit`]: compile the model first.
     fn fit<X, Y>(&mut self, _x: X, _y: Y)
     where
