@@ -319,10 +319,9 @@ impl<T: Scalar> Frame<T> {
     }
 
     fn new(cfg: spec::Recurrent, gates: usize) -> Self {
-        let elementwise = |a: kiln_spec::Activation| A::try_from(a).unwrap_or(A::Tanh);
-        Frame {
-            act: elementwise(cfg.activation),
-            gate: elementwise(cfg.recurrent_activation),
+        let mut f = Frame {
+            act: A::Tanh,
+            gate: A::Sigmoid,
             cfg,
             dims: Dims { gates, ..Dims::default() },
             xs: Vec::new(),
@@ -341,7 +340,9 @@ impl<T: Scalar> Frame<T> {
             pu: PackedB::new(),
             put: PackedB::new(),
             pdz: PackedB::new(),
-        }
+        };
+        f.configure(cfg);
+        f
     }
 
     /// Rows per part below which a step's row jobs stay on one thread: a step's
@@ -937,10 +938,8 @@ impl<T: Scalar> LSTM<T> {
         self.f.draw_masks(batch, training)?;
         let nb = batch.div_ceil(BLOCK_ROWS);
         while self.blocks.len() < nb {
-            let mut f = Frame::new(self.f.cfg, 4);
-            f.configure(self.f.cfg);
             self.blocks.push(LstmCore {
-                f,
+                f: Frame::new(self.f.cfg, 4),
                 c: Vec::new(),
                 tc: Vec::new(),
                 dc: Vec::new(),
