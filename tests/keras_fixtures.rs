@@ -208,24 +208,57 @@ fn input_shape(fx: &Value) -> Vec<usize> {
     }
 }
 
+/// Each Keras config key that the layer's kiln-spec table knows, as written.
+fn config_args(class: &str, cfg: &Value) -> Vec<(Option<&'static str>, kiln::spec::Value)> {
+    let entry = kiln::spec::lookup(class).unwrap_or_else(|| panic!("no layer {class}"));
+    entry.args.iter().filter_map(|a| Some((Some(a.name), written(cfg.get(a.name)?)?))).collect()
+}
+
+/// A functional fixture's network: every layer fed by its `inbound` layers.
+fn functional<T: Scalar>(fx: &Value) -> Sequential<T> {
+    let model = &fx["model"];
+    let mut b = FunctionalBuilder::<T>::new(fx["name"].as_str().unwrap(), &input_shape(fx));
+    for l in model["layers"].as_array().unwrap() {
+        let (name, class) = (l["name"].as_str().unwrap(), l["class_name"].as_str().unwrap());
+        let inbound: Vec<&str> =
+            l["inbound"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        if class == "InputLayer" {
+            assert_eq!(name, "input_layer");
+            continue;
+        }
+        if kiln::spec::merge_lookup(class).is_some() {
+            let axis: Vec<_> = l["config"]
+                .get("axis")
+                .and_then(written)
+                .map(|a| (Some("axis"), a))
+                .into_iter()
+                .collect();
+            let m = kiln::Merge::from_written(class, &axis).unwrap();
+            b = b.merge(name, m, &inbound);
+            continue;
+        }
+        let layer = builtin::<T>(class, &config_args(class, &l["config"])).unwrap();
+        b = b.layer(name, layer, &inbound);
+    }
+    b.build(Seed(0)).unwrap()
+}
+
 /// The network a fixture describes, at its initial weights.
 fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
     let model = &fx["model"];
     let shape = input_shape(fx);
     let mut b = SequentialBuilder::<T>::new(fx["name"].as_str().unwrap(), &shape);
+    let functional_model = model["functional"] == true;
     for l in model["layers"].as_array().unwrap() {
+        if functional_model {
+            break;
+        }
         let (name, class) = (l["name"].as_str().unwrap(), l["class_name"].as_str().unwrap());
         if fx["schema_version"] == 2 {
-            assert_eq!(model["functional"], false, "{name}: functional models need branches");
-            // Each Keras config key that the layer's kiln-spec table knows, as written.
-            let entry = kiln::spec::lookup(class).unwrap_or_else(|| panic!("no layer {class}"));
-            let cfg = &l["config"];
-            let given: Vec<(Option<&str>, kiln::spec::Value)> = entry
-                .args
-                .iter()
-                .filter_map(|a| Some((Some(a.name), written(cfg.get(a.name)?)?)))
-                .collect();
-            b = b.add_named_boxed(name, builtin::<T>(class, &given).unwrap());
+            b = b.add_named_boxed(
+                name,
+                builtin::<T>(class, &config_args(class, &l["config"])).unwrap(),
+            );
             continue;
         }
         assert_eq!(class, "Dense", "schema 1 holds Dense stacks");
@@ -235,7 +268,7 @@ fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
             .use_bias(l["use_bias"].as_bool().unwrap_or(true));
         b = b.add_named(name, dense);
     }
-    let mut net = b.build(Seed(0)).unwrap();
+    let mut net = if functional_model { functional::<T>(fx) } else { b.build(Seed(0)).unwrap() };
     for (name, w) in fx["initial_weights"].as_object().unwrap() {
         let dst = net.params_mut().get_mut(name).unwrap_or_else(|| panic!("no parameter {name}"));
         let src = flat(w);

@@ -20,13 +20,14 @@ pub mod sequential;
 pub use error::{Error, Result};
 pub use kiln_macros::model;
 pub use kiln_spec as spec;
+pub use kiln_spec::{Merge, MergeKind};
 pub use kiln_tape as tape;
 pub use kiln_train as train;
 
-pub use crate::core::{ModelCore, Summary};
+pub use crate::core::{ModelCore, NodeDef, NodeOp, Src, Summary};
 pub use kiln_tape::{Tape, TapeError, Tensor, Var};
 pub use kiln_train::*;
-pub use sequential::{Sequential, SequentialBuilder};
+pub use sequential::{Branch, FunctionalBuilder, Sequential, SequentialBuilder};
 
 /// Everything a typical program needs: `use kiln::prelude::*;`.
 pub mod prelude {

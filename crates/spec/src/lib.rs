@@ -15,10 +15,12 @@
 //! its name in [`with_layers!`]. `model!` then knows it; it names no layer itself.
 
 pub mod layers;
+pub mod merge;
 pub mod names;
 pub mod value;
 pub mod window;
 
+pub use merge::{MERGES, Merge, MergeEntry, MergeKind, merge_lookup, merge_names, residual_output};
 pub use names::{
     ACTIVATIONS, Activation, ELEMENTWISE_ACTIVATIONS, INITIALIZERS, Initializer, Namer,
     did_you_mean, snake_case,
