@@ -115,6 +115,27 @@ model! {
     ]
 }
 
+model! {
+    /// Residual blocks (identity and projection), every merge, nested branches.
+    struct Branches: [8, 8, 2] => [
+        Conv2D(4, kernel = 3, padding = same, activation = relu),
+        Residual[
+            Conv2D(4, kernel = 3, padding = same, use_bias = false),
+            BatchNormalization,
+            ReLU,
+        ],
+        Residual[
+            Conv2D(6, kernel = 3, strides = 2, padding = same, activation = relu),
+        ] + shortcut[ Conv2D(6, kernel = 1, strides = 2) ],
+        Concatenate(axis = -1)[
+            [Conv2D(3, kernel = 1, activation = relu), MaxPool2D(2)],
+            [MaxPool2D(2), Add[[], [Conv2D(6, kernel = 1)]]],
+        ],
+        Flatten,
+        Dense(10, activation = softmax),
+    ]
+}
+
 /// Allocations counted after each batch of one epoch of `fit` on inputs drawn from
 /// [0, 1), or on whole-number token ids below 10 when `ids`.
 fn allocations_per_batch<M: Model<Scalar = f32>>(
@@ -163,6 +184,7 @@ fn a_training_step_allocates_nothing_after_the_first_batch() {
         ("every 1-D layer", allocations_per_batch(Sequences::new(Seed(1)), 16 * 4, 16, false)),
         ("embedding", allocations_per_batch(Tokens::new(Seed(1)), 16 * 4, 16, true)),
         ("recurrent", allocations_per_batch(Recurrent::new(Seed(1)), 16 * 4, 16, false)),
+        ("branches", allocations_per_batch(Branches::new(Seed(1)), 16 * 4, 16, false)),
     ] {
         let after_first: Vec<usize> = counts.iter().map(|c| c - counts[0]).collect();
         println!("{name}: allocations after each batch, relative to the first: {after_first:?}");

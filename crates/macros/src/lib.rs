@@ -5,6 +5,7 @@
 //! Use it through the `kiln` crate (`kiln::model!`); the generated code names items
 //! under `::kiln`.
 
+mod graph;
 mod parse;
 mod plan;
 
@@ -55,23 +56,38 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
     }
     let scalar = dtype(&mut attrs)?;
     let input_type = plan::shape_type(&input, input_span)?;
-    let mut namer = kiln_spec::Namer::new();
-    let mut shape = input.clone();
-    let mut planned = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let p = plan::plan(l, &shape, i, &mut namer, &scalar)?;
-        shape = p.output.clone();
-        planned.push(p);
+    let mut graph = graph::Graph::new(&input, &scalar);
+    let end = graph.seq(&layers, graph::Src::Input)?;
+    let nodes = graph.nodes;
+    let shape = match end {
+        graph::Src::Node(j) => nodes[j].output().to_vec(),
+        graph::Src::Input => input.clone(),
+    };
+    if end != graph::Src::Node(nodes.len() - 1) || nodes.is_empty() {
+        return Err(syn::Error::new(name.span(), "a model needs at least one layer"));
     }
     let output_type = plan::shape_type(&shape, layers.last().map_or(name.span(), |l| l.span()))?;
     let model_name = kiln_spec::snake_case(&name.to_string());
+    let planned: Vec<&plan::Planned> = nodes
+        .iter()
+        .filter_map(|n| match n {
+            graph::Node::Layer { planned, .. } => Some(planned),
+            graph::Node::Merge { .. } => None,
+        })
+        .collect();
     let fields: Vec<_> = planned.iter().map(|p| p.field.clone()).collect();
-    // The first layer sees the raw inputs.
-    let check_inputs = match fields.first() {
-        Some(f) => quote!(self.__kiln_core.check_input(&self.#f, x)),
-        None => quote!(::core::result::Result::Ok(())),
-    };
-    let names: Vec<_> = planned.iter().map(|p| p.name.clone()).collect();
+    // Every layer that reads the raw inputs checks them.
+    let check_inputs: Vec<proc_macro2::TokenStream> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n {
+            graph::Node::Layer { planned, src: graph::Src::Input } => {
+                let f = &planned.field;
+                Some(quote!(self.__kiln_core.check_input_of(#i, &self.#f, x)?;))
+            }
+            _ => None,
+        })
+        .collect();
     let tys: Vec<_> = planned.iter().map(|p| p.ty.clone()).collect();
     let ctors: Vec<_> = planned.iter().map(|p| p.ctor.clone()).collect();
     let checks: Vec<_> = planned.iter().filter_map(|p| p.check.clone()).collect();
@@ -79,19 +95,81 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
         .iter()
         .map(|p| format!("Layer `{}`, output shape {:?}.", p.name, p.output))
         .collect();
-    let shapes: Vec<proc_macro2::TokenStream> = planned
+    let shapes: Vec<proc_macro2::TokenStream> = nodes
         .iter()
-        .map(|p| {
-            let d = &p.output;
+        .map(|n| {
+            let d = n.output();
             quote!(&[#(#d),*])
         })
         .collect();
-    // Every layer gets its step; ModelCore runs a layer that its predecessor absorbed
+    let defs: Vec<proc_macro2::TokenStream> = nodes
+        .iter()
+        .map(|n| {
+            let name = n.name();
+            match n {
+                graph::Node::Layer { planned, src } => {
+                    let f = &planned.field;
+                    let s = src.tokens();
+                    quote!(::kiln::NodeDef {
+                        name: ::core::option::Option::Some(#name),
+                        op: ::kiln::NodeOp::Layer(&mut #f as &mut dyn ::kiln::layers::Layer<#scalar>),
+                        inputs: ::std::vec![#s],
+                        residual: ::core::option::Option::None,
+                    })
+                }
+                graph::Node::Merge { merge, inputs, residual, .. } => {
+                    let m = graph::merge_tokens(merge);
+                    let ins = inputs.iter().map(|s| s.tokens());
+                    let r = match residual {
+                        Some(s) => {
+                            let s = s.tokens();
+                            quote!(::core::option::Option::Some(#s))
+                        }
+                        None => quote!(::core::option::Option::None),
+                    };
+                    quote!(::kiln::NodeDef {
+                        name: ::core::option::Option::Some(#name),
+                        op: ::kiln::NodeOp::Merge(#m),
+                        inputs: ::std::vec![#(#ins),*],
+                        residual: #r,
+                    })
+                }
+            }
+        })
+        .collect();
+    // Every node gets its step; ModelCore runs a layer that its predecessor absorbed
     // (a fused pair) inside that predecessor and skips its own step.
-    let idx: Vec<usize> = (0..planned.len()).collect();
-    let back: Vec<usize> = idx.iter().rev().copied().collect();
-    let back_fields: Vec<_> = back.iter().map(|&i| fields[i].clone()).collect();
-    let n = planned.len();
+    let step = |i: usize, train: bool| match &nodes[i] {
+        graph::Node::Layer { planned, .. } => {
+            let f = &planned.field;
+            quote!(self.__kiln_core.forward_layer(#i, &mut self.#f, x, #train)?;)
+        }
+        graph::Node::Merge { .. } => quote!(self.__kiln_core.forward_merge(#i, x)?;),
+    };
+    let infer: Vec<_> = (0..nodes.len()).map(|i| step(i, false)).collect();
+    let train: Vec<_> = (0..nodes.len()).map(|i| step(i, true)).collect();
+    let back: Vec<_> = (0..nodes.len())
+        .rev()
+        .map(|i| match &nodes[i] {
+            graph::Node::Layer { planned, .. } => {
+                let f = &planned.field;
+                quote!(self.__kiln_core.backward_layer(#i, &mut self.#f, x, grads)?;)
+            }
+            graph::Node::Merge { .. } => quote!(self.__kiln_core.backward_merge(#i, x)?;),
+        })
+        .collect();
+    let reseed: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n {
+            graph::Node::Layer { planned, .. } => {
+                let f = &planned.field;
+                Some(quote!(self.__kiln_core.reseed_layer(#i, &mut self.#f, seed);))
+            }
+            graph::Node::Merge { .. } => None,
+        })
+        .collect();
+    let n = nodes.len();
 
     Ok(quote! {
         #(#attrs)*
@@ -120,11 +198,12 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             #vis fn try_new(seed: ::kiln::Seed) -> ::kiln::Result<Self> {
                 #( let mut #fields: #tys = #ctors; )*
                 #( #checks )*
-                let __kiln_core = ::kiln::ModelCore::build(
+                let __kiln_core = ::kiln::ModelCore::build_graph(
                     #model_name,
                     &[#(#input),*],
-                    &mut [#( (::core::option::Option::Some(#names), &mut #fields as &mut dyn ::kiln::layers::Layer<#scalar>) ),*],
+                    &mut [#(#defs),*],
                     seed,
+                    true,
                 )?;
                 let __kiln_expected: [&[usize]; #n] = [#(#shapes),*];
                 ::kiln::core::check_shapes(&__kiln_core, &__kiln_expected)?;
@@ -167,24 +246,25 @@ fn expand(def: ModelDef) -> syn::Result<proc_macro2::TokenStream> {
             }
             fn forward_infer(&mut self, x: &[#scalar], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, #scalar>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, false)?; )*
+                #( #infer )*
                 self.__kiln_core.output()
             }
             fn forward_train(&mut self, x: &[#scalar], batch: usize) -> ::kiln::train::Result<::kiln::TrainOutput<'_, #scalar>> {
                 self.__kiln_core.begin(x.len(), batch)?;
-                #( self.__kiln_core.forward_layer(#idx, &mut self.#fields, x, true)?; )*
+                #( #train )*
                 self.__kiln_core.output()
             }
             fn backward(&mut self, x: &[#scalar], d: &[#scalar], wrt_logits: bool, grads: &mut [#scalar]) -> ::kiln::train::Result<()> {
                 self.__kiln_core.backward_begin(d, wrt_logits, grads)?;
-                #( self.__kiln_core.backward_layer(#back, &mut self.#back_fields, x, grads)?; )*
+                #( #back )*
                 ::core::result::Result::Ok(())
             }
             fn reseed(&mut self, seed: u64) {
-                #( self.__kiln_core.reseed_layer(#idx, &mut self.#fields, seed); )*
+                #( #reseed )*
             }
             fn check_inputs(&self, x: &[#scalar]) -> ::kiln::train::Result<()> {
-                #check_inputs
+                #( #check_inputs )*
+                ::core::result::Result::Ok(())
             }
         }
     })

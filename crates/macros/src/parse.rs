@@ -29,6 +29,11 @@ pub enum LayerDef {
     Builtin { ident: Ident, args: Vec<Arg> },
     /// `layer(Type::new(..)) -> [dims]` (hand-written) or `tape(Module { .. }) -> [dims]`.
     Custom { kw: Ident, expr: Expr, output: Option<(Vec<usize>, Span)>, tape: bool },
+    /// `Residual[ body ]`, `Residual[ body ] + shortcut[ layers ]`.
+    Residual { ident: Ident, body: Vec<LayerDef>, shortcut: Option<(Ident, Vec<LayerDef>)> },
+    /// `Add[[..], [..]]`, `Concatenate(axis = -1)[[..], [..]]`: a merge of branches
+    /// that all read the block's input.
+    Merge { ident: Ident, args: Vec<Arg>, branches: Vec<Vec<LayerDef>> },
 }
 
 impl LayerDef {
@@ -36,6 +41,7 @@ impl LayerDef {
         match self {
             LayerDef::Builtin { ident, .. } => ident.span(),
             LayerDef::Custom { kw, .. } => kw.span(),
+            LayerDef::Residual { ident, .. } | LayerDef::Merge { ident, .. } => ident.span(),
         }
     }
 }
@@ -49,6 +55,15 @@ fn dims(input: ParseStream) -> syn::Result<(Vec<usize>, Span)> {
         out.push(l.base10_parse::<usize>()?);
     }
     Ok((out, b.span.join()))
+}
+
+/// A bracketed, comma-separated list of layers (`[]` is allowed: the identity).
+fn layer_list(input: ParseStream) -> syn::Result<Vec<LayerDef>> {
+    let content;
+    bracketed!(content in input);
+    let layers: Punctuated<LayerDef, Token![,]> =
+        content.parse_terminated(LayerDef::parse, Token![,])?;
+    Ok(layers.into_iter().collect())
 }
 
 impl Parse for LayerDef {
@@ -77,6 +92,50 @@ impl Parse for LayerDef {
             Some(c) => Punctuated::<Arg, Token![,]>::parse_terminated(&c)?.into_iter().collect(),
             None => Vec::new(),
         };
+        if ident == "Residual" {
+            if !input.peek(syn::token::Bracket) {
+                return Err(syn::Error::new(
+                    ident.span(),
+                    "a residual block lists its body in brackets: `Residual[ Conv2D(..), .. ]`",
+                ));
+            }
+            if !args.is_empty() {
+                return Err(syn::Error::new(ident.span(), "Residual takes no arguments"));
+            }
+            let body = layer_list(input)?;
+            let shortcut = if input.peek(Token![+]) {
+                input.parse::<Token![+]>()?;
+                let kw: Ident = input.parse()?;
+                if kw != "shortcut" {
+                    return Err(syn::Error::new(
+                        kw.span(),
+                        "after `Residual[ .. ] +` comes the projection: `shortcut[ Conv2D(64, kernel = 1, strides = 2) ]`",
+                    ));
+                }
+                Some((kw, layer_list(input)?))
+            } else {
+                None
+            };
+            return Ok(LayerDef::Residual { ident, body, shortcut });
+        }
+        if input.peek(syn::token::Bracket) {
+            let content;
+            bracketed!(content in input);
+            let mut branches = Vec::new();
+            while !content.is_empty() {
+                if !content.peek(syn::token::Bracket) {
+                    return Err(content.error(format!(
+                        "each branch of {ident} is a bracketed list of layers: `{ident}[[Dense(4)], [Dense(3)]]` (`[]` is the identity)"
+                    )));
+                }
+                branches.push(layer_list(&content)?);
+                if content.is_empty() {
+                    break;
+                }
+                content.parse::<Token![,]>()?;
+            }
+            return Ok(LayerDef::Merge { ident, args, branches });
+        }
         Ok(LayerDef::Builtin { ident, args })
     }
 }

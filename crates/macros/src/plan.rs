@@ -32,7 +32,7 @@ fn err<T>(span: Span, msg: impl std::fmt::Display) -> syn::Result<T> {
 
 /// A written argument as a value, by its syntax alone: number, `true`/`false`, a bare
 /// name or a string, or a tuple/array of those.
-fn value_of(e: &Expr) -> syn::Result<Value> {
+pub fn value_of(e: &Expr) -> syn::Result<Value> {
     Ok(match e {
         Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Value::Int(i.base10_parse()?),
         Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => Value::Float(f.base10_parse()?),
@@ -80,7 +80,7 @@ fn value_of(e: &Expr) -> syn::Result<Value> {
 }
 
 /// The tokens that rebuild `v` in the generated code.
-fn value_tokens(v: &Value) -> TokenStream {
+pub fn value_tokens(v: &Value) -> TokenStream {
     match v {
         Value::Int(i) => quote!(::kiln::spec::Value::Int(#i)),
         Value::Float(f) => quote!(::kiln::spec::Value::Float(#f)),
@@ -179,6 +179,9 @@ pub fn plan(
             Ok(Planned { field, name, ty, ctor, output: out, check: Some(check) })
         }
         LayerDef::Builtin { ident, args } => plan_builtin(ident, args, input, index, namer, scalar),
+        LayerDef::Residual { ident, .. } | LayerDef::Merge { ident, .. } => {
+            err(ident.span(), "a block is planned by the graph, not as a layer")
+        }
     }
 }
 
