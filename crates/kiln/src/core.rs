@@ -85,6 +85,8 @@ struct Info {
     merge: Option<Merge>,
     outer: usize,
     chunks: Vec<usize>,
+    /// For Concatenate, the sample axis it joins along.
+    axis: usize,
     /// How many nodes read its output.
     consumers: usize,
     /// Whether a gradient flows through its output (it or a node under it trains).
@@ -269,6 +271,7 @@ impl<T: Scalar> ModelCore<T> {
                 merge: None,
                 outer: 1,
                 chunks: Vec::new(),
+                axis: 0,
                 consumers: 0,
                 needs_grad: false,
                 slot: NO_SLOT,
@@ -287,6 +290,7 @@ impl<T: Scalar> ModelCore<T> {
                     let output = m.output(&shapes).map_err(|e| at(e.message))?;
                     if m.kind == MergeKind::Concatenate {
                         let axis = m.sample_axis(output.len()).map_err(|e| at(e.message))?;
+                        info.axis = axis;
                         info.outer = output[..axis].iter().product();
                         info.chunks = shapes.iter().map(|s| s[axis..].iter().product()).collect();
                     }
@@ -445,6 +449,10 @@ impl<T: Scalar> ModelCore<T> {
                 continue;
             }
             let own = if infos[i].absorbs { i + 1 } else { i };
+            // An Add passes its gradient on unchanged: one input read by nothing else
+            // can take over the Add's buffer instead of receiving a copy.
+            let can_hand_over = infos[i].merge.is_some_and(|m| m.kind == MergeKind::Add);
+            let mut handed_over = false;
             for k in 0..infos[i].inputs.len() {
                 let Src::Node(p) = infos[i].inputs[k] else { continue };
                 if !infos[p].needs_grad {
@@ -454,10 +462,17 @@ impl<T: Scalar> ModelCore<T> {
                     scratch = scratch.max(infos[p].out_len);
                 }
                 if infos[p].slot == NO_SLOT {
-                    infos[p].slot = take(&mut free, &mut len, infos[p].out_len);
+                    if can_hand_over && !handed_over && infos[p].consumers == 1 {
+                        infos[p].slot = infos[own].slot;
+                        handed_over = true;
+                    } else {
+                        infos[p].slot = take(&mut free, &mut len, infos[p].out_len);
+                    }
                 }
             }
-            free.push(infos[own].slot);
+            if !handed_over {
+                free.push(infos[own].slot);
+            }
         }
         (len, scratch)
     }
@@ -640,8 +655,7 @@ impl<T: Scalar> ModelCore<T> {
         let steps = info.in_steps;
         let same_steps = info.output.len() >= 2
             && info.output[0] == steps
-            && (merge.kind != MergeKind::Concatenate
-                || merge.sample_axis(info.output.len()).is_ok_and(|a| a != 0));
+            && (merge.kind != MergeKind::Concatenate || info.axis != 0);
         let (masks_before, masks_rest) = self.masks.split_at_mut(i);
         let own = &mut masks_rest[0];
         let mut any = false;
@@ -832,6 +846,12 @@ impl<T: Scalar> ModelCore<T> {
                 continue;
             }
             let first = !self.written[p];
+            if self.layers[p].slot == info.slot {
+                // The Add's buffer is this input's: the gradient is already there.
+                self.written[p] = true;
+                off += chunk;
+                continue;
+            }
             let (dy, dst) = read_write(&mut self.slots, info.slot, self.layers[p].slot);
             let dy = &dy[..n];
             let m = batch * self.layers[p].out_len;

@@ -1,6 +1,7 @@
-//! kiln-macros: the `model!` proc macro, which declares a Sequential network once,
-//! checks every layer's shape while the program compiles and generates its
-//! constructor and its forward and backward passes.
+//! kiln-macros: the `model!` proc macro, which declares a network once — a stack of
+//! layers, with residual and merge blocks where it branches — checks every layer's and
+//! every branch's shape while the program compiles and generates its constructor and
+//! its forward and backward passes.
 //!
 //! Use it through the `kiln` crate (`kiln::model!`); the generated code names items
 //! under `::kiln`.
@@ -13,7 +14,7 @@ use parse::ModelDef;
 use proc_macro::TokenStream;
 use quote::quote;
 
-/// Declares a Sequential network whose shapes are checked at compile time.
+/// Declares a network whose shapes are checked at compile time.
 ///
 /// ```ignore
 /// kiln::model! {
@@ -35,6 +36,35 @@ use quote::quote;
 /// `summary()`, and the `kiln::Model` implementation with input and output shape types.
 /// A layer that does not fit its input is a compile error on that layer, saying the
 /// shapes and the fix.
+///
+/// Blocks nest anywhere in the list: `Residual[ layers ]` adds the block's input to
+/// what its layers give (they must keep the shape), `Residual[ layers ] + shortcut[
+/// layers ]` adds a projection of it instead, and a merge over bracketed branches that
+/// all read the block's input — `Add[[..], [..]]`, `Subtract`, `Multiply`, `Average`,
+/// `Maximum`, `Minimum`, `Concatenate(axis = -1)[[..], [..]]`, `[]` being the identity —
+/// joins them as Keras's merge layers do. A branch that does not fit is a compile error
+/// on the block, naming both shapes and the fix:
+///
+/// ```ignore
+/// kiln::model! {
+///     pub struct ResNet: [28, 28, 1] => [
+///         Conv2D(32, kernel = 3, padding = same, activation = relu),
+///         Residual[
+///             Conv2D(32, kernel = 3, padding = same, use_bias = false),
+///             BatchNormalization, ReLU,
+///             Conv2D(32, kernel = 3, padding = same, use_bias = false),
+///             BatchNormalization,
+///         ],
+///         ReLU,
+///         Residual[
+///             Conv2D(64, kernel = 3, strides = 2, padding = same, activation = relu),
+///             Conv2D(64, kernel = 3, padding = same),
+///         ] + shortcut[ Conv2D(64, kernel = 1, strides = 2) ],
+///         GlobalAveragePooling2D,
+///         Dense(10, activation = softmax),
+///     ]
+/// }
+/// ```
 ///
 /// Every built-in layer of `kiln::layers` can be written with its Keras class name and
 /// Keras's arguments (positional ones in Keras's order); kiln-spec holds each layer's

@@ -170,16 +170,19 @@ impl Merge {
     pub fn sample_axis(&self, rank: usize) -> Result<usize, SpecError> {
         let a = self.axis;
         let r = rank as i64;
-        let valid = if r == 1 {
-            "use axis = -1 (or 1)".to_string()
-        } else {
-            format!("use an axis from 1 to {r} or from -{r} to -1")
+        let valid = || {
+            if r == 1 {
+                "use axis = -1 (or 1)".to_string()
+            } else {
+                format!("use an axis from 1 to {r} or from -{r} to -1")
+            }
         };
         if a == 0 {
             return Err(SpecError::arg(
                 "axis",
                 format!(
-                    "Concatenate cannot join along axis 0, the batch axis; {valid} (-1, the last, is usual)"
+                    "Concatenate cannot join along axis 0, the batch axis; {} (-1, the last, is usual)",
+                    valid()
                 ),
             ));
         }
@@ -187,7 +190,8 @@ impl Merge {
             return Err(SpecError::arg(
                 "axis",
                 format!(
-                    "Concatenate's axis {a} is out of range for branches of rank {r} (per sample); {valid}"
+                    "Concatenate's axis {a} is out of range for branches of rank {r} (per sample); {}",
+                    valid()
                 ),
             ));
         }
