@@ -4,7 +4,9 @@
 //!
 //! Workloads: `mlp` (784-128-10, Adam 1e-3, batch 32, 3 epochs), `mlp-b256` (batch
 //! 256), `cnn` (the README's ConvNet, batch 128, 2 epochs), `lstm` (each image as 28
-//! steps of 28 pixels: LSTM(128) → Dense(10, softmax), batch 128, 2 epochs), and `predict-b32` /
+//! steps of 28 pixels: LSTM(128) → Dense(10, softmax), batch 128, 2 epochs), `resnet`
+//! (the mnist_resnet example's network, batch 128, 2 epochs, with its GFLOP per epoch
+//! and the GFLOP/s achieved), and `predict-b32` /
 //! `predict-b1024` (the MLP on the 10k test images). Options: `--limit N` (training
 //! images), `--epochs N`, `--only NAME`.
 
@@ -37,6 +39,41 @@ model! {
         LSTM(128),
         Dense(10, activation = softmax),
     ]
+}
+
+model! {
+    /// DESIGN.md's residual convnet (the mnist_resnet example).
+    struct ResNet: [28, 28, 1] => [
+        Conv2D(32, kernel = 3, padding = same, activation = relu),
+        Residual[
+            Conv2D(32, kernel = 3, padding = same, use_bias = false),
+            BatchNormalization, ReLU,
+            Conv2D(32, kernel = 3, padding = same, use_bias = false),
+            BatchNormalization,
+        ],
+        ReLU,
+        Residual[
+            Conv2D(64, kernel = 3, strides = 2, padding = same, activation = relu),
+            Conv2D(64, kernel = 3, padding = same),
+        ] + shortcut[ Conv2D(64, kernel = 1, strides = 2) ],
+        GlobalAveragePooling2D,
+        Dense(10, activation = softmax),
+    ]
+}
+
+/// Multiply-add FLOPs of one training step per sample, from the layers' kernels: each
+/// kernel-and-bias layer's forward product (2 · kernel size · output positions), the
+/// same again for its kernel gradient and for its input gradient (except the first
+/// layer's, which nothing needs).
+fn train_flops_per_sample<M: Model>(m: &M, layer_shapes: &[(&str, &[usize])]) -> f64 {
+    let mut total = 0.0;
+    for (i, (name, out)) in layer_shapes.iter().enumerate() {
+        let Some(k) = m.params().get(&format!("{name}/kernel")) else { continue };
+        let positions = out.iter().product::<usize>() / out.last().copied().unwrap_or(1);
+        let fwd = 2.0 * k.len() as f64 * positions as f64;
+        total += if i == 0 { 2.0 * fwd } else { 3.0 * fwd };
+    }
+    total
 }
 
 fn peak_rss_mb() -> f64 {
@@ -141,6 +178,27 @@ fn main() -> kiln::Result<()> {
     }
     if want("lstm") {
         rows.push(train("lstm", RowReader::new(Seed(42)), 128, 2, &mnist, &o)?);
+    }
+    if want("resnet") {
+        let net = ResNet::new(Seed(42));
+        let names: Vec<String> = net
+            .summary()
+            .rows
+            .iter()
+            .map(|r| r.0.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        let shapes: Vec<Vec<usize>> = net.summary().rows.iter().map(|r| r.1.clone()).collect();
+        let pairs: Vec<(&str, &[usize])> =
+            names.iter().map(|n| n.as_str()).zip(shapes.iter().map(|s| s.as_slice())).collect();
+        let flops = train_flops_per_sample(&net, &pairs);
+        let mut row = train("resnet", net, 128, 2, &mnist, &o)?;
+        let per_epoch = flops * 60_000.0;
+        let secs = row["steady_epoch_s"].as_f64().unwrap_or(f64::NAN) * 60_000.0
+            / row["train_samples"].as_f64().unwrap_or(60_000.0);
+        row["gflop_per_epoch_60k"] = serde_json::json!(per_epoch / 1e9);
+        row["epoch_s_60k"] = serde_json::json!(secs);
+        row["gflop_per_s"] = serde_json::json!(per_epoch / 1e9 / secs);
+        rows.push(row);
     }
     for batch in [32, 1024] {
         let name = format!("predict-b{batch}");

@@ -19,6 +19,7 @@ const SHORT_EXAMPLES: &[(&str, &[&str])] = &[
     ("mnist", &["--quick"]),
     ("mnist_cnn", &["--quick"]),
     ("mnist_lstm", &["--quick"]),
+    ("mnist_resnet", &["--quick"]),
     ("co2_forecast", &["--quick"]),
     ("padded_sequences", &["--quick"]),
     ("breast_cancer", &["--quick"]),
