@@ -205,6 +205,28 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         // f32 rounding grows with the number of terms in each sum.
         let tol = |terms: usize| 1e-6 * (terms as f64).max(10.0);
         assert_close(&back(&y32), &y, tol(g.patch()), &format!("{what} f32"));
+        // The f32 forward runs in tiles of images on both cores: the same bits as one
+        // im2col matrix of the whole batch times the kernel, then the bias.
+        let mut colr = vec![0f32; g.col_len()];
+        kernels::im2col(&g, &x32, &mut colr).unwrap();
+        let mut yr = vec![0f32; y.len()];
+        kernels::gemm(
+            g.rows(),
+            g.o,
+            g.patch(),
+            1.0,
+            &colr,
+            Trans::No,
+            &k32,
+            Trans::No,
+            0.0,
+            &mut yr,
+        )
+        .unwrap();
+        for row in yr.chunks_exact_mut(g.o) {
+            row.iter_mut().zip(&b32).for_each(|(v, &b)| *v += b);
+        }
+        assert!(y32 == yr, "{what}: the tiled f32 forward differs from im2col · kernel in its bits");
         let (mut dx32, mut dk32, mut db32) =
             (vec![7f32; x.len()], vec![7f32; k.len()], vec![7f32; g.o]);
         kernels::conv2d_backward(
