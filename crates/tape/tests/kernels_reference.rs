@@ -164,6 +164,12 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         // Channels in whole groups of 8 and not; several tiles per half.
         ([40, 13, 13, 32], [3, 3, 32, 64], (1, 1), Padding::Valid),
         ([9, 11, 10, 12], [3, 2, 12, 5], (2, 1), Padding::Same),
+        // 32 and 64 filters (whole 32-wide panels): the direct forward, padded and in
+        // place, strided, and over more than one GEMM depth block (576 > 512).
+        ([3, 10, 9, 32], [3, 3, 32, 32], (1, 1), Padding::Same),
+        ([2, 10, 10, 64], [3, 3, 64, 64], (2, 2), Padding::Same),
+        ([2, 9, 9, 24], [1, 1, 24, 64], (2, 2), Padding::Valid),
+        ([2, 12, 11, 1], [3, 3, 1, 32], (1, 1), Padding::Valid),
     ];
     for (i, (xs, ks, s, p)) in cases.iter().enumerate() {
         let g = Conv2dGeometry::new(xs, ks, *s, *p).unwrap();
@@ -226,7 +232,10 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
         for row in yr.chunks_exact_mut(g.o) {
             row.iter_mut().zip(&b32).for_each(|(v, &b)| *v += b);
         }
-        assert!(y32 == yr, "{what}: the tiled f32 forward differs from im2col · kernel in its bits");
+        assert!(
+            y32 == yr,
+            "{what}: the tiled f32 forward differs from im2col · kernel in its bits"
+        );
         let (mut dx32, mut dk32, mut db32) =
             (vec![7f32; x.len()], vec![7f32; k.len()], vec![7f32; g.o]);
         kernels::conv2d_backward(

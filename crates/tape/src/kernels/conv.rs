@@ -333,8 +333,27 @@ impl Conv2dGeometry {
     /// partial kernel and bias gradients.
     pub fn workspace_len(&self) -> usize {
         2 * self.tile_images() * self.oh * self.ow * (self.patch() + self.o)
-            + self.patch() * self.o
+            + 2 * self.patch() * self.o
             + self.o
+    }
+
+    /// The convolution that gives this one's input gradient when the stride is 1: the
+    /// output gradient (`o` channels, `oh × ow`) correlated with the kernel turned by
+    /// 180° and transposed to `[kh, kw, o, c]`, padded so its output is `h × w`.
+    fn input_gradient(&self) -> Option<Conv2dGeometry> {
+        ((self.sh, self.sw) == (1, 1) && self.pad_top < self.kh && self.pad_left < self.kw).then(
+            || Conv2dGeometry {
+                h: self.oh,
+                w: self.ow,
+                c: self.o,
+                o: self.c,
+                oh: self.h,
+                ow: self.w,
+                pad_top: self.kh - 1 - self.pad_top,
+                pad_left: self.kw - 1 - self.pad_left,
+                ..*self
+            },
+        )
     }
 
     /// The two half-batches (image ranges); the split depends only on the batch size.
@@ -387,10 +406,29 @@ pub(crate) fn forward_tile<T: Scalar>(
     col: &mut [T],
     y: &mut [T],
 ) {
-    im2col_images(g, x, col);
-    // Lengths are consistent by construction.
-    let _ =
-        gemm(g.rows(), g.o, g.patch(), T::one(), col, Trans::No, kernel, Trans::No, T::zero(), y);
+    let direct = super::conv_direct::usable(g)
+        && super::conv_direct::padded_len(g).is_none_or(|len| len <= col.len());
+    match (T::as_f32(x), T::as_f32(kernel), T::as_f32_mut(&mut *y), T::as_f32_mut(&mut *col)) {
+        (Some(xs), Some(ks), Some(ys), Some(pad)) if direct => {
+            super::conv_direct::forward_images(g, xs, ks, ys, pad)
+        }
+        _ => {
+            im2col_images(g, x, col);
+            // Lengths are consistent by construction.
+            let _ = gemm(
+                g.rows(),
+                g.o,
+                g.patch(),
+                T::one(),
+                col,
+                Trans::No,
+                kernel,
+                Trans::No,
+                T::zero(),
+                y,
+            );
+        }
+    }
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(g.o) {
             for (v, &bv) in row.iter_mut().zip(b) {
@@ -487,6 +525,30 @@ pub fn conv2d_backward<T: Scalar>(
     // Workspace: [col 0 | col 1 | dz 0 | dz 1 | partial dK of half 1 | partial db of half 1].
     let tail0 = 2 * tile_len + 2 * dz_len;
     let want_db = dbias.is_some();
+    // With stride 1 and whole panels of input channels, dx is itself a direct
+    // convolution of the output gradient (no dcol matrix, no col2im scatter); its
+    // kernel, turned and transposed, is built once here in the workspace's last part.
+    let flip_at = tail0 + kl + g.o;
+    let dx_geom = g.input_gradient().filter(|d| {
+        dx.is_some()
+            && super::conv_direct::usable(d)
+            && super::conv_direct::padded_len(d).is_none_or(|len| len <= tile_len)
+            && T::as_f32(x).is_some()
+    });
+    if dx_geom.is_some() {
+        let flip = &mut ws[flip_at..flip_at + kl];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (src, dst) =
+                    ((ky * g.kw + kx) * g.c, ((g.kh - 1 - ky) * g.kw + g.kw - 1 - kx) * g.o);
+                for ci in 0..g.c {
+                    for oi in 0..g.o {
+                        flip[(dst + oi) * g.c + ci] = kernel[(src + ci) * g.o + oi];
+                    }
+                }
+            }
+        }
+    }
     let mut no_bias: [T; 0] = [];
     let db0: &mut [T] = match dbias {
         Some(d) => d,
@@ -496,6 +558,9 @@ pub fn conv2d_backward<T: Scalar>(
     let (dk0p, db0p) = (Shared::new(dkernel), Shared::new(db0));
     let dxp = dx.map(Shared::new);
     let halves = g.halves();
+    // SAFETY: the turned kernel lies past every part the halves write; both only read it.
+    let flip: &[T] =
+        if dx_geom.is_some() { unsafe { wp.slice(flip_at..flip_at + kl) } } else { &[] };
     let run = |h: usize| {
         // SAFETY: half `h` uses its own tile and gradient buffers and only its images' dx.
         let col = unsafe { wp.slice(h * tile_len..(h + 1) * tile_len) };
@@ -575,7 +640,16 @@ pub fn conv2d_backward<T: Scalar>(
                     }
                 }
             }
-            if let Some(dxp) = dxp {
+            if let (Some(dxp), Some(dg)) = (dxp, dx_geom) {
+                let dxb = unsafe { dxp.slice(b0 * img_in..(b0 + count) * img_in) };
+                let dg = Conv2dGeometry { n: count, ..dg };
+                // `dx_geom` is set only in f32, where these views exist.
+                if let (Some(d), Some(k), Some(o), Some(pad)) =
+                    (T::as_f32(dyb), T::as_f32(flip), T::as_f32_mut(dxb), T::as_f32_mut(col))
+                {
+                    super::conv_direct::forward_images(&dg, d, k, o, pad);
+                }
+            } else if let Some(dxp) = dxp {
                 // dcol = dY · Kᵀ, scattered back onto this tile's images.
                 gemm_in(
                     rows,

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod conv;
 pub mod conv1d;
+mod conv_direct;
 pub mod conv_pool;
 pub mod elementwise;
 pub mod gemm;

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 /// Rows of A per block (the packed A block stays in L2).
 const MC: usize = 144;
 /// Depth per block.
-const KC: usize = 512;
+pub(crate) const KC: usize = 512;
 /// Columns of B per block (the packed B block stays in L3).
 const NC: usize = 3072;
 
