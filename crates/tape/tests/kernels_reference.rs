@@ -257,6 +257,48 @@ fn conv2d_matches_direct_loops_forward_and_backward() {
 }
 
 #[test]
+fn f32_kernel_gradient_is_the_gemm_on_the_im2col_matrix_bit_for_bit() {
+    // One image (one tile, one half), so the reference is one GEMM: colᵀ · dY. The
+    // direct path sums over pixels in the GEMM's depth blocks (784 rows: two of them).
+    let cases: &[ConvCase] = &[
+        ([1, 10, 9, 32], [3, 3, 32, 32], (1, 1), Padding::Same),
+        ([1, 12, 12, 16], [3, 3, 16, 64], (2, 2), Padding::Same),
+        ([1, 28, 28, 8], [3, 3, 8, 32], (1, 1), Padding::Same),
+        ([1, 9, 9, 24], [1, 1, 24, 64], (2, 2), Padding::Valid),
+    ];
+    for (i, (xs, ks, s, p)) in cases.iter().enumerate() {
+        let g = Conv2dGeometry::new(xs, ks, *s, *p).unwrap();
+        let f = |v: Vec<f64>| v.iter().map(|&e| e as f32).collect::<Vec<f32>>();
+        let x = f(randv(xs.iter().product(), 50 + i as u64));
+        let k = f(randv(ks.iter().product(), 60 + i as u64));
+        let dy = f(randv(g.rows() * g.o, 70 + i as u64));
+        let mut ws = vec![0f32; g.workspace_len()];
+        let mut dk = vec![7f32; k.len()];
+        kernels::conv2d_backward(&g, &x, &k, &dy, None, &mut dk, None, &mut ws, None).unwrap();
+        let mut col = vec![0f32; g.col_len()];
+        kernels::im2col(&g, &x, &mut col).unwrap();
+        let mut want = vec![0f32; k.len()];
+        kernels::gemm(
+            g.patch(),
+            g.o,
+            g.rows(),
+            1.0,
+            &col,
+            Trans::Yes,
+            &dy,
+            Trans::No,
+            0.0,
+            &mut want,
+        )
+        .unwrap();
+        assert!(
+            dk == want,
+            "{xs:?} {ks:?}: the kernel gradient differs from colᵀ · dY in its bits"
+        );
+    }
+}
+
+#[test]
 fn same_padding_matches_tensorflow_output_sizes() {
     // TensorFlow: out = ceil(in / stride); the extra pad goes bottom/right.
     let g = Conv2dGeometry::new(&[1, 28, 28, 1], &[3, 3, 1, 1], (2, 2), Padding::Same).unwrap();

@@ -593,7 +593,15 @@ pub fn conv2d_backward<T: Scalar>(
             // dK += colᵀ · dY; in f32, with channels in whole panels, the GEMM packs colᵀ
             // straight from x (no im2col).
             let whole_panels = g.c.is_multiple_of(panel_rows());
+            let direct_dk = super::conv_direct::kernel_gradient_usable(&sub)
+                && super::conv_direct::kernel_gradient_scratch(&sub) <= col.len();
             let packed = match (T::as_f32(xb), T::as_f32(dyb), T::as_f32_mut(&mut *dk)) {
+                (Some(xs), Some(dys), Some(dks)) if direct_dk => {
+                    if let Some(pad) = T::as_f32_mut(&mut *col) {
+                        super::conv_direct::kernel_gradient(&sub, xs, dys, dks, pad);
+                    }
+                    true
+                }
                 (Some(xs), Some(dys), Some(dks)) if whole_panels => {
                     let pack = |ic, mc, pc, kc, mr, dst: &mut [f32]| {
                         pack_col_transposed(&sub, xs, (ic, mc, pc, kc, mr), dst)

@@ -192,6 +192,134 @@ unsafe fn tile(
     }
 }
 
+/// Whether [`kernel_gradient`] computes this convolution's kernel gradient: AVX-512
+/// with FMA, filters in whole 32-wide panels, channels in whole groups of 8.
+pub(crate) fn kernel_gradient_usable(g: &Conv2dGeometry) -> bool {
+    super::isa::features().avx512() && g.o.is_multiple_of(32) && g.c.is_multiple_of(8)
+}
+
+/// Copies the `g.n` images of `x` into `pad` with zero borders (when the geometry
+/// needs them) and returns the images to read and one image's stride and row width.
+fn bordered<'a>(g: &Conv2dGeometry, x: &'a [f32], pad: &'a mut [f32]) -> (&'a [f32], usize, usize) {
+    let c = g.c;
+    let img = g.h * g.w * c;
+    let Some(len) = padded_len(g) else { return (x, img, g.w) };
+    let (hp, wp) = ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw);
+    let all = &mut pad[..g.n * len];
+    all.fill(0.0);
+    for b in 0..g.n {
+        let src = &x[b * img..(b + 1) * img];
+        for iy in 0..g.h {
+            let py = iy + g.pad_top;
+            if py >= hp {
+                break;
+            }
+            let cols = g.w.min(wp - g.pad_left);
+            let at = b * len + (py * wp + g.pad_left) * c;
+            all[at..at + cols * c].copy_from_slice(&src[iy * g.w * c..iy * g.w * c + cols * c]);
+        }
+    }
+    (all, len, wp)
+}
+
+/// The values [`kernel_gradient`] needs in `pad`.
+pub(crate) fn kernel_gradient_scratch(g: &Conv2dGeometry) -> usize {
+    padded_len(g).map_or(0, |len| g.n * len)
+}
+
+/// `dk += im2col(x)ᵀ · dy` for the `g.n` images of `x` (`dy` row-major `[pixels, o]`,
+/// `dk` `[patch, o]`), without an im2col matrix or a packed copy of it: eight
+/// consecutive channels of one kernel position against 32 filters at a time, over the
+/// pixels in the GEMM's depth blocks of [`KC`], each block's sum added to `dk` as the
+/// GEMM adds it — the same bits as the GEMM on the packed im2col matrix.
+pub(crate) fn kernel_gradient(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dk: &mut [f32],
+    pad: &mut [f32],
+) {
+    let c = g.c;
+    let per = g.oh * g.ow;
+    let rows = g.n * per;
+    let (base, stride, wp) = bordered(g, x, pad);
+    let mut corner = [0usize; KC];
+    let mut r0 = 0;
+    while r0 < rows {
+        let len = KC.min(rows - r0);
+        for (t, cn) in corner.iter_mut().enumerate().take(len) {
+            let r = r0 + t;
+            let (b, p) = (r / per, r % per);
+            *cn = b * stride + ((p / g.ow) * g.sh * wp + (p % g.ow) * g.sw) * c;
+        }
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                for c0 in (0..c).step_by(8) {
+                    let xoff = (ky * wp + kx) * c + c0;
+                    let prow = (ky * g.kw + kx) * c + c0;
+                    for j in (0..g.o).step_by(32) {
+                        // SAFETY: AVX-512F and FMA were checked by
+                        // `kernel_gradient_usable`; reads stay in `base` (8 channels
+                        // of a pixel inside the bordered images) and `dy` (rows
+                        // r0..r0 + len), writes in `dk` (rows prow..prow + 8).
+                        unsafe {
+                            tile_dk(
+                                base,
+                                &corner[..len],
+                                xoff,
+                                dy.as_ptr().add(r0 * g.o + j),
+                                g.o,
+                                dk.as_mut_ptr().add(prow * g.o + j),
+                            )
+                        };
+                    }
+                }
+            }
+        }
+        r0 += len;
+    }
+}
+
+/// `dk[i·ld + 0..32] += Σ_t x[corner_t + xoff + i] · dy[t·ld + 0..32]` for `i < 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tile_dk(
+    x: &[f32],
+    corner: &[usize],
+    xoff: usize,
+    dy: *const f32,
+    ld: usize,
+    dk: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let last = corner.iter().max().copied().unwrap_or(0) + xoff + 8;
+    assert!(last <= x.len(), "every window inside the input");
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; 2]; 8];
+        for (t, &cn) in corner.iter().enumerate() {
+            let b0 = _mm512_loadu_ps(dy.add(t * ld));
+            let b1 = _mm512_loadu_ps(dy.add(t * ld + 16));
+            let a = x.as_ptr().add(cn + xoff);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let d = dk.add(i * ld);
+            _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), row[0]));
+            _mm512_storeu_ps(d.add(16), _mm512_add_ps(_mm512_loadu_ps(d.add(16)), row[1]));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_dk(_: &[f32], _: &[usize], _: usize, _: *const f32, _: usize, _: *mut f32) {
+    unreachable!("`kernel_gradient_usable` holds only on x86-64 with AVX-512")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile(
     _: &[f32],
