@@ -620,6 +620,12 @@ impl<T: Scalar> ModelCore<T> {
                 }
                 off += c;
             }
+        } else if merge.kind == MergeKind::Add && info.inputs.len() == 2 {
+            // The residual sum in one pass (the same bits as copy-then-add).
+            let second = input(info.inputs[1]);
+            for ((o, &a), &b) in y.iter_mut().zip(first).zip(second) {
+                *o = a + b;
+            }
         } else {
             y.copy_from_slice(first);
             for &src in &info.inputs[1..] {

@@ -4,8 +4,12 @@
 
 use super::{Act, Backward, Builtin, Layer, Params};
 use kiln_spec::{LayerSpec, layers as spec};
+use kiln_tape::kernels::parallel::split_items;
 use kiln_tape::{Activation as A, Scalar};
 use kiln_train::OutputActivation;
+
+/// Elements below which an activation layer stays on one thread.
+const PARALLEL_MIN: usize = 1 << 16;
 
 /// A layer that applies one activation (Keras's `Activation` and the dedicated
 /// activation layers).
@@ -108,15 +112,32 @@ impl<T: Scalar> Layer<T> for Activation<T> {
         _batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
-        y[..x.len()].copy_from_slice(x);
+        let y = &mut y[..x.len()];
         let act = self.act;
-        act.apply_inplace(&mut y[..x.len()], self.width, &mut self.scratch);
+        if act == Act::Elementwise(A::Relu) {
+            // The common case in one pass over both cores (element-wise: the same bits
+            // on any number of threads).
+            split_items(y, x.len() / self.width.max(1), self.width, PARALLEL_MIN, &|rows, part| {
+                let src = &x[rows.start * self.width..rows.end * self.width];
+                for (o, &v) in part.iter_mut().zip(src) {
+                    *o = if v > T::zero() { v } else { T::zero() };
+                }
+            });
+            return Ok(());
+        }
+        y.copy_from_slice(x);
+        act.apply_inplace(y, self.width, &mut self.scratch);
         Ok(())
     }
     fn backward(&mut self, b: Backward<'_, T>) -> kiln_tape::Result<()> {
         let Backward { x, y, dy, dx, .. } = b;
         if let Some(dx) = dx {
-            self.act.backward(x, &y[..x.len()], &dy[..x.len()], self.width, &mut dx[..x.len()]);
+            let (act, width, n) = (self.act, self.width.max(1), x.len());
+            let rows = n / width;
+            split_items(&mut dx[..n], rows, width, PARALLEL_MIN, &|r, part| {
+                let at = r.start * width..r.end * width;
+                act.backward(&x[at.clone()], &y[at.clone()], &dy[at], width, part);
+            });
         }
         Ok(())
     }
