@@ -311,3 +311,48 @@ fn every_layer_reading_the_input_checks_it() {
     let e = m.check_inputs(&[1.0, 2.0, 30.0, 4.0]).unwrap_err().to_string();
     assert!(e.contains("embedding"), "{e}");
 }
+
+#[test]
+fn keras_model_configs_build_or_say_why_not() {
+    // A functional residual block, as `model.to_json()` writes it (trimmed to what the
+    // loader reads).
+    let tensor = |from: &str| {
+        format!(
+            r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{from}", 0, 0]}}}}"#
+        )
+    };
+    let layer = |class: &str, name: &str, cfg: &str, args: String| {
+        format!(
+            r#"{{"class_name": "{class}", "name": "{name}", "config": {{"name": "{name}"{cfg}}}, "inbound_nodes": [{{"args": [{args}], "kwargs": {{}}}}]}}"#
+        )
+    };
+    let input = r#"{"class_name": "InputLayer", "name": "inp", "config": {"name": "inp", "batch_shape": [null, 6]}, "inbound_nodes": []}"#;
+    let model = |layers: Vec<String>| {
+        format!(
+            r#"{{"class_name": "Functional", "config": {{"name": "net", "layers": [{input}, {}], "output_layers": [["out", 0, 0]]}}}}"#,
+            layers.join(", ")
+        )
+    };
+    let good = model(vec![
+        layer("Dense", "d1", r#", "units": 6, "activation": "relu""#, tensor("inp")),
+        layer("Add", "add", "", format!("[{}, {}]", tensor("d1"), tensor("inp"))),
+        layer("Dense", "out", r#", "units": 3"#, tensor("add")),
+    ]);
+    let net = kiln::keras::from_json::<f32>(&good, Seed(1)).unwrap();
+    assert_eq!(net.layer_names(), vec!["d1", "add", "out"]);
+    assert_eq!(net.layer_inputs()[1], &[Src::Node(0), Src::Input]);
+    assert!(net.params().get("d1/kernel").is_some());
+
+    let err = |json: &str| kiln::keras::from_json::<f32>(json, Seed(1)).err().unwrap().to_string();
+    let e = err(&model(vec![layer("Conv3D", "out", "", tensor("inp"))]));
+    assert!(e.contains("unknown layer `Conv3D`"), "{e}");
+    let e = err(&model(vec![
+        layer("Dense", "d1", r#", "units": 4"#, tensor("inp")),
+        layer("Add", "out", "", format!("[{}, {}]", tensor("d1"), tensor("inp"))),
+    ]));
+    assert!(e.contains("branch 1 gives [4] and branch 2 gives [6]"), "{e}");
+    let e = err("{ not json");
+    assert!(e.contains("not JSON"), "{e}");
+    let e = err(r#"{"class_name": "Subclassed", "config": {"layers": []}}"#);
+    assert!(e.contains("Sequential and Functional"), "{e}");
+}

@@ -268,7 +268,20 @@ fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
             .use_bias(l["use_bias"].as_bool().unwrap_or(true));
         b = b.add_named(name, dense);
     }
-    let mut net = if functional_model { functional::<T>(fx) } else { b.build(Seed(0)).unwrap() };
+    let described = if functional_model { functional::<T>(fx) } else { b.build(Seed(0)).unwrap() };
+    // Schema 2 carries Keras's own model JSON: the network is built from it by the
+    // public loader, and must be the one the fixture's layer list describes.
+    let mut net = if fx["schema_version"] == 2 {
+        let json = model["keras_json"].to_string();
+        let net = kiln::keras::from_json::<T>(&json, Seed(0))
+            .unwrap_or_else(|e| panic!("{}: {e}", fx["name"]));
+        assert_eq!(net.layer_names(), described.layer_names(), "{}", fx["name"]);
+        assert_eq!(net.layer_inputs(), described.layer_inputs(), "{}", fx["name"]);
+        assert_eq!(net.layer_shapes(), described.layer_shapes(), "{}", fx["name"]);
+        net
+    } else {
+        described
+    };
     for (name, w) in fx["initial_weights"].as_object().unwrap() {
         let dst = net.params_mut().get_mut(name).unwrap_or_else(|| panic!("no parameter {name}"));
         let src = flat(w);

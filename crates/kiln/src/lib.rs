@@ -13,6 +13,7 @@ pub mod core;
 pub mod datasets;
 pub mod error;
 pub mod init;
+pub mod keras;
 pub mod layers;
 pub mod plot;
 pub mod sequential;
