@@ -1,5 +1,7 @@
 //! Learning curves: [`plot_history`] draws one panel per quantity of a [`History`]
-//! (loss first, then each metric), with the training and `val_` curves on each, as SVG
+//! (loss first, then each metric), with the training and `val_` curves on each over
+//! whole-numbered epochs, and marks the best epoch — the lowest `val_loss`, or the
+//! lowest `loss` without validation: the one EarlyStopping's default restores — as SVG
 //! (plotters) or PNG (the same SVG rasterized by resvg with a bundled font).
 
 use crate::error::{Error, Result};
@@ -32,6 +34,23 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
             "the history is empty: fit for at least one epoch before plotting".into(),
         ));
     }
+    // The best epoch (1-based), as EarlyStopping(monitor = "val_loss") would restore it,
+    // falling back to the training loss without validation.
+    let best = {
+        let (values, epochs): (&[f64], Vec<usize>) = if history["val_loss"].is_empty() {
+            (&history["loss"], history.epoch.clone())
+        } else if history["val_loss"].len() < history.epoch.len() {
+            (&history["val_loss"], history.validated.clone())
+        } else {
+            (&history["val_loss"], history.epoch.clone())
+        };
+        values
+            .iter()
+            .zip(epochs)
+            .filter(|(v, _)| v.is_finite())
+            .min_by(|a, b| a.0.total_cmp(b.0))
+            .map(|(_, e)| e as i32 + 1)
+    };
     let (w, h) = (520u32, 360u32 * quantities.len() as u32);
     let mut svg = String::new();
     {
@@ -41,22 +60,21 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
             let train = &history[*key];
             let val_key = format!("val_{key}");
             let val = &history[val_key.as_str()];
-            let xs = |n: usize, validated: bool| -> Vec<f64> {
+            let xs = |n: usize, validated: bool| -> Vec<i32> {
                 if validated && n < history.epoch.len() {
-                    history.validated.iter().map(|&e| e as f64 + 1.0).collect()
+                    history.validated.iter().map(|&e| e as i32 + 1).collect()
                 } else {
-                    history.epoch.iter().take(n).map(|&e| e as f64 + 1.0).collect()
+                    history.epoch.iter().take(n).map(|&e| e as i32 + 1).collect()
                 }
             };
             let all = train.iter().chain(val.iter()).copied().filter(|v| v.is_finite());
             let (lo, hi) =
                 all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
             let pad = ((hi - lo) * 0.08).max(1e-6);
-            let (x0, x1) = (
-                history.epoch[0] as f64 + 1.0,
-                (*history.epoch.last().expect("not empty") as f64 + 1.0)
-                    .max(history.epoch[0] as f64 + 2.0),
-            );
+            // Whole epochs on the x axis, so its ticks are epoch numbers.
+            let first = history.epoch[0] as i32 + 1;
+            let last = (*history.epoch.last().expect("not empty") as i32 + 1).max(first + 1);
+            let (x0, x1) = (first, last);
             let mut chart = ChartBuilder::on(panel)
                 .caption(*key, ("sans-serif", 20))
                 .margin(10)
@@ -66,6 +84,8 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
                 .map_err(|e| fail(e.to_string()))?;
             chart
                 .configure_mesh()
+                .x_labels(((x1 - x0 + 1) as usize).min(12))
+                .x_label_formatter(&|e| e.to_string())
                 .x_desc("epoch")
                 .y_desc(*key)
                 .draw()
@@ -75,7 +95,7 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
                 if values.is_empty() {
                     continue;
                 }
-                let pts: Vec<(f64, f64)> =
+                let pts: Vec<(i32, f64)> =
                     xs(values.len(), validated).into_iter().zip(values.iter().copied()).collect();
                 chart
                     .draw_series(LineSeries::new(pts, color.stroke_width(2)))
@@ -83,6 +103,20 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
                     .label(label)
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+            }
+            if let Some(b) = best {
+                let (y0, y1) = (lo - pad, hi + pad);
+                let mark = RGBColor(0, 140, 70);
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(b, y0), (b, y1)],
+                        mark.stroke_width(2),
+                    )))
+                    .map_err(|e| fail(e.to_string()))?
+                    .label(format!("best epoch {b}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], mark.stroke_width(2))
                     });
             }
             chart
@@ -151,9 +185,14 @@ mod tests {
         let h = history();
         plot_history(&h, dir.join("c.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.join("c.svg")).unwrap();
-        for label in ["loss", "val_loss", "accuracy", "val_accuracy", "epoch"] {
+        for label in ["loss", "val_loss", "accuracy", "val_accuracy", "epoch", "best epoch 3"] {
             assert!(svg.contains(&format!(">\n{label}\n</text>")), "{label} missing");
         }
+        // Whole-numbered epoch ticks only.
+        for tick in ["1", "2", "3"] {
+            assert!(svg.contains(&format!(">\n{tick}\n</text>")), "tick {tick} missing");
+        }
+        assert!(!svg.contains(">\n1.5\n</text>"), "a fractional epoch tick");
         plot_history(&h, dir.join("c.png")).unwrap();
         let png = std::fs::read(dir.join("c.png")).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
