@@ -42,5 +42,16 @@ fn main() -> kiln::Result<()> {
         eval["accuracy"],
         y_test.len()
     );
+
+    // Save the weights (safetensors, Keras's names), reload them into a fresh model:
+    // the same predictions, bit for bit.
+    let path = std::env::temp_dir().join("breast_cancer.weights.safetensors");
+    model.save_weights(&path)?;
+    let mut again =
+        Net::new(Seed(0)).compile(Adam::new(0.01), BinaryCrossentropy::default(), [Accuracy])?;
+    again.load_weights(&path)?;
+    assert_eq!(model.predict(&x_test)?.data(), again.predict(&x_test)?.data());
+    println!("reloaded from {}: the same predictions", path.display());
+    std::fs::remove_file(&path).map_err(|source| kiln::Error::Io { path, source })?;
     Ok(())
 }

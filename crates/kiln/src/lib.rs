@@ -49,6 +49,11 @@ pub mod prelude {
     };
 }
 
+/// The README's Rust code, compiled as doctests (not run) so that it stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct Readme;
+
 /// The seed a model's initial weights (and its Dropout masks) are drawn from: same seed,
 /// same model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
