@@ -45,7 +45,8 @@ pub mod prelude {
         LambdaCallback, LearningRateScheduler, Lion, LogCosh, MeanAbsoluteError,
         MeanAbsolutePercentageError, MeanSquaredError, Model, ModelCheckpoint, Nadam, NotCompiled,
         Outputs, PiecewiseConstantDecay, Poisson, RMSprop, ReduceLROnPlateau, S1, S2, S3, S4, SGD,
-        SparseCategoricalCrossentropy, Targets, TerminateOnNaN, load_weights, save_weights,
+        SparseCategoricalCrossentropy, Targets, TensorBoard, TerminateOnNaN, load_weights,
+        save_weights,
     };
 }
 

@@ -22,7 +22,7 @@ pub mod shape;
 pub use callbacks::{
     BackupAndRestore, CSVLogger, Callback, CallbackContext, EarlyStopping, IntoCallbacks,
     LambdaCallback, LearningRateScheduler, Logs, Mode, ModelCheckpoint, ReduceLROnPlateau,
-    SaveFreq, TerminateOnNaN,
+    SaveFreq, TensorBoard, TerminateOnNaN, UpdateFreq,
 };
 pub use checkpoint::{load_full, load_weights, save_full, save_weights};
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};

@@ -3,12 +3,14 @@
 
 mod builtin;
 mod checkpointing;
+pub mod tensorboard;
 
 pub use builtin::{
     CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler, Mode, ReduceLROnPlateau,
     TerminateOnNaN,
 };
 pub use checkpointing::{BackupAndRestore, ModelCheckpoint, SaveFreq};
+pub use tensorboard::{TensorBoard, UpdateFreq};
 
 use crate::error::Result;
 use crate::model::ParamStore;
