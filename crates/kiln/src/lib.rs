@@ -5,7 +5,37 @@
 //! ([`ModelCore`]), the runtime [`Sequential`], datasets, plots and the prelude, and
 //! re-exports the workspace: [`spec`] (every built-in layer's arguments and shape
 //! rule), [`tape`] (tensors, kernels, autograd) and [`train`] (optimizers, losses,
-//! metrics, callbacks and the fit loop). docs/ARCHITECTURE.md maps the code.
+//! metrics, callbacks and the fit loop). docs/ARCHITECTURE.md maps the code; every
+//! built-in layer, its arguments and defaults are listed in [`layers`].
+//!
+//! ```no_run
+//! use kiln::prelude::*;
+//!
+//! model! {
+//!     /// A small residual network over 8×8 images.
+//!     struct Net: [8, 8, 1] => [
+//!         Conv2D(16, kernel = 3, padding = same, activation = relu),
+//!         Residual[
+//!             Conv2D(16, kernel = 3, padding = same, use_bias = false),
+//!             BatchNormalization,
+//!         ],
+//!         ReLU,
+//!         GlobalAveragePooling2D,
+//!         Dense(4, activation = softmax),
+//!     ]
+//! }
+//!
+//! fn main() -> kiln::Result<()> {
+//!     let x = Inputs::<S3<8, 8, 1>>::from_vec(vec![0.5; 32 * 64])?;
+//!     let y = ClassLabels::new((0..32).map(|i| i % 4).collect());
+//!     let mut net = Net::new(Seed(1))
+//!         .compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])?;
+//!     let history = net.fit(&x, &y).epochs(2).batch_size(8).validation_split(0.25).run()?;
+//!     println!("{:?}", &history["val_loss"]);
+//!     net.save_weights("net.safetensors")?;
+//!     Ok(())
+//! }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -157,6 +157,45 @@ pub fn layer_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// Every built-in layer and merge as a markdown reference: class (and aliases), what
+/// it does, and its arguments in order — positional ones marked — with their kinds and
+/// defaults. kiln's build script writes it into the `kiln::layers` docs, so the
+/// reference is generated from the same tables `model!` binds against.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| layer | arguments (positional first, `name = default`) | what it does |\n|---|---|---|\n",
+    );
+    for e in registry() {
+        let name = if e.aliases.is_empty() {
+            format!("`{}`", e.class)
+        } else {
+            format!("`{}` (also `{}`)", e.class, e.aliases.join("`, `"))
+        };
+        let args: Vec<String> = e
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let pos = if i < e.positional { " (positional)" } else { "" };
+                format!("`{} = {}`{pos}: {}", a.name, a.default, a.kind.describe())
+            })
+            .collect();
+        let args = if args.is_empty() { "none".to_string() } else { args.join("; ") };
+        out += &format!("| {name} | {args} | {} |\n", e.doc.replace('|', "\\|"));
+    }
+    out += "\nBlocks: `Residual[ layers ]`, `Residual[ layers ] + shortcut[ layers ]`, and the merges over bracketed branches:\n\n| merge | arguments | what it does |\n|---|---|---|\n";
+    for m in MERGES {
+        let args: Vec<String> = m
+            .args
+            .iter()
+            .map(|a| format!("`{} = {}`: {}", a.name, a.default, a.kind.describe()))
+            .collect();
+        let args = if args.is_empty() { "none".to_string() } else { args.join("; ") };
+        out += &format!("| `{}[[..], [..]]` | {args} | {} |\n", m.class, m.doc);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,13 @@
 //! can run on its predecessor's output while it is in cache), and a layer may
 //! [`Layer::absorb`] its successor's epilogue into its own pass. The engine asks every
 //! adjacent pair once when the model is built; it knows no concrete layer.
+//!
+//! # The built-in layers
+//!
+//! What `model!` accepts (and [`builtin`] builds at run time), generated from kiln-spec's
+//! argument tables:
+//!
+#![doc = include_str!(concat!(env!("OUT_DIR"), "/layer_reference.md"))]
 
 mod activations;
 mod conv1d;
