@@ -46,7 +46,11 @@ fn main() -> kiln::Result<()> {
     let probs = model.predict(&mnist.test.x.head(5))?;
     println!("predicted {:?}  true {:?}", probs.argmax(), mnist.test.y.head(5).as_slice());
     history.plot("learning_curves.svg")?;
-    history.plot("learning_curves.png")?;
-    println!("wrote best_model.safetensors, learning_curves.svg and learning_curves.png");
+    if cfg!(feature = "png") {
+        history.plot("learning_curves.png")?;
+        println!("wrote best_model.safetensors, learning_curves.svg and learning_curves.png");
+    } else {
+        println!("wrote best_model.safetensors and learning_curves.svg");
+    }
     Ok(())
 }

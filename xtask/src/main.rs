@@ -89,6 +89,8 @@ fn main() -> ExitCode {
             let ok = cargo(&["fmt", "--all", "--check"])
                 && cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
                 && cargo_test(TEST, &mut totals)
+                // The optional PNG output (off by default): its plot test with the feature.
+                && cargo_test(&["test", "-p", "kiln", "--features", "png", "--lib", "plot"], &mut totals)
                 && SHORT_EXAMPLES.iter().all(|(name, args)| {
                     let mut a = vec!["run", "--release", "--example", name, "--"];
                     a.extend_from_slice(args);

@@ -2,7 +2,8 @@
 //! (loss first, then each metric), with the training and `val_` curves on each over
 //! whole-numbered epochs, and marks the best epoch — the lowest `val_loss`, or the
 //! lowest `loss` without validation: the one EarlyStopping's default restores — as SVG
-//! (plotters) or PNG (the same SVG rasterized by resvg with a bundled font).
+//! (plotters) or PNG (the same SVG rasterized by resvg with a bundled font, with the
+//! `png` cargo feature).
 
 use crate::error::{Error, Result};
 use kiln_train::History;
@@ -11,6 +12,7 @@ use std::path::Path;
 
 /// DejaVu Sans (free license, see assets/LICENSE-DejaVu.txt), so PNG text renders the
 /// same on every machine without system fonts.
+#[cfg(feature = "png")]
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// Writes the learning curves of `history` to `path`, atomically: SVG or PNG by the
@@ -137,7 +139,14 @@ pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
     Ok(())
 }
 
+/// Without the `png` feature: the sentence saying how to get PNG output.
+#[cfg(not(feature = "png"))]
+fn rasterize(_svg: &str, _w: u32, _h: u32) -> std::result::Result<Vec<u8>, String> {
+    Err("PNG learning curves need kiln's `png` cargo feature (kiln = { features = [\"png\"] }); write a .svg file instead, or enable it".into())
+}
+
 /// Renders the SVG to PNG bytes with resvg and the bundled font.
+#[cfg(feature = "png")]
 fn rasterize(svg: &str, w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();
@@ -193,9 +202,18 @@ mod tests {
             assert!(svg.contains(&format!(">\n{tick}\n</text>")), "tick {tick} missing");
         }
         assert!(!svg.contains(">\n1.5\n</text>"), "a fractional epoch tick");
-        plot_history(&h, dir.join("c.png")).unwrap();
-        let png = std::fs::read(dir.join("c.png")).unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+        if cfg!(feature = "png") {
+            plot_history(&h, dir.join("c.png")).unwrap();
+            let png = std::fs::read(dir.join("c.png")).unwrap();
+            assert!(
+                png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+                "{} bytes",
+                png.len()
+            );
+        } else {
+            let e = plot_history(&h, dir.join("c.png")).unwrap_err().to_string();
+            assert!(e.contains("`png` cargo feature") && !dir.join("c.png").exists(), "{e}");
+        }
         let e = plot_history(&h, dir.join("c.txt")).unwrap_err().to_string();
         assert!(e.contains("give the file a .svg or .png extension"), "{e}");
         assert!(plot_history(&History::default(), dir.join("e.svg")).is_err());
