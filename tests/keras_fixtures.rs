@@ -170,35 +170,6 @@ struct Report {
     epochs: usize,
 }
 
-/// A Keras config value as a written argument (`None` where kiln has no literal for it:
-/// initializer objects, which the replay overwrites with the recorded weights anyway).
-fn written(v: &Value) -> Option<kiln::spec::Value> {
-    use kiln::spec::Value as W;
-    Some(match v {
-        Value::Bool(b) => W::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => W::Int(i),
-            None => W::Float(n.as_f64()?),
-        },
-        Value::String(s) => W::name(s),
-        Value::Array(a) => W::List(a.iter().map(written).collect::<Option<_>>()?),
-        // A wrapped layer (`Bidirectional`'s `layer`): its config bound the same way.
-        // Other objects with a class (initializers) name no layer and are skipped.
-        Value::Object(o) => {
-            let class = o.get("class_name")?.as_str()?;
-            let entry = kiln::spec::lookup(class)?;
-            let cfg = o.get("config")?;
-            let args = entry
-                .args
-                .iter()
-                .filter_map(|a| Some((Some(a.name.to_string()), written(cfg.get(a.name)?)?)))
-                .collect();
-            W::Layer(class.to_string(), args)
-        }
-        _ => return None,
-    })
-}
-
 /// The per-sample input shape of a fixture.
 fn input_shape(fx: &Value) -> Vec<usize> {
     let model = &fx["model"];
@@ -208,10 +179,12 @@ fn input_shape(fx: &Value) -> Vec<usize> {
     }
 }
 
-/// Each Keras config key that the layer's kiln-spec table knows, as written.
-fn config_args(class: &str, cfg: &Value) -> Vec<(Option<&'static str>, kiln::spec::Value)> {
-    let entry = kiln::spec::lookup(class).unwrap_or_else(|| panic!("no layer {class}"));
-    entry.args.iter().filter_map(|a| Some((Some(a.name), written(cfg.get(a.name)?)?))).collect()
+/// A layer of the fixture's own layer list, built from its Keras config.
+fn layer_of<T: Scalar>(class: &str, cfg: &Value) -> Box<dyn kiln::layers::Layer<T>> {
+    let owned = kiln::keras::config_args(class, cfg).unwrap_or_else(|| panic!("no layer {class}"));
+    let given: Vec<(Option<&str>, kiln::spec::Value)> =
+        owned.iter().map(|(n, v)| (n.as_deref(), v.clone())).collect();
+    builtin::<T>(class, &given).unwrap()
 }
 
 /// A functional fixture's network: every layer fed by its `inbound` layers.
@@ -229,16 +202,15 @@ fn functional<T: Scalar>(fx: &Value) -> Sequential<T> {
         if kiln::spec::merge_lookup(class).is_some() {
             let axis: Vec<_> = l["config"]
                 .get("axis")
-                .and_then(written)
-                .map(|a| (Some("axis"), a))
+                .and_then(serde_json::Value::as_i64)
+                .map(|a| (Some("axis"), kiln::spec::Value::Int(a)))
                 .into_iter()
                 .collect();
             let m = kiln::Merge::from_written(class, &axis).unwrap();
             b = b.merge(name, m, &inbound);
             continue;
         }
-        let layer = builtin::<T>(class, &config_args(class, &l["config"])).unwrap();
-        b = b.layer(name, layer, &inbound);
+        b = b.layer(name, layer_of::<T>(class, &l["config"]), &inbound);
     }
     b.build(Seed(0)).unwrap()
 }
@@ -255,10 +227,7 @@ fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
         }
         let (name, class) = (l["name"].as_str().unwrap(), l["class_name"].as_str().unwrap());
         if fx["schema_version"] == 2 {
-            b = b.add_named_boxed(
-                name,
-                builtin::<T>(class, &config_args(class, &l["config"])).unwrap(),
-            );
+            b = b.add_named_boxed(name, layer_of::<T>(class, &l["config"]));
             continue;
         }
         assert_eq!(class, "Dense", "schema 1 holds Dense stacks");

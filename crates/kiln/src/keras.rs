@@ -43,6 +43,14 @@ fn written(v: &Value) -> Option<W> {
     })
 }
 
+/// The arguments of built-in layer `class` in a Keras layer config (its `config`
+/// object): every key the layer's kiln-spec table knows, as written arguments, the
+/// others (initializers, regularizers, dtypes) left out. `None` for a class kiln does
+/// not have.
+pub fn config_args(class: &str, config: &Value) -> Option<Vec<(Option<String>, W)>> {
+    kiln_spec::lookup(class).map(|e| args_of(e.args, config))
+}
+
 /// The config keys a layer's argument table knows, as written arguments.
 fn args_of(table: &[kiln_spec::ArgDef], cfg: &Value) -> Vec<(Option<String>, W)> {
     table
