@@ -7,20 +7,11 @@ predict the 10,000 test images. Uses the same IDX files as kiln.
 
     python3 benches/peers/lstm_pytorch.py [path/to/mnist] [threads]
 """
-import gzip
 import sys
 import time
 
-import numpy as np
+from mnist_idx import idx
 import torch
-
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def main():

@@ -10,21 +10,12 @@ format (its fastest on CPU for this network). Uses the same IDX files as kiln.
 
     python3 benches/peers/resnet_pytorch.py [path/to/mnist] [threads] [images] [channels_last|contiguous]
 """
-import gzip
 import sys
 import time
 
-import numpy as np
+from mnist_idx import idx
 import torch
 from torch import nn
-
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 class Net(nn.Module):
