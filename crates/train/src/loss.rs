@@ -292,10 +292,10 @@ fn prob_ce_row<T: Scalar>(p: &[T], y: impl Fn(usize) -> T, grad: Option<&mut [T]
     }
     if let Some(g) = grad {
         // d/dp_j of −Σ_k y_k log(clip(p_k/s)) = (a_j − Σ_k a_k q_k)/s with q = p/s and
-        // a_k = −y_k/q_k where q_k is unclipped (0 where the clip holds it).
+        // a_k = −y_k/q_k where q_k is within the clip, its bounds included (0 beyond them).
         let a = |k: usize| {
             let q = p[k] / s;
-            if q > eps && q < T::one() - eps { -y(k) / q } else { T::zero() }
+            if q >= eps && q <= T::one() - eps { -y(k) / q } else { T::zero() }
         };
         let dot: T = (0..p.len()).map(|k| a(k) * p[k] / s).sum();
         for (j, gj) in g.iter_mut().enumerate() {
@@ -436,14 +436,13 @@ impl<T: Scalar> Loss<T> for BinaryCrossentropy {
                     // max(z, 0) − z·y + log(1 + e^−|z|), gradient σ(z) − y.
                     (v.max(T::zero()) - v * y + (-v.abs()).exp().ln_1p(), sigmoid(v) - y)
                 } else {
+                    // Keras 3 on every backend: log(clip(p, ε, 1 − ε)); the clip passes
+                    // the gradient on its bounds (as TensorFlow's clip_by_value does).
                     let p = v.max(eps).min(T::one() - eps);
-                    let l = -(y * (p + eps).ln() + (T::one() - y) * (T::one() - p + eps).ln());
-                    let inside = v > eps && v < T::one() - eps;
-                    let d = if inside {
-                        -y / (p + eps) + (T::one() - y) / (T::one() - p + eps)
-                    } else {
-                        T::zero()
-                    };
+                    let l = -(y * p.ln() + (T::one() - y) * (T::one() - p).ln());
+                    let inside = v >= eps && v <= T::one() - eps;
+                    let d =
+                        if inside { -y / p + (T::one() - y) / (T::one() - p) } else { T::zero() };
                     (l, d)
                 };
                 sum += l;
@@ -460,7 +459,7 @@ impl<T: Scalar> Loss<T> for BinaryCrossentropy {
 /// Defines a regression-style loss that averages an elementwise function of
 /// `(prediction, target)` over the last axis.
 macro_rules! elementwise_loss {
-    ($(#[$doc:meta])* $name:ident, $keras:literal, |$p:ident, $y:ident $(, $s:ident)?| loss = $l:expr, grad = $d:expr) => {
+    ($(#[$doc:meta])* $name:ident, $keras:literal, |$p:ident, $y:ident $(, binary $bin:ident)?| loss = $l:expr, grad = $d:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq)]
         pub struct $name {
@@ -482,7 +481,7 @@ macro_rules! elementwise_loss {
             fn compute(&self, b: &LossBatch<'_, T>, losses: &mut [T], mut grad: Option<&mut [T]>) -> Result<LossInfo> {
                 let w = b.width;
                 let inv_w = T::one() / T::of(w as f64);
-                $(let $s = self;)?
+                $(let $bin = binary_targets(b);)?
                 for i in 0..b.batch {
                     let mut sum = T::zero();
                     for k in 0..w {
@@ -511,9 +510,21 @@ fn sign<T: Scalar>(v: T) -> T {
     }
 }
 
-/// Hinge labels: Keras maps 0/1 targets to −1/+1.
-fn pm1<T: Scalar>(y: T) -> T {
-    if y == T::zero() || y == T::one() { T::of(2.0) * y - T::one() } else { y }
+/// Hinge labels: Keras maps 0/1 targets to −1/+1 when every label of the batch is 0
+/// or 1 (`binary`), and leaves them as they are otherwise.
+fn pm1<T: Scalar>(y: T, binary: bool) -> T {
+    if binary { T::of(2.0) * y - T::one() } else { y }
+}
+
+/// Whether every target of the batch is 0 or 1 (Keras's test before mapping hinge
+/// labels to ±1).
+fn binary_targets<T: Scalar>(b: &LossBatch<'_, T>) -> bool {
+    (0..b.batch).all(|i| {
+        (0..b.width).all(|k| {
+            let y = target(&b.truth, i, k, b.width);
+            y == T::zero() || y == T::one()
+        })
+    })
 }
 
 elementwise_loss!(
@@ -541,14 +552,15 @@ elementwise_loss!(
     Poisson, "poisson", |p, y| loss = p - y * (p + T::of(EPSILON)).ln(), grad = T::one() - y / (p + T::of(EPSILON))
 );
 elementwise_loss!(
-    /// Hinge loss `max(1 − y·p, 0)` with 0/1 labels mapped to −1/+1.
-    Hinge, "hinge", |p, y| loss = (T::one() - pm1(y) * p).max(T::zero()),
-    grad = if T::one() - pm1(y) * p > T::zero() { -pm1(y) } else { T::zero() }
+    /// Hinge loss `max(1 − y·p, 0)`, 0/1 labels mapped to −1/+1 when the whole batch is
+    /// 0/1 (as Keras); at the kink the gradient is −y, as TensorFlow's maximum passes it.
+    Hinge, "hinge", |p, y, binary bin| loss = (T::one() - pm1(y, bin) * p).max(T::zero()),
+    grad = if T::one() - pm1(y, bin) * p >= T::zero() { -pm1(y, bin) } else { T::zero() }
 );
 elementwise_loss!(
-    /// Squared hinge loss `max(1 − y·p, 0)²` with 0/1 labels mapped to −1/+1.
-    SquaredHinge, "squared_hinge", |p, y| loss = { let m = (T::one() - pm1(y) * p).max(T::zero()); m * m },
-    grad = T::of(-2.0) * pm1(y) * (T::one() - pm1(y) * p).max(T::zero())
+    /// Squared hinge loss `max(1 − y·p, 0)²`, labels mapped as [`Hinge`] maps them.
+    SquaredHinge, "squared_hinge", |p, y, binary bin| loss = { let m = (T::one() - pm1(y, bin) * p).max(T::zero()); m * m },
+    grad = T::of(-2.0) * pm1(y, bin) * (T::one() - pm1(y, bin) * p).max(T::zero())
 );
 
 /// Huber loss: quadratic within `delta` of the target, linear beyond (Keras `Huber`).
@@ -642,7 +654,9 @@ impl<T: Scalar> Loss<T> for KLDivergence {
                 let p = v.max(eps).min(T::one());
                 sum += y * (y / p).ln();
                 if let Some(g) = grad.as_deref_mut() {
-                    g[i * w + k] = if v > eps && v < T::one() { -y / p } else { T::zero() };
+                    // The clip passes the gradient on its bounds: a softmax output of
+                    // exactly 1.0 (common in float32) still gets −y.
+                    g[i * w + k] = if v >= eps && v <= T::one() { -y / p } else { T::zero() };
                 }
             }
             losses[i] = sum;
@@ -679,23 +693,20 @@ impl<T: Scalar> Loss<T> for CategoricalHinge {
             let row = &b.outputs[i * w..(i + 1) * w];
             let y = |k| target(&b.truth, i, k, w);
             let pos: T = (0..w).map(|k| y(k) * row[k]).sum();
-            let (mut neg, mut at) = (T::neg_infinity(), 0);
-            for (k, &p) in row.iter().enumerate() {
-                let v = (T::one() - y(k)) * p;
-                if v > neg {
-                    neg = v;
-                    at = k;
-                }
-            }
+            let neg = (0..w).map(|k| (T::one() - y(k)) * row[k]).fold(T::neg_infinity(), T::max);
             let l = neg - pos + T::one();
             losses[i] = l.max(T::zero());
             if let Some(g) = grad.as_deref_mut() {
                 let g = &mut g[i * w..(i + 1) * w];
+                // At the kink (l = 0) the gradient passes, as TensorFlow's maximum passes
+                // it; tied maxima share the max's gradient equally, as reduce_max does.
+                let ties = (0..w).filter(|&k| (T::one() - y(k)) * row[k] == neg).count();
+                let share = T::one() / T::of(ties.max(1) as f64);
                 for (k, gk) in g.iter_mut().enumerate() {
-                    *gk = if l > T::zero() { -y(k) } else { T::zero() };
-                }
-                if l > T::zero() {
-                    g[at] += T::one() - y(at);
+                    *gk = if l >= T::zero() { -y(k) } else { T::zero() };
+                    if l >= T::zero() && (T::one() - y(k)) * row[k] == neg {
+                        *gk += (T::one() - y(k)) * share;
+                    }
                 }
             }
         }

@@ -107,6 +107,8 @@ fn mean_over_outputs<T: Scalar>(
 
 /// Fraction of outputs on the right side of `threshold` (Keras `BinaryAccuracy`).
 pub fn binary_accuracy<T: Scalar>(name: &str, threshold: f64) -> Box<dyn Metric<T>> {
+    // Keras makes the threshold a float32 constant whatever the model's dtype.
+    let threshold = f64::from(threshold as f32);
     Box::new(MeanOf::new(name, move |b: &MetricBatch<'_, T>, i| {
         mean_over_outputs(b, i, |p, y| f64::from(u8::from(f64::from(u8::from(p > threshold)) == y)))
     }))
@@ -233,7 +235,13 @@ impl<T: Scalar> Metric<T> for ConfusionMetric {
         match self.ratio {
             Ratio::Precision => p,
             Ratio::Recall => r,
-            Ratio::F1 => div(2.0 * p * r, p + r),
+            // Keras's F1Score (beta 1): ε = 1e-7 in each of its three denominators.
+            Ratio::F1 => {
+                let eps = crate::loss::EPSILON;
+                let p = self.c.tp / (self.c.tp + self.c.fp + eps);
+                let r = self.c.tp / (self.c.tp + self.c.fn_ + eps);
+                p * r / (p + r + eps) * 2.0
+            }
         }
     }
 }

@@ -95,7 +95,9 @@ fn precision_recall_f1() {
         (run(by_name("recall", 1).as_mut(), &p, Truth::Dense(&y), 1, None) - 2.0 / 3.0).abs()
             < 1e-15
     );
-    let f1 = 2.0 * 0.5 * (2.0 / 3.0) / (0.5 + 2.0 / 3.0);
+    // Keras's F1Score: ε = 1e-7 in each denominator.
+    let (pr, re) = (2.0 / (4.0 + 1e-7), 2.0 / (3.0 + 1e-7));
+    let f1 = pr * re / (pr + re + 1e-7) * 2.0;
     assert!(
         (run(by_name("f1_score", 1).as_mut(), &p, Truth::Dense(&y), 1, None) - f1).abs() < 1e-15
     );
