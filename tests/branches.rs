@@ -356,3 +356,37 @@ fn keras_model_configs_build_or_say_why_not() {
     let e = err(r#"{"class_name": "Subclassed", "config": {"layers": []}}"#);
     assert!(e.contains("Sequential and Functional"), "{e}");
 }
+
+/// Output of `net` for one sample `x`.
+fn run_one(net: &mut Sequential<f64>, x: &[f64]) -> Vec<f64> {
+    net.forward_infer(x, 1).unwrap().outputs.to_vec()
+}
+
+#[test]
+fn masks_pass_through_merges_as_keras_combines_them() {
+    use kiln::layers::{LSTM, Masking};
+    // 5 steps of 2 features, the last two all zero (masked by Masking(0.0)).
+    let x = [0.3, -0.2, 0.5, 0.1, -0.4, 0.7, 0.0, 0.0, 0.0, 0.0];
+    let lstm = |seq: bool| LSTM::<f64>::new(4).return_sequences(seq);
+    for merge in [Merge::ADD, Merge::concatenate(-1)] {
+        // Masked: the LSTM after the merge stops at step 3 and returns that state...
+        let mut masked = SequentialBuilder::<f64>::new("m", &[5, 2])
+            .add(Masking::new(0.0))
+            .merge(merge, vec![Branch::new(), Branch::new()])
+            .add_named("lstm", lstm(false))
+            .build(Seed(3))
+            .unwrap();
+        // ...which is the unmasked network's output at step 3 (same weights, by name).
+        let mut plain = SequentialBuilder::<f64>::new("m", &[5, 2])
+            .merge(merge, vec![Branch::new(), Branch::new()])
+            .add_named("lstm", lstm(true))
+            .build(Seed(3))
+            .unwrap();
+        assert_eq!(masked.params().values(), plain.params().values());
+        let want = run_one(&mut plain, &x)[2 * 4..3 * 4].to_vec();
+        let last = run_one(&mut plain, &x)[4 * 4..].to_vec();
+        let got = run_one(&mut masked, &x);
+        assert_eq!(got, want, "{merge:?}: the mask did not reach the LSTM after the merge");
+        assert_ne!(got, last, "{merge:?}: the padded steps must matter without the mask");
+    }
+}

@@ -80,10 +80,9 @@ struct Info {
     in_steps: usize,
     /// What feeds it.
     inputs: Vec<Src>,
-    /// For a merge: what it computes, and for Concatenate the values before the axis
-    /// (`outer`) and each input's block after it (`chunks`).
+    /// For a merge: what it computes, and for Concatenate each input's block of values
+    /// from the axis on (`chunks`).
     merge: Option<Merge>,
-    outer: usize,
     chunks: Vec<usize>,
     /// For Concatenate, the sample axis it joins along.
     axis: usize,
@@ -269,7 +268,6 @@ impl<T: Scalar> ModelCore<T> {
                 in_steps: shapes.first().map_or(1, |s| if s.len() >= 2 { s[0] } else { 1 }),
                 inputs: node.inputs.clone(),
                 merge: None,
-                outer: 1,
                 chunks: Vec::new(),
                 axis: 0,
                 consumers: 0,
@@ -291,7 +289,6 @@ impl<T: Scalar> ModelCore<T> {
                     if m.kind == MergeKind::Concatenate {
                         let axis = m.sample_axis(output.len()).map_err(|e| at(e.message))?;
                         info.axis = axis;
-                        info.outer = output[..axis].iter().product();
                         info.chunks = shapes.iter().map(|s| s[axis..].iter().product()).collect();
                     }
                     info.merge = Some(*m);

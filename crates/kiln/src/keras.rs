@@ -67,8 +67,11 @@ enum Built<T: Scalar> {
 
 fn build_layer<T: Scalar>(class: &str, cfg: &Value) -> Result<Built<T>> {
     if let Some(m) = kiln_spec::merge_lookup(class) {
-        let given: Vec<(Option<&str>, W)> =
-            args_of(m.args, cfg).into_iter().map(|(_, v)| (Some("axis"), v)).collect();
+        let given: Vec<(Option<&str>, W)> = m
+            .args
+            .iter()
+            .filter_map(|a| Some((Some(a.name), written(cfg.get(a.name)?)?)))
+            .collect();
         let merge = kiln_spec::Merge::from_written(class, &given)
             .map_err(|e| Error::Layer { layer: class.into(), message: e.message })?;
         return Ok(Built::Merge(merge));

@@ -135,11 +135,16 @@ pub struct SequentialBuilder<T: Scalar> {
     fuse: bool,
 }
 
+/// What a node of the flat program computes.
+enum FlatOp<T: Scalar> {
+    Layer(Box<dyn Layer<T>>),
+    Merge(Merge),
+}
+
 /// A node of the flat program a builder produces.
 struct Flat<T: Scalar> {
     name: Option<String>,
-    layer: Option<Box<dyn Layer<T>>>,
-    merge: Option<Merge>,
+    op: FlatOp<T>,
     inputs: Vec<Src>,
     residual: Option<Src>,
 }
@@ -151,8 +156,7 @@ fn flatten<T: Scalar>(items: Vec<Item<T>>, mut src: Src, out: &mut Vec<Flat<T>>)
             Item::Layer(name, layer) => {
                 out.push(Flat {
                     name,
-                    layer: Some(layer),
-                    merge: None,
+                    op: FlatOp::Layer(layer),
                     inputs: vec![src],
                     residual: None,
                 });
@@ -162,8 +166,7 @@ fn flatten<T: Scalar>(items: Vec<Item<T>>, mut src: Src, out: &mut Vec<Flat<T>>)
                     branches.into_iter().map(|b| flatten(b.items, src, out)).collect();
                 out.push(Flat {
                     name: None,
-                    layer: None,
-                    merge: Some(merge),
+                    op: FlatOp::Merge(merge),
                     inputs: ends,
                     residual: residual.then_some(src),
                 });
@@ -184,14 +187,24 @@ fn build_flat<T: Scalar>(
     let mut layers: Vec<Option<Box<dyn Layer<T>>>> = Vec::with_capacity(flat.len());
     let mut meta = Vec::with_capacity(flat.len());
     for f in flat {
-        layers.push(f.layer);
-        meta.push((f.name, f.merge, f.inputs, f.residual));
+        let merge = match f.op {
+            FlatOp::Layer(l) => {
+                layers.push(Some(l));
+                None
+            }
+            FlatOp::Merge(m) => {
+                layers.push(None);
+                Some(m)
+            }
+        };
+        meta.push((f.name, merge, f.inputs, f.residual));
     }
     let mut defs: Vec<NodeDef<'_, T>> = layers
         .iter_mut()
         .zip(&meta)
         .map(|(l, (n, m, inputs, residual))| NodeDef {
             name: n.as_deref(),
+            // Exactly one of the two is set, by the loop above.
             op: match (l, m) {
                 (Some(l), _) => NodeOp::Layer(l.as_mut()),
                 (None, m) => NodeOp::Merge(m.unwrap_or(Merge::ADD)),
@@ -281,8 +294,7 @@ impl<T: Scalar> FunctionalBuilder<T> {
         let inputs = self.sources(name, inbound);
         self.nodes.push(Flat {
             name: Some(name.into()),
-            layer: Some(layer),
-            merge: None,
+            op: FlatOp::Layer(layer),
             inputs,
             residual: None,
         });
@@ -295,8 +307,7 @@ impl<T: Scalar> FunctionalBuilder<T> {
         let inputs = self.sources(name, inbound);
         self.nodes.push(Flat {
             name: Some(name.into()),
-            layer: None,
-            merge: Some(merge),
+            op: FlatOp::Merge(merge),
             inputs,
             residual: None,
         });

@@ -59,11 +59,8 @@ pub(crate) fn forward_images(
     let c = g.c;
     let per = g.oh * g.ow;
     let img = g.h * g.w * c;
-    let padded = padded_len(g);
-    let (hp, wp) = match padded {
-        Some(_) => ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw),
-        None => (g.h, g.w),
-    };
+    let one = Conv2dGeometry { n: 1, ..*g };
+    let wp = if padded_len(g).is_some() { (g.ow - 1) * g.sw + g.kw } else { g.w };
     // The depth runs, the same for every pixel.
     let mut segs = [Seg::default(); MAX_SEGS];
     let mut count = 0;
@@ -86,25 +83,8 @@ pub(crate) fn forward_images(
     }
     let segs = &segs[..count];
     for b in 0..g.n {
-        let src = &x[b * img..(b + 1) * img];
-        let base: &[f32] = match padded {
-            None => src,
-            Some(len) => {
-                let p = &mut pad[..len];
-                p.fill(0.0);
-                for iy in 0..g.h {
-                    let py = iy + g.pad_top;
-                    if py >= hp {
-                        break;
-                    }
-                    let row = &src[iy * g.w * c..(iy + 1) * g.w * c];
-                    let cols = g.w.min(wp - g.pad_left);
-                    let at = (py * wp + g.pad_left) * c;
-                    p[at..at + cols * c].copy_from_slice(&row[..cols * c]);
-                }
-                p
-            }
-        };
+        // One image at a time, bordered with zeros where its windows need it.
+        let (base, _, _) = bordered(&one, &x[b * img..(b + 1) * img], &mut *pad);
         let out = &mut y[b * per * g.o..(b + 1) * per * g.o];
         let mut r = 0;
         while r < per {
