@@ -481,3 +481,67 @@ fn oversized_layers_are_errors_with_their_size() {
         "{e}"
     );
 }
+
+/// A sequence tagger (`LSTM(return_sequences)` → `Dense(softmax)`, output `[steps,
+/// classes]`) is scored as Keras scores it: one row per step, the loss and the metrics
+/// averaged over every step of every sample (not one normalisation over the whole
+/// sample), with one class label per step (`ClassLabels::per_step`) or one-hot targets
+/// of the output's shape; sample weights weigh all of a sample's steps.
+#[test]
+fn per_step_targets_are_scored_per_step_as_keras() {
+    let (steps, feats, classes, n) = (4, 3, 3, 10);
+    let x: Vec<f32> = (0..n * steps * feats).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let x = Inputs::<Dyn>::from_vec_shape(&[steps, feats], x).unwrap();
+    // Each step's label is its largest feature: learnable step by step.
+    let xs = x.data();
+    let labels: Vec<usize> = (0..n * steps)
+        .map(|r| {
+            (0..feats).fold(0, |b, k| if xs[r * feats + k] > xs[r * feats + b] { k } else { b })
+        })
+        .collect();
+    let y = ClassLabels::per_step(labels.clone(), steps).unwrap();
+    let net = || {
+        SequentialBuilder::<f64>::new("tagger", &[steps, feats])
+            .add(kiln::layers::LSTM::new(5).return_sequences(true))
+            .add(kiln::layers::Dense::new(classes).activation(kiln::layers::Act::Softmax))
+            .build(Seed(4))
+            .unwrap()
+    };
+    let x64 = Inputs::<Dyn, f64>::from_vec_shape(
+        &[steps, feats],
+        x.data().iter().map(|&v| f64::from(v)).collect(),
+    )
+    .unwrap();
+    let mut m =
+        net().compile(Adam::new(0.05), "sparse_categorical_crossentropy", ["accuracy"]).unwrap();
+    let p = m.predict(&x64).unwrap();
+    let p = p.data();
+    // By hand: the mean over all n·steps rows of −log p[label], and the fraction of rows
+    // whose argmax is the label.
+    let rows = n * steps;
+    let ce: f64 = (0..rows).map(|r| -p[r * classes + labels[r]].ln()).sum::<f64>() / rows as f64;
+    let argmax = |r: usize| {
+        (0..classes).fold(0, |b, k| if p[r * classes + k] > p[r * classes + b] { k } else { b })
+    };
+    let acc = (0..rows).filter(|&r| argmax(r) == labels[r]).count() as f64 / rows as f64;
+    let e = m.evaluate(&x64, &y).unwrap();
+    assert!((e.loss - ce).abs() < 1e-12, "{} vs {ce}", e.loss);
+    assert!((e.metrics["accuracy"] - acc).abs() < 1e-12);
+    // One-hot targets of the output's shape give the same loss through categorical CE.
+    let onehot: Vec<f64> = (0..rows * classes)
+        .map(|j| f64::from(u8::from(labels[j / classes] == j % classes)))
+        .collect();
+    let t = Targets::<Dyn, f64>::from_vec_shape(&[steps, classes], onehot).unwrap();
+    let mut c = net().compile(Adam::default(), "categorical_crossentropy", ()).unwrap();
+    assert!((c.evaluate(&x64, &t).unwrap().loss - ce).abs() < 1e-12);
+    // One label per sample for a per-step output is refused, saying what to give.
+    let e = err(m.evaluate(&x64, &ClassLabels::new(vec![0; n])));
+    assert!(e.contains("ClassLabels::per_step(labels, 4)"), "{e}");
+    // Class weights need one prediction per sample (Keras refuses them too).
+    let e = err(m.fit(&x64, &y).class_weight(HashMap::from([(0, 2.0)])).verbose(0).run());
+    assert!(e.contains("class weights need one prediction per sample"), "{e}");
+    // Training on per-step labels lowers the per-step loss.
+    let h = m.fit(&x64, &y).epochs(30).batch_size(5).verbose(0).run().unwrap();
+    let loss = &h.history["loss"];
+    assert!(loss[29] < 0.5 * loss[0], "{loss:?}");
+}

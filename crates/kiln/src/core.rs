@@ -339,9 +339,9 @@ impl<T: Scalar> ModelCore<T> {
                         });
                     }
                     layer.reseed(param_seed(seed, &format!("{name}/rng")));
-                    // A final softmax/sigmoid over a flat output is handed to the loss
-                    // (fused gradient); over a sequence it stays in the layer, per step.
-                    if i == last && output.len() == 1 {
+                    // A final softmax/sigmoid is handed to the loss (fused gradient);
+                    // softmax runs over the last axis, as the loss scores its rows.
+                    if i == last {
                         out_act = layer.split_output_activation();
                     }
                     info.out_len = output.iter().product();
@@ -687,10 +687,15 @@ impl<T: Scalar> ModelCore<T> {
         Ok(())
     }
 
+    /// Values per row of the output's last axis (what a final softmax normalises).
+    fn out_row(&self) -> usize {
+        self.layers[self.layers.len() - 1].output.last().copied().unwrap_or(1)
+    }
+
     /// The outputs of the forward pass (and the logits under a final softmax/sigmoid).
     pub fn output(&mut self) -> kiln_train::Result<TrainOutput<'_, T>> {
         let last = &self.acts[self.acts.len() - 1][..];
-        let w = self.layers[self.layers.len() - 1].out_len;
+        let w = self.out_row();
         match self.out_act {
             OutputActivation::Linear => Ok(TrainOutput { outputs: last, logits: None }),
             act => {
@@ -733,10 +738,13 @@ impl<T: Scalar> ModelCore<T> {
             return Ok(());
         }
         self.written[last] = true;
+        let row = self.out_row();
         let dy = &mut self.slots[slot][..n];
         match (self.out_act, wrt_logits) {
             (OutputActivation::Linear, _) | (_, true) => dy.copy_from_slice(&d[..n]),
-            (OutputActivation::Softmax, false) => softmax_backward(&self.out[..n], &d[..n], w, dy)?,
+            (OutputActivation::Softmax, false) => {
+                softmax_backward(&self.out[..n], &d[..n], row, dy)?
+            }
             (OutputActivation::Sigmoid, false) => {
                 for ((g, &dv), &p) in dy.iter_mut().zip(d).zip(&self.out) {
                     *g = dv * p * (T::one() - p);

@@ -70,10 +70,11 @@ pub mod prelude {
     pub use kiln_tape::{Activation, Padding, Tape, Tensor, Var};
     pub use kiln_train::{
         Accuracy, Adadelta, Adagrad, Adam, AdamW, Adamax, BackupAndRestore, BinaryCrossentropy,
-        CSVLogger, CategoricalCrossentropy, ClassLabels, Compile, Compiled, CosineDecay, Dyn,
-        EarlyStopping, Evaluation, ExponentialDecay, History, Huber, Inputs, KLDivergence,
-        LambdaCallback, LearningRateScheduler, Lion, LogCosh, MeanAbsoluteError,
-        MeanAbsolutePercentageError, MeanSquaredError, Model, ModelCheckpoint, Nadam, NotCompiled,
+        BinaryFocalCrossentropy, CSVLogger, CategoricalCrossentropy, CategoricalFocalCrossentropy,
+        ClassLabels, Compile, Compiled, CosineDecay, CosineSimilarity, Dyn, EarlyStopping,
+        Evaluation, ExponentialDecay, History, Huber, Inputs, KLDivergence, LambdaCallback,
+        LearningRateScheduler, Lion, LogCosh, MeanAbsoluteError, MeanAbsolutePercentageError,
+        MeanSquaredError, MeanSquaredLogarithmicError, Model, ModelCheckpoint, Nadam, NotCompiled,
         Outputs, PiecewiseConstantDecay, Poisson, RMSprop, ReduceLROnPlateau, S1, S2, S3, S4, SGD,
         SparseCategoricalCrossentropy, Targets, TensorBoard, TerminateOnNaN, load_weights,
         save_weights,

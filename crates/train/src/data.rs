@@ -265,23 +265,46 @@ impl<S: Shape, T: Scalar> Outputs<S, T> {
     }
 }
 
-/// Integer class labels, one per sample (what `sparse_categorical_crossentropy` takes).
+/// Integer class labels (what `sparse_categorical_crossentropy` takes): one per sample,
+/// or one per step of a sequence output ([`ClassLabels::per_step`]).
+///
+/// As in Keras, a loss or metric reduces along the model's last output axis: a model
+/// whose output is `[steps, classes]` is scored step by step against one label per step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassLabels {
     labels: Vec<usize>,
+    /// Labels per sample (1, or the steps of a sequence output).
+    steps: usize,
 }
 
 impl ClassLabels {
-    /// Wraps class indices.
+    /// Wraps class indices, one per sample.
     pub fn new(labels: Vec<usize>) -> Self {
-        ClassLabels { labels }
+        ClassLabels { labels, steps: 1 }
     }
 
     /// Wraps class indices after checking each is below `classes`.
     pub fn with_classes(labels: Vec<usize>, classes: usize) -> Result<Self> {
-        let l = ClassLabels { labels };
+        let l = ClassLabels::new(labels);
         l.check_classes(classes)?;
         Ok(l)
+    }
+
+    /// Wraps `steps` class indices per sample, sample after sample: the labels of a
+    /// model whose output is `[steps, classes]` (a sequence tagger: an LSTM with
+    /// `return_sequences` then `Dense(classes, softmax)`). Keras's `y` of shape
+    /// `(samples, steps)`.
+    pub fn per_step(labels: Vec<usize>, steps: usize) -> Result<Self> {
+        if steps == 0 || !labels.len().is_multiple_of(steps) {
+            return Err(TrainError::InvalidArgument {
+                name: "ClassLabels::per_step",
+                message: format!(
+                    "{} labels do not split into samples of {steps} steps; give steps ≥ 1 labels for every sample",
+                    labels.len()
+                ),
+            });
+        }
+        Ok(ClassLabels { labels, steps })
     }
 
     /// Converts signed labels; a negative one is an error naming its position.
@@ -298,12 +321,12 @@ impl ClassLabels {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(ClassLabels { labels })
+        Ok(ClassLabels::new(labels))
     }
 
-    /// Number of labels.
+    /// Number of samples.
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.labels.len() / self.steps
     }
 
     /// Whether there is no label.
@@ -311,7 +334,12 @@ impl ClassLabels {
         self.labels.is_empty()
     }
 
-    /// The labels.
+    /// Labels per sample: 1, or the steps given to [`ClassLabels::per_step`].
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The labels, sample after sample.
     pub fn as_slice(&self) -> &[usize] {
         &self.labels
     }
@@ -321,61 +349,65 @@ impl ClassLabels {
         self.labels.iter().max().map_or(0, |m| m + 1)
     }
 
-    /// The labels in `range` (clamped).
+    /// The samples in `range` (clamped).
     pub fn slice(&self, range: Range<usize>) -> Self {
-        let n = self.labels.len();
+        let n = self.len();
+        let (lo, hi) = (range.start.min(n), range.end.min(n).max(range.start.min(n)));
         ClassLabels {
-            labels: self.labels[range.start.min(n)..range.end.min(n).max(range.start.min(n))]
-                .to_vec(),
+            labels: self.labels[lo * self.steps..hi * self.steps].to_vec(),
+            steps: self.steps,
         }
     }
 
-    /// The first `n` labels.
+    /// The first `n` samples.
     pub fn head(&self, n: usize) -> Self {
         self.slice(0..n)
     }
 
-    /// The labels at `indices`, in that order.
+    /// The samples at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Result<Self> {
-        indices
-            .iter()
-            .map(|&i| {
-                self.labels.get(i).copied().ok_or(TrainError::InvalidArgument {
+        let mut labels = Vec::with_capacity(indices.len() * self.steps);
+        for &i in indices {
+            if i >= self.len() {
+                return Err(TrainError::InvalidArgument {
                     name: "ClassLabels",
-                    message: format!("index {i} is past the {} labels", self.labels.len()),
-                })
-            })
-            .collect::<Result<_>>()
-            .map(|labels| ClassLabels { labels })
+                    message: format!("index {i} is past the {} samples", self.len()),
+                });
+            }
+            labels.extend_from_slice(&self.labels[i * self.steps..(i + 1) * self.steps]);
+        }
+        Ok(ClassLabels { labels, steps: self.steps })
     }
 
     /// Errors on the first label at or above `classes`.
     pub fn check_classes(&self, classes: usize) -> Result<()> {
         match self.labels.iter().position(|&l| l >= classes) {
             None => Ok(()),
-            Some(i) => {
-                Err(TrainError::LabelOutOfRange { sample: i, label: self.labels[i], classes })
-            }
+            Some(i) => Err(TrainError::LabelOutOfRange {
+                sample: i / self.steps,
+                label: self.labels[i],
+                classes,
+            }),
         }
     }
 }
 
 impl From<Vec<usize>> for ClassLabels {
     fn from(labels: Vec<usize>) -> Self {
-        ClassLabels { labels }
+        ClassLabels::new(labels)
     }
 }
 
 impl From<&[u8]> for ClassLabels {
     fn from(labels: &[u8]) -> Self {
-        ClassLabels { labels: labels.iter().map(|&l| l as usize).collect() }
+        ClassLabels::new(labels.iter().map(|&l| l as usize).collect())
     }
 }
 
 /// Labels as the losses and metrics see one batch of them.
 #[derive(Clone, Copy, Debug)]
 pub enum Truth<'a, T> {
-    /// One class index per sample.
+    /// One class index per row (per sample, or per step of a sequence output).
     Classes(&'a [usize]),
     /// Dense targets, as many per sample as the model has outputs.
     Dense(&'a [T]),
@@ -389,8 +421,8 @@ pub trait Labels<T: Scalar> {
     fn width(&self) -> Option<usize>;
     /// The whole label set as the losses see it.
     fn truth(&self) -> Truth<'_, T>;
-    /// Checks the labels against a model with `out_width` outputs per sample.
-    fn validate(&self, out_width: usize) -> Result<()>;
+    /// Checks the labels against a model whose output per sample has `out_shape`.
+    fn validate(&self, out_shape: &[usize]) -> Result<()>;
     /// Copies the labels at `rows` into a batch buffer.
     fn gather(&self, rows: &[usize], batch: &mut LabelBatch<T>);
 }
@@ -416,9 +448,18 @@ impl<T: Scalar> LabelBatch<T> {
     }
 }
 
+/// The rows a loss scores per sample (every axis but the last) and the values per row
+/// (the last axis), as Keras's losses reduce along the last axis.
+pub fn loss_rows(out_shape: &[usize]) -> (usize, usize) {
+    match out_shape.split_last() {
+        Some((&last, rest)) => (rest.iter().product(), last),
+        None => (1, 1),
+    }
+}
+
 impl<T: Scalar> Labels<T> for ClassLabels {
     fn count(&self) -> usize {
-        self.labels.len()
+        self.len()
     }
     fn width(&self) -> Option<usize> {
         None
@@ -426,15 +467,45 @@ impl<T: Scalar> Labels<T> for ClassLabels {
     fn truth(&self) -> Truth<'_, T> {
         Truth::Classes(&self.labels)
     }
-    fn validate(&self, out_width: usize) -> Result<()> {
+    fn validate(&self, out_shape: &[usize]) -> Result<()> {
+        let (rows, classes) = loss_rows(out_shape);
+        if rows != self.steps {
+            let hint = if rows == 1 {
+                format!(
+                    "the model gives one prediction per sample, so give one label per sample (ClassLabels::new), not {}",
+                    self.steps
+                )
+            } else {
+                format!(
+                    "the model scores {rows} rows per sample (its output {out_shape:?} is reduced along the last axis): give {rows} labels per sample with ClassLabels::per_step(labels, {rows})"
+                )
+            };
+            return Err(TrainError::ShapeMismatch {
+                what: "y",
+                expected: out_shape[..out_shape.len().saturating_sub(1)].to_vec(),
+                got: if self.steps == 1 { vec![] } else { vec![self.steps] },
+                hint,
+            });
+        }
         // A single sigmoid output takes 0/1 labels as classes of a binary problem.
-        self.check_classes(out_width.max(2))
+        self.check_classes(classes.max(2))
     }
     fn gather(&self, rows: &[usize], batch: &mut LabelBatch<T>) {
         batch.is_dense = false;
         batch.classes.clear();
-        batch.classes.extend(rows.iter().map(|&r| self.labels[r]));
+        let s = self.steps;
+        for &r in rows {
+            batch.classes.extend_from_slice(&self.labels[r * s..(r + 1) * s]);
+        }
     }
+}
+
+/// Whether two per-sample shapes are one up to trailing axes of 1 (`[28]` and `[28, 1]`),
+/// which Keras's losses accept as the same.
+fn same_up_to_trailing_ones(a: &[usize], b: &[usize]) -> bool {
+    let trim = |s: &[usize]| s.len() - s.iter().rev().take_while(|&&d| d == 1).count();
+    let (a, b) = (&a[..trim(a)], &b[..trim(b)]);
+    a == b
 }
 
 impl<S: Shape, T: Scalar> Labels<T> for Targets<S, T> {
@@ -447,13 +518,20 @@ impl<S: Shape, T: Scalar> Labels<T> for Targets<S, T> {
     fn truth(&self) -> Truth<'_, T> {
         Truth::Dense(self.data())
     }
-    fn validate(&self, out_width: usize) -> Result<()> {
-        if self.sample_len() != out_width {
+    fn validate(&self, out_shape: &[usize]) -> Result<()> {
+        let out_len: usize = out_shape.iter().product();
+        let rank_one = self.sample_shape().len() <= 1 && out_shape.len() <= 1;
+        let fits = if rank_one {
+            self.sample_len() == out_len
+        } else {
+            same_up_to_trailing_ones(self.sample_shape(), out_shape)
+        };
+        if !fits {
             return Err(TrainError::ShapeMismatch {
                 what: "y",
-                expected: vec![out_width],
+                expected: out_shape.to_vec(),
                 got: self.sample_shape().to_vec(),
-                hint: "targets need one value per model output (one-hot encode class indices, or use ClassLabels)"
+                hint: "targets need the model's output shape per sample (one-hot encode class indices, or use ClassLabels)"
                     .into(),
             });
         }
@@ -500,11 +578,11 @@ mod tests {
     #[test]
     fn labels_are_validated() {
         let y = ClassLabels::new(vec![0, 3, 1]);
-        let e = Labels::<f32>::validate(&y, 3).unwrap_err().to_string();
+        let e = Labels::<f32>::validate(&y, &[3]).unwrap_err().to_string();
         assert!(e.contains("label 3 of sample 1 is outside the model's 3 classes"), "{e}");
         assert!(ClassLabels::from_i64(&[1, -1]).is_err());
         let t = Targets::<S1<2>>::from_vec(vec![0.0, f32::NAN]).unwrap();
-        let e = Labels::<f32>::validate(&t, 2).unwrap_err().to_string();
+        let e = Labels::<f32>::validate(&t, &[2]).unwrap_err().to_string();
         assert!(e.contains("non-finite value (NaN) in sample 0, element 1"), "{e}");
     }
 }

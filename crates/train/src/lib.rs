@@ -33,9 +33,11 @@ pub use fit::{
 };
 pub use history::History;
 pub use loss::{
-    BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, Hinge, Huber, IntoLoss,
+    BinaryCrossentropy, BinaryFocalCrossentropy, CategoricalCrossentropy,
+    CategoricalFocalCrossentropy, CategoricalHinge, CosineSimilarity, Hinge, Huber, IntoLoss,
     KLDivergence, LogCosh, Loss, LossFor, MeanAbsoluteError, MeanAbsolutePercentageError,
-    MeanSquaredError, Poisson, Reduction, SparseCategoricalCrossentropy, SquaredHinge, TapeLoss,
+    MeanSquaredError, MeanSquaredLogarithmicError, Poisson, Reduction,
+    SparseCategoricalCrossentropy, SquaredHinge, TapeLoss,
 };
 pub use metrics::{Accuracy, IntoMetric, IntoMetrics, Metric};
 pub use model::{

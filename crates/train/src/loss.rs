@@ -9,21 +9,52 @@
 use crate::data::{ClassLabels, Targets, Truth};
 use crate::error::{Result, TrainError, unknown_name};
 use crate::model::OutputActivation;
-use crate::shape::{Dyn, S1, Shape};
+use crate::shape::{Dyn, S1, S2, S3, Shape};
 use kiln_tape::kernels::{sigmoid, softmax};
 use kiln_tape::{Scalar, Tape, Tensor, Var};
 
 /// Keras's fuzz factor (`keras.config.epsilon()`), used to clip probabilities.
 pub const EPSILON: f64 = 1e-7;
 
-/// How per-sample losses become the batch loss.
+/// How per-row losses become the batch loss (Keras's `reduction`). A row is a sample,
+/// or one position of a sample whose output has more than one axis: as in Keras, a loss
+/// reduces along the last output axis only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {
-    /// Σ wᵢ·Lᵢ / batch size (Keras's default).
+    /// Σ wᵢ·Lᵢ / rows (Keras's default `"sum_over_batch_size"`); rows a loss ignores
+    /// (`ignore_class`) do not count.
     #[default]
     SumOverBatchSize,
-    /// Σ wᵢ·Lᵢ.
+    /// Σ wᵢ·Lᵢ (`"sum"`).
     Sum,
+    /// Σ wᵢ·Lᵢ / Σ wᵢ (`"mean_with_sample_weight"`): a weighted mean; without sample
+    /// weights the same as [`Reduction::SumOverBatchSize`]. 0 when every weight is 0.
+    MeanWithSampleWeight,
+    /// The weighted per-row losses themselves (`"none"`, Keras's `None`), for custom
+    /// loops that reduce them their own way ([`LossBatch`] holds them after
+    /// [`Loss::compute`]). `fit` trains on their mean over all rows, as Keras's compile
+    /// reduces a loss that returns them.
+    None,
+}
+
+impl Reduction {
+    /// The reduction of a Keras name (`"sum_over_batch_size"`, `"sum"`,
+    /// `"mean_with_sample_weight"`, `"none"`; `"mean"` is Keras's alias of the first).
+    pub fn by_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "sum_over_batch_size" | "mean" | "auto" => Reduction::SumOverBatchSize,
+            "sum" => Reduction::Sum,
+            "mean_with_sample_weight" => Reduction::MeanWithSampleWeight,
+            "none" => Reduction::None,
+            _ => {
+                return Err(unknown_name(
+                    "reduction",
+                    name,
+                    &["sum_over_batch_size", "sum", "mean_with_sample_weight", "none", "mean"],
+                ));
+            }
+        })
+    }
 }
 
 /// One batch as a loss sees it.
@@ -69,39 +100,78 @@ pub trait Loss<T: Scalar>: Send {
         width: usize,
         label_width: Option<usize>,
     ) -> Result<()>;
-    /// Writes each sample's loss into `losses` and, when asked, the gradient of each
-    /// sample's loss into `grad` (`batch × width`).
+    /// Writes each row's loss into `losses` and, when asked, the gradient of each
+    /// row's loss into `grad` (`batch × width`).
     fn compute(
         &self,
         b: &LossBatch<'_, T>,
         losses: &mut [T],
         grad: Option<&mut [T]>,
     ) -> Result<LossInfo>;
+    /// Whether the loss leaves row `row` out (its label is `ignore_class`); such rows
+    /// count neither in the mean nor in a weighted mean's weights.
+    fn ignores(&self, _truth: &Truth<'_, T>, _row: usize) -> bool {
+        false
+    }
 }
 
-/// Reduces per-sample `losses` with optional `sample_weight`, scaling the per-sample
-/// gradient rows in `grad` to match. Returns the batch loss.
-pub fn reduce<T: Scalar>(
+/// Reduces per-row `losses` with optional per-row `sample_weight`, scaling the per-row
+/// gradient rows in `grad` to match. Returns the batch loss. Rows for which `ignored`
+/// holds add nothing and count in no divisor.
+///
+/// With [`Reduction::None`] the weighted losses are left in `losses` (each multiplied by
+/// its weight) and their mean over all rows is returned, as `fit` trains on it.
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_rows<T: Scalar>(
     reduction: Reduction,
     info: LossInfo,
-    losses: &[T],
+    losses: &mut [T],
     sample_weight: Option<&[T]>,
     grad: Option<&mut [T]>,
     width: usize,
+    ignored: impl Fn(usize) -> bool,
 ) -> T {
-    let denom = match reduction {
-        Reduction::SumOverBatchSize => T::of(info.counted.max(1) as f64),
-        Reduction::Sum => T::one(),
-    };
+    let n = losses.len();
     let w = |i: usize| sample_weight.map_or(T::one(), |s| s[i]);
-    let total: T = losses.iter().enumerate().map(|(i, &l)| l * w(i)).sum();
+    let denom = match reduction {
+        Reduction::SumOverBatchSize => T::of(info.counted as f64),
+        Reduction::Sum => T::one(),
+        Reduction::MeanWithSampleWeight if sample_weight.is_none() => T::of(info.counted as f64),
+        Reduction::MeanWithSampleWeight => (0..n).filter(|&i| !ignored(i)).map(w).sum(),
+        Reduction::None => T::of(n as f64),
+    };
+    // Keras's divide_no_nan: a batch with nothing to count has loss 0 and no gradient.
+    let scale = if denom == T::zero() { T::zero() } else { T::one() / denom };
+    let mut total = T::zero();
+    for (i, l) in losses.iter_mut().enumerate() {
+        let v = *l * w(i);
+        total += v;
+        if reduction == Reduction::None {
+            *l = v;
+        }
+    }
     if let Some(grad) = grad {
-        for (i, row) in grad.chunks_exact_mut(width.max(1)).enumerate().take(losses.len()) {
-            let s = w(i) / denom;
+        for (i, row) in grad.chunks_exact_mut(width.max(1)).enumerate().take(n) {
+            let s = w(i) * scale;
             row.iter_mut().for_each(|g| *g *= s);
         }
     }
-    total / denom
+    if denom == T::zero() { T::zero() } else { total / denom }
+}
+
+/// [`reduce_rows`] for a loss's own reduction and ignored rows: what `fit` and `evaluate`
+/// do with a batch after [`Loss::compute`].
+pub fn reduce_with<T: Scalar, L: Loss<T> + ?Sized>(
+    loss: &L,
+    b: &LossBatch<'_, T>,
+    info: LossInfo,
+    losses: &mut [T],
+    sample_weight: Option<&[T]>,
+    grad: Option<&mut [T]>,
+) -> T {
+    reduce_rows(loss.reduction(), info, losses, sample_weight, grad, b.width, |i| {
+        loss.ignores(&b.truth, i)
+    })
 }
 
 fn incompatible(msg: String) -> Result<()> {
@@ -193,22 +263,45 @@ impl SparseCategoricalCrossentropy {
     }
 }
 
-/// Crossentropy of one row of logits against targets `y`: `Σ y_k·(lse − z_k)` with
-/// `lse = log Σ e^z` (max-subtracted, so finite for any finite logits). Writes the fused
-/// gradient `softmax(z)·Σy − y`. Needs no scratch memory.
+/// Crossentropy of one row of logits against targets `y`: `Σ y_k·(log s − (z_k − m))`
+/// with `m = max z` and `s = Σ e^(z − m)` (finite for any finite logits). The shifted
+/// logit is used as it is, never `m` added back, so a confident right answer keeps its
+/// precision (logits [8, 0, 0], label 0: the loss is `log(1 + 2e⁻⁸)` to the last bit),
+/// as TensorFlow's kernel computes it. Writes the fused gradient `softmax(z)·Σy − y`.
+/// Needs no scratch memory.
 fn softmax_ce_row<T: Scalar>(z: &[T], y: impl Fn(usize) -> T, grad: Option<&mut [T]>) -> T {
     let m = z.iter().copied().fold(T::neg_infinity(), T::max);
-    let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<T>().ln();
+    let s: T = z.iter().map(|&v| (v - m).exp()).sum();
+    let log_s = s.ln();
     let mut loss = T::zero();
     let mut ysum = T::zero();
     for (k, &v) in z.iter().enumerate() {
         let yk = y(k);
-        loss += yk * (lse - v);
+        loss += yk * (log_s - (v - m));
         ysum += yk;
     }
     if let Some(g) = grad {
         for (k, gk) in g.iter_mut().enumerate() {
-            *gk = (z[k] - lse).exp() * ysum - y(k);
+            *gk = (z[k] - m).exp() / s * ysum - y(k);
+        }
+    }
+    loss
+}
+
+/// Sparse crossentropy from probabilities, as Keras 3 on TensorFlow: clip into
+/// [ε, 1 − ε], then the log-softmax of the logs, `−log c_y + log Σ c_k` (the row is
+/// renormalised after clipping, unlike [`prob_ce_row`]). Writes its exact gradient;
+/// the clip passes the gradient on its bounds.
+fn sparse_prob_ce_row<T: Scalar>(p: &[T], y: usize, grad: Option<&mut [T]>) -> T {
+    let eps = T::of(EPSILON);
+    let c = |k: usize| p[k].max(eps).min(T::one() - eps);
+    let s: T = (0..p.len()).map(c).sum();
+    let loss = s.ln() - c(y).ln();
+    if let Some(g) = grad {
+        for (k, gk) in g.iter_mut().enumerate() {
+            let inside = p[k] >= eps && p[k] <= T::one() - eps;
+            let d = T::one() / s - if k == y { T::one() / c(k) } else { T::zero() };
+            *gk = if inside { d } else { T::zero() };
         }
     }
     loss
@@ -274,10 +367,13 @@ impl<T: Scalar> Loss<T> for SparseCategoricalCrossentropy {
             losses[i] = if fused {
                 softmax_ce_row(row, |k| if k == y { T::one() } else { T::zero() }, g)
             } else {
-                prob_ce_row(row, |k| if k == y { T::one() } else { T::zero() }, g)
+                sparse_prob_ce_row(row, y, g)
             };
         }
         Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted })
+    }
+    fn ignores(&self, truth: &Truth<'_, T>, row: usize) -> bool {
+        matches!((truth, self.ignore_class), (Truth::Classes(c), Some(ic)) if c.get(row) == Some(&ic))
     }
 }
 
@@ -541,11 +637,24 @@ elementwise_loss!(
     |p, y| loss = T::of(100.0) * (p - y).abs() / y.abs().max(T::of(EPSILON)),
     grad = T::of(100.0) * sign(p - y) / y.abs().max(T::of(EPSILON))
 );
+/// log 2 as Keras's `log_cosh` subtracts it: computed in float32, then cast to the
+/// loss's dtype. In float64 this makes each element 2.1e-9 lower than the exact
+/// `log(cosh(x))`; kiln keeps Keras's constant so that float64 training replays Keras
+/// to the last bits (the constant offset does not change the gradient).
+const KERAS_LN_2: f64 = std::f64::consts::LN_2 as f32 as f64;
+
 elementwise_loss!(
-    /// Logarithm of the hyperbolic cosine of the error, computed without overflow.
+    /// Logarithm of the hyperbolic cosine of the error, computed without overflow, with
+    /// Keras's float32 log 2 (so float64 replays Keras to the last bits).
     LogCosh, "log_cosh",
-    |p, y| loss = { let x = p - y; x.abs() + (T::of(-2.0) * x.abs()).exp().ln_1p() - T::of(std::f64::consts::LN_2) },
+    |p, y| loss = { let x = p - y; x.abs() + (T::of(-2.0) * x.abs()).exp().ln_1p() - T::of(KERAS_LN_2) },
     grad = (p - y).tanh()
+);
+elementwise_loss!(
+    /// Mean squared logarithmic error: `(log(max(p, ε) + 1) − log(max(y, ε) + 1))²`.
+    MeanSquaredLogarithmicError, "mean_squared_logarithmic_error",
+    |p, y| loss = { let eps = T::of(EPSILON); let d = (p.max(eps) + T::one()).ln() - (y.max(eps) + T::one()).ln(); d * d },
+    grad = { let eps = T::of(EPSILON); let d = (p.max(eps) + T::one()).ln() - (y.max(eps) + T::one()).ln(); if p >= eps { T::of(2.0) * d / (p + T::one()) } else { T::zero() } }
 );
 elementwise_loss!(
     /// Poisson loss: `p − y·log(p + ε)`.
@@ -660,6 +769,291 @@ impl<T: Scalar> Loss<T> for KLDivergence {
                 }
             }
             losses[i] = sum;
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// Keras's L2 normalisation factor `min(1/√Σx², 1/ε)` of a row and whether the bound
+/// holds (then the factor is a constant).
+fn inv_norm<T: Scalar>(x: impl Iterator<Item = T>) -> (T, bool) {
+    let ss: T = x.map(|v| v * v).sum();
+    let cap = T::one() / T::of(EPSILON);
+    let inv = T::one() / ss.sqrt();
+    if inv < cap { (inv, false) } else { (cap, true) }
+}
+
+/// Negative cosine similarity along the last axis, `−Σ ŷ·p̂` with each side scaled by
+/// `min(1/‖·‖, 1/ε)` as Keras's `normalize` does (a zero vector gives 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CosineSimilarity {
+    /// How per-row losses combine.
+    pub reduction: Reduction,
+}
+
+impl<T: Scalar> Loss<T> for CosineSimilarity {
+    fn name(&self) -> &str {
+        "cosine_similarity"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(&self, _: OutputActivation, width: usize, label_width: Option<usize>) -> Result<()> {
+        check_dense("cosine_similarity", width, label_width, false)
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        for i in 0..b.batch {
+            let p = &b.outputs[i * w..(i + 1) * w];
+            let y = |k| target(&b.truth, i, k, w);
+            let (ny, _) = inv_norm((0..w).map(y));
+            let (np, capped) = inv_norm(p.iter().copied());
+            let dot: T = (0..w).map(|k| y(k) * ny * p[k]).sum();
+            losses[i] = -(dot * np);
+            if let Some(g) = grad.as_deref_mut() {
+                // d/dp_j of −np·Σ a_k p_k with a = ŷ: −np·a_j + np³·p_j·(a·p) (np fixed
+                // when capped).
+                let n3 = if capped { T::zero() } else { np * np * np };
+                for (k, gk) in g[i * w..(i + 1) * w].iter_mut().enumerate() {
+                    *gk = -(np * y(k) * ny) + n3 * p[k] * dot;
+                }
+            }
+        }
+        Ok(LossInfo { wrt_logits: false, counted: b.batch })
+    }
+}
+
+/// Binary crossentropy weighted down on well-classified elements (Keras
+/// `BinaryFocalCrossentropy`, Lin et al. 2017): `(1 − p_t)^γ · bce`, optionally times
+/// `α` for positives and `1 − α` for negatives; the mean over the last axis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BinaryFocalCrossentropy {
+    /// Weight the classes by `alpha` (Keras's `apply_class_balancing`).
+    pub apply_class_balancing: bool,
+    /// The positives' weight when balancing (Keras's default 0.25).
+    pub alpha: f64,
+    /// The focusing exponent (Keras's default 2; 0 is plain binary crossentropy).
+    pub gamma: f64,
+    /// The outputs are logits.
+    pub from_logits: bool,
+    /// Moves targets towards 0.5: `y·(1 − ls) + ls/2`.
+    pub label_smoothing: f64,
+    /// How per-row losses combine.
+    pub reduction: Reduction,
+}
+
+impl Default for BinaryFocalCrossentropy {
+    fn default() -> Self {
+        BinaryFocalCrossentropy {
+            apply_class_balancing: false,
+            alpha: 0.25,
+            gamma: 2.0,
+            from_logits: false,
+            label_smoothing: 0.0,
+            reduction: Reduction::SumOverBatchSize,
+        }
+    }
+}
+
+fn check_gamma(gamma: f64) -> Result<()> {
+    if !(gamma >= 0.0 && gamma.is_finite()) {
+        return Err(TrainError::InvalidArgument {
+            name: "gamma",
+            message: format!("{gamma} must be finite and ≥ 0 (2 is usual)"),
+        });
+    }
+    Ok(())
+}
+
+/// `γ·x^(γ−1)`, the derivative of `x^γ`, as TensorFlow's pow gradient forms it.
+fn pow_grad<T: Scalar>(x: T, gamma: T) -> T {
+    if gamma == T::zero() { T::zero() } else { gamma * x.powf(gamma - T::one()) }
+}
+
+impl<T: Scalar> Loss<T> for BinaryFocalCrossentropy {
+    fn name(&self) -> &str {
+        "binary_focal_crossentropy"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()> {
+        check_label_smoothing(self.label_smoothing)?;
+        check_gamma(self.gamma)?;
+        check_dense("binary_focal_crossentropy", width, label_width, width == 1)?;
+        check_logits(
+            "binary_focal_crossentropy",
+            self.from_logits,
+            activation,
+            OutputActivation::Sigmoid,
+        )
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        let (ls, half, eps, one) =
+            (T::of(self.label_smoothing), T::of(0.5), T::of(EPSILON), T::one());
+        let (gamma, alpha) = (T::of(self.gamma), T::of(self.alpha));
+        let inv_w = one / T::of(w as f64);
+        // With logits (from_logits, or a model ending in sigmoid) Keras on TensorFlow
+        // computes the crossentropy factor from the logits, the stable way, and the focal
+        // factor from the sigmoid; the gradient is then taken w.r.t. the logits.
+        let fused = self.from_logits || b.activation == OutputActivation::Sigmoid;
+        let src = if fused { b.logits.unwrap_or(b.outputs) } else { b.outputs };
+        for i in 0..b.batch {
+            let mut sum = T::zero();
+            for k in 0..w {
+                let y = target(&b.truth, i, k, w) * (one - ls) + ls * half;
+                let v = src[i * w + k];
+                let (p, bce, dbce) = if fused {
+                    let p = sigmoid(v);
+                    (p, v.max(T::zero()) - v * y + (-v.abs()).exp().ln_1p(), p - y)
+                } else {
+                    let c = v.max(eps).min(one - eps);
+                    let inside = v >= eps && v <= one - eps;
+                    let d = if inside { -y / c + (one - y) / (one - c) } else { T::zero() };
+                    (v, -(y * c.ln() + (one - y) * (one - c).ln()), d)
+                };
+                let pt = y * p + (one - y) * (one - p);
+                let base = one - pt;
+                let f = base.powf(gamma);
+                // d(1 − p_t)/dp = −(2y − 1); through the sigmoid when fused.
+                let mut df = -pow_grad(base, gamma) * (T::of(2.0) * y - one);
+                if fused {
+                    df *= p * (one - p);
+                }
+                let weight = if self.apply_class_balancing {
+                    y * alpha + (one - y) * (one - alpha)
+                } else {
+                    one
+                };
+                sum += weight * f * bce;
+                if let Some(g) = grad.as_deref_mut() {
+                    g[i * w + k] = weight * (df * bce + f * dbce) * inv_w;
+                }
+            }
+            losses[i] = sum * inv_w;
+        }
+        Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted: b.batch })
+    }
+}
+
+/// Categorical crossentropy weighted down on well-classified classes (Keras
+/// `CategoricalFocalCrossentropy`): `Σ α·(1 − q_k)^γ·(−y_k log q_k)` with `q` the
+/// normalised, clipped prediction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CategoricalFocalCrossentropy {
+    /// The weight of every term (Keras's default 0.25).
+    pub alpha: f64,
+    /// The focusing exponent (Keras's default 2).
+    pub gamma: f64,
+    /// The outputs are logits.
+    pub from_logits: bool,
+    /// Mixes targets with the uniform distribution: `y·(1 − ls) + ls/K`.
+    pub label_smoothing: f64,
+    /// How per-row losses combine.
+    pub reduction: Reduction,
+}
+
+impl Default for CategoricalFocalCrossentropy {
+    fn default() -> Self {
+        CategoricalFocalCrossentropy {
+            alpha: 0.25,
+            gamma: 2.0,
+            from_logits: false,
+            label_smoothing: 0.0,
+            reduction: Reduction::SumOverBatchSize,
+        }
+    }
+}
+
+impl<T: Scalar> Loss<T> for CategoricalFocalCrossentropy {
+    fn name(&self) -> &str {
+        "categorical_focal_crossentropy"
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn check(
+        &self,
+        activation: OutputActivation,
+        width: usize,
+        label_width: Option<usize>,
+    ) -> Result<()> {
+        check_label_smoothing(self.label_smoothing)?;
+        check_gamma(self.gamma)?;
+        check_dense("categorical_focal_crossentropy", width, label_width, false)?;
+        check_logits(
+            "categorical_focal_crossentropy",
+            self.from_logits,
+            activation,
+            OutputActivation::Softmax,
+        )
+    }
+    fn compute(
+        &self,
+        b: &LossBatch<'_, T>,
+        losses: &mut [T],
+        mut grad: Option<&mut [T]>,
+    ) -> Result<LossInfo> {
+        let w = b.width;
+        let (eps, one) = (T::of(EPSILON), T::one());
+        let (gamma, alpha, ls) =
+            (T::of(self.gamma), T::of(self.alpha), T::of(self.label_smoothing));
+        let k_inv = one / T::of(w as f64);
+        for i in 0..b.batch {
+            let row = &b.outputs[i * w..(i + 1) * w];
+            let y = |k| target(&b.truth, i, k, w) * (one - ls) + ls * k_inv;
+            // From logits Keras applies the softmax itself, then the probability path.
+            let m = row.iter().copied().fold(T::neg_infinity(), T::max);
+            let es: T = row.iter().map(|&v| (v - m).exp()).sum();
+            let prob = |k: usize| if self.from_logits { (row[k] - m).exp() / es } else { row[k] };
+            let s: T = (0..w).map(prob).sum();
+            let mut loss = T::zero();
+            for k in 0..w {
+                let q = (prob(k) / s).max(eps).min(one - eps);
+                loss += alpha * (one - q).powf(gamma) * (-y(k) * q.ln());
+            }
+            losses[i] = loss;
+            if let Some(g) = grad.as_deref_mut() {
+                let g = &mut g[i * w..(i + 1) * w];
+                // a_k = dL/dq_k where q_k is within the clip (bounds included), else 0.
+                let a = |k: usize| {
+                    let q0 = prob(k) / s;
+                    if q0 < eps || q0 > one - eps {
+                        return T::zero();
+                    }
+                    let cce = -y(k) * q0.ln();
+                    alpha
+                        * (-pow_grad(one - q0, gamma) * cce + (one - q0).powf(gamma) * (-y(k) / q0))
+                };
+                // Through the normalisation q = p/s: dL/dp_j = (a_j − Σ a_k q_k)/s.
+                let dot: T = (0..w).map(|k| a(k) * prob(k) / s).sum();
+                for (j, gj) in g.iter_mut().enumerate() {
+                    *gj = (a(j) - dot) / s;
+                }
+                if self.from_logits {
+                    // Through the softmax: dL/dz_j = p_j·(G_j − Σ G_k p_k).
+                    let gp: T = (0..w).map(|k| g[k] * prob(k)).sum();
+                    for (j, gj) in g.iter_mut().enumerate() {
+                        *gj = prob(j) * (*gj - gp);
+                    }
+                }
+            }
         }
         Ok(LossInfo { wrt_logits: false, counted: b.batch })
     }
@@ -787,6 +1181,17 @@ where
 pub trait LossFor<Out: Shape, Y> {}
 
 impl<const N: usize> LossFor<S1<N>, ClassLabels> for SparseCategoricalCrossentropy {}
+/// One label per step of a sequence output `[steps, classes]` (`ClassLabels::per_step`).
+impl<const A: usize, const N: usize> LossFor<S2<A, N>, ClassLabels>
+    for SparseCategoricalCrossentropy
+{
+}
+/// One label per position of an image-shaped output `[h, w, classes]` (segmentation).
+impl<const A: usize, const B: usize, const N: usize> LossFor<S3<A, B, N>, ClassLabels>
+    for SparseCategoricalCrossentropy
+{
+}
+impl<const A: usize> LossFor<S2<A, 1>, ClassLabels> for BinaryCrossentropy {}
 impl LossFor<Dyn, ClassLabels> for SparseCategoricalCrossentropy {}
 impl<S: Shape> LossFor<S, Targets<S>> for CategoricalCrossentropy {}
 impl<S: Shape> LossFor<S, Targets<S>> for BinaryCrossentropy {}
@@ -892,6 +1297,10 @@ loss_registry! {
     LogCosh ["log_cosh", "logcosh"] dense;
     KLDivergence ["kl_divergence", "kld", "kullback_leibler_divergence"] dense;
     Poisson ["poisson"] dense;
+    MeanSquaredLogarithmicError ["mean_squared_logarithmic_error", "msle"] dense;
+    CosineSimilarity ["cosine_similarity"] dense;
+    BinaryFocalCrossentropy ["binary_focal_crossentropy"] dense;
+    CategoricalFocalCrossentropy ["categorical_focal_crossentropy"] dense;
     Hinge ["hinge"] dense;
     SquaredHinge ["squared_hinge"] dense;
     CategoricalHinge ["categorical_hinge"] dense;

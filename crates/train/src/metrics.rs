@@ -3,6 +3,7 @@
 
 use crate::data::Truth;
 use crate::error::{Result, unknown_name};
+use crate::loss;
 use kiln_tape::Scalar;
 
 /// One batch as a metric sees it.
@@ -181,7 +182,7 @@ impl<T: Scalar> Metric<T> for RootMeanSquaredError {
     }
 }
 
-/// Confusion counts at one threshold over every output element (micro-averaged).
+/// Confusion counts at one threshold (weighted).
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
     tp: f64,
@@ -190,23 +191,99 @@ struct Counts {
     fn_: f64,
 }
 
-/// Which ratio of the confusion counts a [`ConfusionMetric`] reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ratio {
-    Precision,
-    Recall,
-    F1,
+impl Counts {
+    fn add(&mut self, pred: bool, truth: bool, w: f64) {
+        match (pred, truth) {
+            (true, true) => self.tp += w,
+            (true, false) => self.fp += w,
+            (false, true) => self.fn_ += w,
+            (false, false) => self.tn += w,
+        }
+    }
 }
 
-/// Precision, recall or F1 at threshold 0.5 over all output elements.
-struct ConfusionMetric {
+/// Keras's `divide_no_nan`: 0 where the divisor is 0.
+fn div0(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a / b }
+}
+
+/// Keras's `NEG_INF` for the entries `top_k` filters out.
+const NEG_INF: f64 = -1e10;
+
+/// What a [`Confusion`] metric reports from its counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfusionValue {
+    /// `tp / (tp + fp)` (Keras `Precision`).
+    Precision,
+    /// `tp / (tp + fn)` (Keras `Recall`).
+    Recall,
+    /// The weighted count of true positives (Keras `TruePositives`).
+    TruePositives,
+    /// False positives (Keras `FalsePositives`).
+    FalsePositives,
+    /// True negatives (Keras `TrueNegatives`).
+    TrueNegatives,
+    /// False negatives (Keras `FalseNegatives`).
+    FalseNegatives,
+}
+
+/// Precision, recall or one confusion count at one threshold, as Keras's confusion
+/// metrics: an element is predicted positive when it is above `threshold`, and is truly
+/// positive when its label is non-zero (soft labels count as positive, as Keras casts
+/// them to bool). `top_k` keeps only each row's `k` largest predictions (ties to the
+/// lower index, as `top_k`); `class_id` scores one column alone. Elements are counted
+/// over all rows and outputs (micro-averaged).
+#[derive(Clone, Debug)]
+pub struct Confusion {
     name: String,
-    threshold: f64,
-    ratio: Ratio,
+    value: ConfusionValue,
+    /// The decision threshold (Keras's default 0.5; with `top_k` and no threshold, every
+    /// kept prediction counts).
+    pub threshold: Option<f64>,
+    /// Keep only the `k` largest predictions of each row.
+    pub top_k: Option<usize>,
+    /// Score only this output column.
+    pub class_id: Option<usize>,
     c: Counts,
 }
 
-impl<T: Scalar> Metric<T> for ConfusionMetric {
+impl Confusion {
+    /// A metric reporting `value`, logged under `name`, with Keras's defaults.
+    pub fn new(name: &str, value: ConfusionValue) -> Self {
+        Confusion {
+            name: name.into(),
+            value,
+            threshold: None,
+            top_k: None,
+            class_id: None,
+            c: Counts::default(),
+        }
+    }
+    /// Sets the threshold.
+    pub fn threshold(mut self, t: f64) -> Self {
+        self.threshold = Some(t);
+        self
+    }
+    /// Keeps only each row's `k` largest predictions.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+    /// Scores one output column.
+    pub fn class_id(mut self, c: usize) -> Self {
+        self.class_id = Some(c);
+        self
+    }
+}
+
+/// Whether column `k` of `row` is among its `top` largest (ties to the lower index).
+fn in_top_k<T: Scalar>(row: &[T], k: usize, top: usize) -> bool {
+    let v = row[k];
+    let before = row.iter().enumerate().filter(|&(j, &x)| x > v || (x == v && j < k)).count();
+    before < top
+}
+
+impl<T: Scalar> Metric<T> for Confusion {
     fn name(&self) -> &str {
         &self.name
     }
@@ -214,85 +291,303 @@ impl<T: Scalar> Metric<T> for ConfusionMetric {
         self.c = Counts::default();
     }
     fn update(&mut self, b: &MetricBatch<'_, T>) {
+        let threshold = self.threshold.unwrap_or(if self.top_k.is_some() { NEG_INF } else { 0.5 });
+        // Keras compares in the metric's dtype.
+        let threshold = T::of(threshold).as_f64();
         for i in 0..b.batch {
             let w = b.weight(i);
+            let row = b.row(i);
             for k in 0..b.width {
-                let pred = b.row(i)[k].as_f64() > self.threshold;
-                let truth = b.target(i, k) > 0.5;
-                match (pred, truth) {
-                    (true, true) => self.c.tp += w,
-                    (true, false) => self.c.fp += w,
-                    (false, true) => self.c.fn_ += w,
-                    (false, false) => self.c.tn += w,
+                if self.class_id.is_some_and(|c| c != k) {
+                    continue;
                 }
+                let mut p = row[k].as_f64();
+                if let Some(top) = self.top_k
+                    && !in_top_k(row, k, top)
+                {
+                    p = NEG_INF;
+                }
+                self.c.add(p > threshold, b.target(i, k) != 0.0, w);
             }
         }
     }
     fn result(&self) -> f64 {
-        let div = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
-        let p = div(self.c.tp, self.c.tp + self.c.fp);
-        let r = div(self.c.tp, self.c.tp + self.c.fn_);
-        match self.ratio {
-            Ratio::Precision => p,
-            Ratio::Recall => r,
-            // Keras's F1Score (beta 1): ε = 1e-7 in each of its three denominators.
-            Ratio::F1 => {
-                let eps = crate::loss::EPSILON;
-                let p = self.c.tp / (self.c.tp + self.c.fp + eps);
-                let r = self.c.tp / (self.c.tp + self.c.fn_ + eps);
-                p * r / (p + r + eps) * 2.0
-            }
+        let c = &self.c;
+        match self.value {
+            ConfusionValue::Precision => div0(c.tp, c.tp + c.fp),
+            ConfusionValue::Recall => div0(c.tp, c.tp + c.fn_),
+            ConfusionValue::TruePositives => c.tp,
+            ConfusionValue::FalsePositives => c.fp,
+            ConfusionValue::TrueNegatives => c.tn,
+            ConfusionValue::FalseNegatives => c.fn_,
         }
     }
 }
 
 /// Precision (threshold 0.5) over all output elements.
 pub fn precision<T: Scalar>(name: &str) -> Box<dyn Metric<T>> {
-    Box::new(ConfusionMetric {
-        name: name.into(),
-        threshold: 0.5,
-        ratio: Ratio::Precision,
-        c: Counts::default(),
-    })
+    Box::new(Confusion::new(name, ConfusionValue::Precision))
 }
 
 /// Recall (threshold 0.5) over all output elements.
 pub fn recall<T: Scalar>(name: &str) -> Box<dyn Metric<T>> {
-    Box::new(ConfusionMetric {
-        name: name.into(),
-        threshold: 0.5,
-        ratio: Ratio::Recall,
-        c: Counts::default(),
-    })
+    Box::new(Confusion::new(name, ConfusionValue::Recall))
+}
+
+/// How [`FBetaScore`] combines its per-class scores (Keras's `average`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Average {
+    /// One score over all elements' counts.
+    #[default]
+    Micro,
+    /// The mean of the per-class scores.
+    Macro,
+    /// The per-class scores weighted by each class's (weighted) count of true labels.
+    Weighted,
+}
+
+/// F-beta score (Keras `FBetaScore`; `F1Score` is beta 1): per class (output column)
+/// weighted true-positive, false-positive and false-negative sums, the label value used
+/// as a fractional count as Keras does, ε = 1e-7 in each of the three denominators.
+/// With a `threshold` a prediction above it is positive; without one each row's
+/// largest prediction(s) are (Keras's default for F1Score).
+#[derive(Clone, Debug)]
+pub struct FBetaScore {
+    name: String,
+    /// The weight of recall against precision.
+    pub beta: f64,
+    /// How per-class scores combine.
+    pub average: Average,
+    /// The decision threshold, or `None` for each row's maximum.
+    pub threshold: Option<f64>,
+    tp: Vec<f64>,
+    fp: Vec<f64>,
+    fn_: Vec<f64>,
+    support: Vec<f64>,
+}
+
+impl FBetaScore {
+    /// An F-beta score logged under `name`: micro-averaged, threshold 0.5.
+    pub fn new(name: &str, beta: f64) -> Self {
+        FBetaScore {
+            name: name.into(),
+            beta,
+            average: Average::Micro,
+            threshold: Some(0.5),
+            tp: Vec::new(),
+            fp: Vec::new(),
+            fn_: Vec::new(),
+            support: Vec::new(),
+        }
+    }
+    /// Sets how per-class scores combine.
+    pub fn average(mut self, a: Average) -> Self {
+        self.average = a;
+        self
+    }
+    /// Sets the threshold (`None`: each row's largest prediction is positive).
+    pub fn threshold(mut self, t: Option<f64>) -> Self {
+        self.threshold = t;
+        self
+    }
+}
+
+impl<T: Scalar> Metric<T> for FBetaScore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self) {
+        for v in [&mut self.tp, &mut self.fp, &mut self.fn_, &mut self.support] {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    fn update(&mut self, b: &MetricBatch<'_, T>) {
+        if self.tp.len() != b.width {
+            for v in [&mut self.tp, &mut self.fp, &mut self.fn_, &mut self.support] {
+                *v = vec![0.0; b.width];
+            }
+        }
+        let threshold = self.threshold.map(|t| T::of(t).as_f64());
+        for i in 0..b.batch {
+            let w = b.weight(i);
+            let row = b.row(i);
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.as_f64()));
+            for (k, p) in row.iter().enumerate() {
+                let p = p.as_f64();
+                let pred = match threshold {
+                    Some(t) => p > t,
+                    None => p >= max && p.abs() > 1e-9,
+                };
+                let pred = f64::from(u8::from(pred));
+                let y = b.target(i, k);
+                self.tp[k] += w * pred * y;
+                self.fp[k] += w * pred * (1.0 - y);
+                self.fn_[k] += w * (1.0 - pred) * y;
+                self.support[k] += w * y;
+            }
+        }
+    }
+    fn result(&self) -> f64 {
+        let eps = crate::loss::EPSILON;
+        let b2 = self.beta * self.beta;
+        let score = |tp: f64, fp: f64, fn_: f64| {
+            let p = tp / (tp + fp + eps);
+            let r = tp / (tp + fn_ + eps);
+            p * r / (b2 * p + r + eps) * (1.0 + b2)
+        };
+        let sum = |v: &[f64]| v.iter().sum::<f64>();
+        match self.average {
+            Average::Micro => score(sum(&self.tp), sum(&self.fp), sum(&self.fn_)),
+            Average::Macro | Average::Weighted => {
+                let per: Vec<f64> = (0..self.tp.len())
+                    .map(|k| score(self.tp[k], self.fp[k], self.fn_[k]))
+                    .collect();
+                if self.average == Average::Macro {
+                    sum(&per) / per.len().max(1) as f64
+                } else {
+                    let total = sum(&self.support) + eps;
+                    per.iter().zip(&self.support).map(|(f, s)| f * (s / total)).sum()
+                }
+            }
+        }
+    }
 }
 
 /// F1 score (threshold 0.5), micro-averaged over all output elements (Keras
 /// `F1Score(average="micro", threshold=0.5)`).
 pub fn f1_score<T: Scalar>(name: &str) -> Box<dyn Metric<T>> {
-    Box::new(ConfusionMetric {
-        name: name.into(),
-        threshold: 0.5,
-        ratio: Ratio::F1,
-        c: Counts::default(),
-    })
+    Box::new(FBetaScore::new(name, 1.0))
 }
 
-/// Area under the ROC curve from confusion counts at 200 thresholds, as Keras `AUC`.
+/// Which curve [`Auc`] integrates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Curve {
+    /// True-positive rate against false-positive rate.
+    #[default]
+    Roc,
+    /// Precision against recall.
+    Pr,
+}
+
+/// How [`Auc`] sums the area between thresholds (Keras's `summation_method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Summation {
+    /// Trapezoids (for PR, Davis & Goadrich's interpolation).
+    #[default]
+    Interpolation,
+    /// Rectangles under the lower end.
+    Minoring,
+    /// Rectangles under the higher end.
+    Majoring,
+}
+
+/// Area under the ROC or PR curve from weighted confusion counts at evenly spaced
+/// thresholds, as Keras `AUC`: predictions are clipped into [0, 1] (after a sigmoid with
+/// `from_logits`), each falls in bucket `max(⌈p·(n − 1)⌉ − 1, 0)` computed in the
+/// model's dtype, and labels are positive when non-zero.
+#[derive(Clone, Debug)]
 pub struct Auc {
     name: String,
-    thresholds: Vec<f64>,
-    counts: Vec<Counts>,
+    /// Thresholds (Keras's default 200).
+    pub num_thresholds: usize,
+    /// Which curve.
+    pub curve: Curve,
+    /// How areas are summed.
+    pub summation: Summation,
+    /// Apply a sigmoid to the predictions first.
+    pub from_logits: bool,
+    /// One curve per output column, their AUCs averaged (otherwise every element is
+    /// one point of one curve).
+    pub multi_label: bool,
+    /// Per label (one label unless `multi_label`), per bucket: weighted positives and
+    /// negatives.
+    pos: Vec<Vec<f64>>,
+    neg: Vec<Vec<f64>>,
 }
 
 impl Auc {
     /// Keras's default: 200 thresholds, ROC curve, interpolated.
     pub fn new(name: &str) -> Self {
-        let n = 200;
-        let eps = 1e-7;
-        let mut thresholds = vec![0.0 - eps];
-        thresholds.extend((1..n - 1).map(|i| i as f64 / (n - 1) as f64));
-        thresholds.push(1.0 + eps);
-        Auc { name: name.into(), counts: vec![Counts::default(); n], thresholds }
+        Auc {
+            name: name.into(),
+            num_thresholds: 200,
+            curve: Curve::Roc,
+            summation: Summation::Interpolation,
+            from_logits: false,
+            multi_label: false,
+            pos: Vec::new(),
+            neg: Vec::new(),
+        }
+    }
+    /// Sets the number of thresholds (at least 2).
+    pub fn num_thresholds(mut self, n: usize) -> Self {
+        self.num_thresholds = n.max(2);
+        self
+    }
+    /// Sets the curve.
+    pub fn curve(mut self, c: Curve) -> Self {
+        self.curve = c;
+        self
+    }
+    /// Sets the summation method.
+    pub fn summation(mut self, s: Summation) -> Self {
+        self.summation = s;
+        self
+    }
+    /// Treats the predictions as logits.
+    pub fn from_logits(mut self, on: bool) -> Self {
+        self.from_logits = on;
+        self
+    }
+    /// One curve per output column.
+    pub fn multi_label(mut self, on: bool) -> Self {
+        self.multi_label = on;
+        self
+    }
+
+    /// The AUC of one label's bucket counts.
+    fn area(&self, pos: &[f64], neg: &[f64]) -> f64 {
+        let n = self.num_thresholds;
+        // Counts at threshold i: everything in bucket i or above is predicted positive.
+        let (mut tp, mut fp) = (vec![0.0; n], vec![0.0; n]);
+        let (mut a, mut c) = (0.0, 0.0);
+        for i in (0..n).rev() {
+            a += pos[i];
+            c += neg[i];
+            tp[i] = a;
+            fp[i] = c;
+        }
+        let (tot_p, tot_n) = (tp[0], fp[0]);
+        let fn_: Vec<f64> = tp.iter().map(|t| tot_p - t).collect();
+        let tn: Vec<f64> = fp.iter().map(|f| tot_n - f).collect();
+        if self.curve == Curve::Pr && self.summation == Summation::Interpolation {
+            let mut auc = 0.0;
+            for i in 0..n - 1 {
+                let dtp = tp[i] - tp[i + 1];
+                let (p0, p1) = (tp[i] + fp[i], tp[i + 1] + fp[i + 1]);
+                let slope = div0(dtp, (p0 - p1).max(0.0));
+                let intercept = tp[i + 1] - slope * p1;
+                let ratio = if p0 > 0.0 && p1 > 0.0 { div0(p0, p1.max(0.0)) } else { 1.0 };
+                auc +=
+                    div0(slope * (dtp + intercept * ratio.ln()), (tp[i + 1] + fn_[i + 1]).max(0.0));
+            }
+            return auc;
+        }
+        let recall: Vec<f64> = (0..n).map(|i| div0(tp[i], tp[i] + fn_[i])).collect();
+        let (x, y): (Vec<f64>, Vec<f64>) = match self.curve {
+            Curve::Roc => ((0..n).map(|i| div0(fp[i], fp[i] + tn[i])).collect(), recall),
+            Curve::Pr => (recall, (0..n).map(|i| div0(tp[i], tp[i] + fp[i])).collect()),
+        };
+        (0..n - 1)
+            .map(|i| {
+                let h = match self.summation {
+                    Summation::Interpolation => (y[i] + y[i + 1]) / 2.0,
+                    Summation::Minoring => y[i].min(y[i + 1]),
+                    Summation::Majoring => y[i].max(y[i + 1]),
+                };
+                (x[i] - x[i + 1]) * h
+            })
+            .sum()
     }
 }
 
@@ -301,37 +596,140 @@ impl<T: Scalar> Metric<T> for Auc {
         &self.name
     }
     fn reset(&mut self) {
-        self.counts.iter_mut().for_each(|c| *c = Counts::default());
+        for v in self.pos.iter_mut().chain(self.neg.iter_mut()) {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        }
     }
     fn update(&mut self, b: &MetricBatch<'_, T>) {
+        let labels = if self.multi_label { b.width } else { 1 };
+        if self.pos.len() != labels {
+            self.pos = vec![vec![0.0; self.num_thresholds]; labels];
+            self.neg = vec![vec![0.0; self.num_thresholds]; labels];
+        }
+        let steps = T::of(self.num_thresholds as f64) - T::one();
         for i in 0..b.batch {
             let w = b.weight(i);
             for k in 0..b.width {
-                let p = b.row(i)[k].as_f64();
-                let truth = b.target(i, k) > 0.5;
-                for (t, c) in self.thresholds.iter().zip(self.counts.iter_mut()) {
-                    match (p > *t, truth) {
-                        (true, true) => c.tp += w,
-                        (true, false) => c.fp += w,
-                        (false, true) => c.fn_ += w,
-                        (false, false) => c.tn += w,
-                    }
+                let mut p = b.row(i)[k];
+                if self.from_logits {
+                    p = kiln_tape::kernels::sigmoid(p);
+                }
+                let p = p.max(T::zero()).min(T::one());
+                let bucket = ((p * steps).ceil() - T::one()).max(T::zero()).as_f64() as usize;
+                let l = if self.multi_label { k } else { 0 };
+                if b.target(i, k) != 0.0 {
+                    self.pos[l][bucket] += w;
+                } else {
+                    self.neg[l][bucket] += w;
                 }
             }
         }
     }
     fn result(&self) -> f64 {
-        let div = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
-        let tpr: Vec<f64> = self.counts.iter().map(|c| div(c.tp, c.tp + c.fn_)).collect();
-        let fpr: Vec<f64> = self.counts.iter().map(|c| div(c.fp, c.fp + c.tn)).collect();
-        (0..tpr.len() - 1).map(|i| (fpr[i] - fpr[i + 1]) * (tpr[i] + tpr[i + 1]) / 2.0).sum()
+        if self.pos.is_empty() {
+            return 0.0;
+        }
+        let per: Vec<f64> = self.pos.iter().zip(&self.neg).map(|(p, n)| self.area(p, n)).collect();
+        per.iter().sum::<f64>() / per.len() as f64
     }
 }
 
-/// Coefficient of determination, averaged uniformly over outputs (Keras `R2Score`).
+/// Keras's loss-style metrics (`BinaryCrossentropy`, `KLDivergence`, `Hinge`, …): the
+/// weighted mean of a loss's per-row values over everything seen (`sign` −1 turns the
+/// cosine-similarity loss into Keras's cosine-similarity metric).
+pub struct LossMetric<T: Scalar> {
+    name: String,
+    loss: Box<dyn crate::loss::Loss<T>>,
+    sign: f64,
+    total: f64,
+    count: f64,
+    rows: Vec<T>,
+    error: Option<String>,
+}
+
+impl<T: Scalar> LossMetric<T> {
+    /// The mean of `loss` per row, logged under `name`.
+    pub fn new(name: &str, loss: impl crate::loss::Loss<T> + 'static) -> Self {
+        LossMetric {
+            name: name.into(),
+            loss: Box::new(loss),
+            sign: 1.0,
+            total: 0.0,
+            count: 0.0,
+            rows: Vec::new(),
+            error: None,
+        }
+    }
+    /// The mean of minus the loss (Keras's `CosineSimilarity` metric is +cos).
+    pub fn negated(mut self) -> Self {
+        self.sign = -self.sign;
+        self
+    }
+}
+
+impl<T: Scalar> Metric<T> for LossMetric<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self) {
+        self.total = 0.0;
+        self.count = 0.0;
+    }
+    fn update(&mut self, b: &MetricBatch<'_, T>) {
+        if self.rows.len() < b.batch {
+            self.rows.resize(b.batch, T::zero());
+        }
+        let lb = crate::loss::LossBatch {
+            outputs: b.outputs,
+            logits: None,
+            activation: crate::model::OutputActivation::Linear,
+            truth: b.truth,
+            batch: b.batch,
+            width: b.width,
+        };
+        // The metrics' losses are the built-in ones, checked against the model at compile.
+        // An error is a label type the loss cannot read: the metric shows NaN (and says
+        // why through `LossMetric::error`) rather than a made-up value.
+        if let Err(e) = self.loss.compute(&lb, &mut self.rows[..b.batch], None) {
+            self.error = Some(e.to_string());
+            return;
+        }
+        for i in 0..b.batch {
+            let w = b.weight(i);
+            self.total += w * self.sign * self.rows[i].as_f64();
+            self.count += w;
+        }
+    }
+    fn result(&self) -> f64 {
+        if self.error.is_some() { f64::NAN } else { div0(self.total, self.count) }
+    }
+}
+
+impl<T: Scalar> LossMetric<T> {
+    /// Why the metric could not be computed, if it could not (NaN is its result then).
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+/// How [`R2Score`] combines its per-output scores (Keras's `class_aggregation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum R2Aggregation {
+    /// The plain mean.
+    #[default]
+    UniformAverage,
+    /// Weighted by each output's total sum of squares.
+    VarianceWeightedAverage,
+}
+
+/// Coefficient of determination per output column, combined by `aggregation` (Keras
+/// `R2Score`). As Keras: a column whose targets are constant scores 0 when the
+/// predictions miss and NaN (0/0) when they are exact.
 #[derive(Default)]
 pub struct R2Score {
     name: String,
+    /// How per-output scores combine.
+    pub aggregation: R2Aggregation,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
     res: Vec<f64>,
@@ -342,6 +740,11 @@ impl R2Score {
     /// A fresh metric logged under `name`.
     pub fn new(name: &str) -> Self {
         R2Score { name: name.into(), ..Default::default() }
+    }
+    /// Sets how per-output scores combine.
+    pub fn aggregation(mut self, a: R2Aggregation) -> Self {
+        self.aggregation = a;
+        self
     }
 }
 
@@ -377,14 +780,20 @@ impl<T: Scalar> Metric<T> for R2Score {
         if self.count == 0.0 || self.sum.is_empty() {
             return 0.0;
         }
-        let per: f64 = (0..self.sum.len())
-            .map(|k| {
-                let mean = self.sum[k] / self.count;
-                let tot = self.sum_sq[k] - self.sum[k] * mean;
-                if tot == 0.0 { 0.0 } else { 1.0 - self.res[k] / tot }
-            })
-            .sum();
-        per / self.sum.len() as f64
+        let (mut sum, mut weighted, mut weights) = (0.0, 0.0, 0.0);
+        for k in 0..self.sum.len() {
+            let mean = self.sum[k] / self.count;
+            let tot = self.sum_sq[k] - self.sum[k] * mean;
+            let raw = 1.0 - self.res[k] / tot;
+            let raw = if raw.is_infinite() { 0.0 } else { raw };
+            sum += raw;
+            weighted += tot * raw;
+            weights += tot;
+        }
+        match self.aggregation {
+            R2Aggregation::UniformAverage => sum / self.sum.len() as f64,
+            R2Aggregation::VarianceWeightedAverage => weighted / weights,
+        }
     }
 }
 
@@ -430,6 +839,22 @@ metric_registry! {
     ["root_mean_squared_error", "rmse"] => |n, w| Box::new(RootMeanSquaredError::new(n));
     ["mean_absolute_error", "mae"] => |n, w| mean_absolute_error(n);
     ["r2_score"] => |n, w| Box::new(R2Score::new(n));
+    ["true_positives"] => |n, w| Box::new(Confusion::new(n, ConfusionValue::TruePositives));
+    ["false_positives"] => |n, w| Box::new(Confusion::new(n, ConfusionValue::FalsePositives));
+    ["true_negatives"] => |n, w| Box::new(Confusion::new(n, ConfusionValue::TrueNegatives));
+    ["false_negatives"] => |n, w| Box::new(Confusion::new(n, ConfusionValue::FalseNegatives));
+    ["binary_crossentropy"] => |n, w| Box::new(LossMetric::new(n, loss::BinaryCrossentropy::default()));
+    ["categorical_crossentropy"] => |n, w| Box::new(LossMetric::new(n, loss::CategoricalCrossentropy::default()));
+    ["sparse_categorical_crossentropy"] => |n, w| Box::new(LossMetric::new(n, loss::SparseCategoricalCrossentropy::default()));
+    ["kl_divergence", "kld"] => |n, w| Box::new(LossMetric::new(n, loss::KLDivergence::default()));
+    ["poisson"] => |n, w| Box::new(LossMetric::new(n, loss::Poisson::default()));
+    ["hinge"] => |n, w| Box::new(LossMetric::new(n, loss::Hinge::default()));
+    ["squared_hinge"] => |n, w| Box::new(LossMetric::new(n, loss::SquaredHinge::default()));
+    ["categorical_hinge"] => |n, w| Box::new(LossMetric::new(n, loss::CategoricalHinge::default()));
+    ["log_cosh_error", "logcosh"] => |n, w| Box::new(LossMetric::new(n, loss::LogCosh::default()));
+    ["mean_absolute_percentage_error", "mape"] => |n, w| Box::new(LossMetric::new(n, loss::MeanAbsolutePercentageError::default()));
+    ["mean_squared_logarithmic_error", "msle"] => |n, w| Box::new(LossMetric::new(n, loss::MeanSquaredLogarithmicError::default()));
+    ["cosine_similarity"] => |n, w| Box::new(LossMetric::new(n, loss::CosineSimilarity::default()).negated());
 }
 
 /// Anything `compile` accepts as a metric: [`Accuracy`], a Keras name, or a boxed metric.

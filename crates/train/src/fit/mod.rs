@@ -41,7 +41,8 @@ pub trait Compile: Model + Sized {
         L: IntoLoss<Self::Scalar>,
         Ms: IntoMetrics<Self::Scalar>,
     {
-        let width = self.output_len();
+        // Metrics, like losses, score rows of the last output axis.
+        let width = crate::data::loss_rows(self.output_shape()).1;
         let (optimizer, loss) = (optimizer.into_optimizer()?, loss.into_loss()?);
         let metrics = metrics.into_metrics(width)?;
         Ok(Compiled {
@@ -375,9 +376,10 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         if n == 0 {
             return Err(TrainError::EmptyData { what });
         }
-        let width = model.output_len();
-        y.validate(width)?;
-        self.engine.loss.check(model.output_activation(), width, y.width())
+        y.validate(model.output_shape())?;
+        // Losses score rows of the last output axis (validate checked the rest).
+        let width = crate::data::loss_rows(model.output_shape()).1;
+        self.engine.loss.check(model.output_activation(), width, y.width().map(|_| width))
     }
 
     /// Mean loss and metrics over `rows` of `x`/`y`, in inference mode, `batch_size`

@@ -218,6 +218,15 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         let validation_batch = self.validation_batch_size.unwrap_or(self.batch_size);
         check_batch_size(validation_batch)?;
         self.check_schedule()?;
+        if self.class_weight.is_some() && compiled.engine.rows().per_sample > 1 {
+            return Err(TrainError::InvalidArgument {
+                name: "class_weight",
+                message: format!(
+                    "class weights need one prediction per sample, but the model's output {:?} is scored per row of its last axis (as in Keras, which refuses class_weight for such targets); drop class_weight and give per-sample weights through sample_weight",
+                    compiled.engine.model.output_shape()
+                ),
+            });
+        }
         if let Some(cw) = &self.class_weight {
             // A sigmoid output (width 1) has the two classes 0 and 1.
             let classes = compiled.engine.model.output_len().max(2);

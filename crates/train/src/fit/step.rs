@@ -6,7 +6,7 @@
 use super::PhaseTimes;
 use super::batcher::Batch;
 use crate::error::Result;
-use crate::loss::{Loss, LossBatch, LossInfo, reduce};
+use crate::loss::{Loss, LossBatch, LossInfo, reduce_with};
 use crate::metrics::{Metric, MetricBatch};
 use crate::model::{Model, TrainOutput};
 use crate::optim::Optimizer;
@@ -22,12 +22,25 @@ pub(crate) struct Engine<M: Model, L> {
     pub metrics: Vec<Box<dyn Metric<M::Scalar>>>,
     pub phases: PhaseTimes,
     losses: Vec<M::Scalar>,
+    row_weights: Vec<M::Scalar>,
     dout: Vec<M::Scalar>,
     grads: Vec<M::Scalar>,
 }
 
+/// How a batch's outputs split into the rows a loss scores: Keras's losses and metrics
+/// reduce along the last output axis, so a `[steps, classes]` output is `steps` rows of
+/// `classes` values per sample (a flat output is one row).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rows {
+    /// Rows per sample.
+    pub per_sample: usize,
+    /// Values per row (the last output axis).
+    pub width: usize,
+}
+
 /// The batch's reduced loss, with the metrics updated on the same outputs; the output
-/// gradient is written into `dout` when given.
+/// gradient is written into `dout` when given. Per-sample weights are repeated over a
+/// sample's rows (into `row_weights`, grown once) as Keras broadcasts them.
 #[allow(clippy::too_many_arguments)]
 fn loss_and_metrics<T: Scalar, L: Loss<T>>(
     loss: &L,
@@ -35,28 +48,39 @@ fn loss_and_metrics<T: Scalar, L: Loss<T>>(
     out: &TrainOutput<'_, T>,
     activation: crate::model::OutputActivation,
     batch: &Batch<'_, T>,
-    width: usize,
+    rows: Rows,
     losses: &mut [T],
+    row_weights: &mut Vec<T>,
     mut dout: Option<&mut [T]>,
 ) -> Result<(T, LossInfo)> {
-    let b = batch.len;
+    let n = batch.len * rows.per_sample;
+    let sample_weight = match batch.sample_weight {
+        Some(sw) if rows.per_sample > 1 => {
+            row_weights.clear();
+            for &w in sw {
+                row_weights.extend(std::iter::repeat_n(w, rows.per_sample));
+            }
+            Some(&row_weights[..n])
+        }
+        sw => sw,
+    };
     let lb = LossBatch {
         outputs: out.outputs,
         logits: out.logits,
         activation,
         truth: batch.truth,
-        batch: b,
-        width,
+        batch: n,
+        width: rows.width,
     };
-    let info = loss.compute(&lb, &mut losses[..b], dout.as_deref_mut())?;
-    let value = reduce(loss.reduction(), info, &losses[..b], batch.sample_weight, dout, width);
+    let info = loss.compute(&lb, &mut losses[..n], dout.as_deref_mut())?;
+    let value = reduce_with(loss, &lb, info, &mut losses[..n], sample_weight, dout);
     for m in metrics.iter_mut() {
         m.update(&MetricBatch {
             outputs: out.outputs,
             truth: batch.truth,
-            batch: b,
-            width,
-            sample_weight: batch.sample_weight,
+            batch: n,
+            width: rows.width,
+            sample_weight,
         });
     }
     Ok((value, info))
@@ -76,15 +100,24 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
             metrics,
             phases: PhaseTimes::default(),
             losses: Vec::new(),
+            row_weights: Vec::new(),
             dout: Vec::new(),
             grads: Vec::new(),
         }
     }
 
+    /// How the model's output splits into loss rows.
+    pub fn rows(&self) -> Rows {
+        let (per_sample, width) = crate::data::loss_rows(self.model.output_shape());
+        Rows { per_sample, width }
+    }
+
     fn grow(&mut self, b: usize) {
         let w = self.model.output_len();
-        if self.losses.len() < b {
-            self.losses.resize(b, M::Scalar::zero());
+        let n = b * self.rows().per_sample;
+        if self.losses.len() < n {
+            self.losses.resize(n, M::Scalar::zero());
+            self.row_weights.reserve(n);
         }
         if self.dout.len() < b * w {
             self.dout.resize(b * w, M::Scalar::zero());
@@ -100,8 +133,9 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     pub fn train_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
         let t_forward = Instant::now();
         self.grow(batch.len);
-        let (b, w) = (batch.len, self.model.output_len());
-        let Engine { model, optimizer, loss, metrics, phases, losses, dout, grads } = self;
+        let (b, w, rows) = (batch.len, self.model.output_len(), self.rows());
+        let Engine { model, optimizer, loss, metrics, phases, losses, row_weights, dout, grads } =
+            self;
         let act = model.output_activation();
         let out = model.forward_train(batch.x, b)?;
         let t_loss = Instant::now();
@@ -111,8 +145,9 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
             &out,
             act,
             batch,
-            w,
+            rows,
             losses,
+            row_weights,
             Some(&mut dout[..b * w]),
         )?;
         let t_backward = Instant::now();
@@ -135,11 +170,12 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     /// the metrics.
     pub fn eval_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
         self.grow(batch.len);
-        let (b, w) = (batch.len, self.model.output_len());
-        let Engine { model, loss, metrics, losses, .. } = self;
+        let (b, rows) = (batch.len, self.rows());
+        let Engine { model, loss, metrics, losses, row_weights, .. } = self;
         let act = model.output_activation();
         let out = model.forward_infer(batch.x, b)?;
-        let (value, _) = loss_and_metrics(&*loss, metrics, &out, act, batch, w, losses, None)?;
+        let (value, _) =
+            loss_and_metrics(&*loss, metrics, &out, act, batch, rows, losses, row_weights, None)?;
         Ok(value.as_f64())
     }
 }
