@@ -481,6 +481,62 @@ pub enum Summation {
     Majoring,
 }
 
+/// Weighted positives and negatives per bucket of evenly spaced thresholds, as Keras's
+/// optimized confusion-matrix update: a prediction clipped into [0, 1] falls in bucket
+/// `⌈p·(n − 1)⌉ − 1`, computed in the model's dtype. `with_epsilon` (AUC's thresholds
+/// −ε and 1 + ε at the ends) moves bucket −1 to 0; without it (thresholds 0 and 1) a
+/// prediction of 0 is above no threshold and only counts in the totals.
+#[derive(Clone, Debug, Default)]
+struct Buckets {
+    pos: Vec<f64>,
+    neg: Vec<f64>,
+    total_pos: f64,
+    total_neg: f64,
+}
+
+impl Buckets {
+    fn new(n: usize) -> Self {
+        Buckets { pos: vec![0.0; n], neg: vec![0.0; n], total_pos: 0.0, total_neg: 0.0 }
+    }
+    fn reset(&mut self) {
+        self.pos.iter_mut().chain(self.neg.iter_mut()).for_each(|x| *x = 0.0);
+        self.total_pos = 0.0;
+        self.total_neg = 0.0;
+    }
+    fn add<T: Scalar>(&mut self, p: T, positive: bool, w: f64, with_epsilon: bool) {
+        let n = self.pos.len();
+        let p = p.max(T::zero()).min(T::one());
+        let b = ((p * (T::of(n as f64) - T::one())).ceil() - T::one()).as_f64();
+        let b = if with_epsilon { b.max(0.0) } else { b };
+        let slot = if b >= 0.0 { Some((b as usize).min(n - 1)) } else { None };
+        let (buckets, total) = if positive {
+            (&mut self.pos, &mut self.total_pos)
+        } else {
+            (&mut self.neg, &mut self.total_neg)
+        };
+        *total += w;
+        if let Some(i) = slot {
+            buckets[i] += w;
+        }
+    }
+    /// (tp, fp, tn, fn) at each threshold: everything in bucket i or above is predicted
+    /// positive at threshold i.
+    fn counts(&self) -> [Vec<f64>; 4] {
+        let n = self.pos.len();
+        let (mut tp, mut fp) = (vec![0.0; n], vec![0.0; n]);
+        let (mut a, mut c) = (0.0, 0.0);
+        for i in (0..n).rev() {
+            a += self.pos[i];
+            c += self.neg[i];
+            tp[i] = a;
+            fp[i] = c;
+        }
+        let fn_ = tp.iter().map(|t| self.total_pos - t).collect();
+        let tn = fp.iter().map(|f| self.total_neg - f).collect();
+        [tp, fp, tn, fn_]
+    }
+}
+
 /// Area under the ROC or PR curve from weighted confusion counts at evenly spaced
 /// thresholds, as Keras `AUC`: predictions are clipped into [0, 1] (after a sigmoid with
 /// `from_logits`), each falls in bucket `max(⌈p·(n − 1)⌉ − 1, 0)` computed in the
@@ -499,10 +555,8 @@ pub struct Auc {
     /// One curve per output column, their AUCs averaged (otherwise every element is
     /// one point of one curve).
     pub multi_label: bool,
-    /// Per label (one label unless `multi_label`), per bucket: weighted positives and
-    /// negatives.
-    pos: Vec<Vec<f64>>,
-    neg: Vec<Vec<f64>>,
+    /// Per label (one label unless `multi_label`).
+    labels: Vec<Buckets>,
 }
 
 impl Auc {
@@ -515,8 +569,7 @@ impl Auc {
             summation: Summation::Interpolation,
             from_logits: false,
             multi_label: false,
-            pos: Vec::new(),
-            neg: Vec::new(),
+            labels: Vec::new(),
         }
     }
     /// Sets the number of thresholds (at least 2).
@@ -546,20 +599,9 @@ impl Auc {
     }
 
     /// The AUC of one label's bucket counts.
-    fn area(&self, pos: &[f64], neg: &[f64]) -> f64 {
+    fn area(&self, buckets: &Buckets) -> f64 {
         let n = self.num_thresholds;
-        // Counts at threshold i: everything in bucket i or above is predicted positive.
-        let (mut tp, mut fp) = (vec![0.0; n], vec![0.0; n]);
-        let (mut a, mut c) = (0.0, 0.0);
-        for i in (0..n).rev() {
-            a += pos[i];
-            c += neg[i];
-            tp[i] = a;
-            fp[i] = c;
-        }
-        let (tot_p, tot_n) = (tp[0], fp[0]);
-        let fn_: Vec<f64> = tp.iter().map(|t| tot_p - t).collect();
-        let tn: Vec<f64> = fp.iter().map(|f| tot_n - f).collect();
+        let [tp, fp, tn, fn_] = buckets.counts();
         if self.curve == Curve::Pr && self.summation == Summation::Interpolation {
             let mut auc = 0.0;
             for i in 0..n - 1 {
@@ -596,17 +638,13 @@ impl<T: Scalar> Metric<T> for Auc {
         &self.name
     }
     fn reset(&mut self) {
-        for v in self.pos.iter_mut().chain(self.neg.iter_mut()) {
-            v.iter_mut().for_each(|x| *x = 0.0);
-        }
+        self.labels.iter_mut().for_each(Buckets::reset);
     }
     fn update(&mut self, b: &MetricBatch<'_, T>) {
         let labels = if self.multi_label { b.width } else { 1 };
-        if self.pos.len() != labels {
-            self.pos = vec![vec![0.0; self.num_thresholds]; labels];
-            self.neg = vec![vec![0.0; self.num_thresholds]; labels];
+        if self.labels.len() != labels {
+            self.labels = vec![Buckets::new(self.num_thresholds); labels];
         }
-        let steps = T::of(self.num_thresholds as f64) - T::one();
         for i in 0..b.batch {
             let w = b.weight(i);
             for k in 0..b.width {
@@ -614,23 +652,272 @@ impl<T: Scalar> Metric<T> for Auc {
                 if self.from_logits {
                     p = kiln_tape::kernels::sigmoid(p);
                 }
-                let p = p.max(T::zero()).min(T::one());
-                let bucket = ((p * steps).ceil() - T::one()).max(T::zero()).as_f64() as usize;
                 let l = if self.multi_label { k } else { 0 };
-                if b.target(i, k) != 0.0 {
-                    self.pos[l][bucket] += w;
-                } else {
-                    self.neg[l][bucket] += w;
+                self.labels[l].add(p, b.target(i, k) != 0.0, w, true);
+            }
+        }
+    }
+    fn result(&self) -> f64 {
+        if self.labels.is_empty() {
+            return 0.0;
+        }
+        self.labels.iter().map(|l| self.area(l)).sum::<f64>() / self.labels.len() as f64
+    }
+}
+
+/// Which constrained rate an [`AtConstraint`] metric reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Constrained {
+    /// The best precision among thresholds whose recall is ≥ the target (Keras
+    /// `PrecisionAtRecall`).
+    PrecisionAtRecall,
+    /// The best recall where precision ≥ the target (`RecallAtPrecision`).
+    RecallAtPrecision,
+    /// The best sensitivity (recall) where specificity ≥ the target
+    /// (`SensitivityAtSpecificity`).
+    SensitivityAtSpecificity,
+    /// The best specificity where sensitivity ≥ the target (`SpecificityAtSensitivity`).
+    SpecificityAtSensitivity,
+}
+
+/// The best value of one rate among the thresholds where another rate reaches a target,
+/// as Keras's `PrecisionAtRecall`, `RecallAtPrecision`, `SensitivityAtSpecificity` and
+/// `SpecificityAtSensitivity`: `num_thresholds` evenly spaced thresholds from 0 to 1
+/// (a prediction is positive above one), labels positive when non-zero, optionally one
+/// output column (`class_id`); 0 when no threshold reaches the target. The target is
+/// compared as a float32 constant, as Keras does.
+#[derive(Clone, Debug)]
+pub struct AtConstraint {
+    name: String,
+    kind: Constrained,
+    /// The rate the constrained side must reach, in [0, 1].
+    pub target: f64,
+    /// Thresholds (Keras's default 200).
+    pub num_thresholds: usize,
+    /// Score only this output column.
+    pub class_id: Option<usize>,
+    buckets: Buckets,
+}
+
+impl AtConstraint {
+    /// `kind` at `target`, logged under `name`, with Keras's 200 thresholds.
+    pub fn new(name: &str, kind: Constrained, target: f64) -> Self {
+        AtConstraint {
+            name: name.into(),
+            kind,
+            target,
+            num_thresholds: 200,
+            class_id: None,
+            buckets: Buckets::new(200),
+        }
+    }
+    /// Sets the number of thresholds (at least 2).
+    pub fn num_thresholds(mut self, n: usize) -> Self {
+        self.num_thresholds = n.max(2);
+        self.buckets = Buckets::new(self.num_thresholds);
+        self
+    }
+    /// Scores one output column.
+    pub fn class_id(mut self, c: usize) -> Self {
+        self.class_id = Some(c);
+        self
+    }
+}
+
+impl<T: Scalar> Metric<T> for AtConstraint {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self) {
+        self.buckets.reset();
+    }
+    fn update(&mut self, b: &MetricBatch<'_, T>) {
+        for i in 0..b.batch {
+            let w = b.weight(i);
+            for k in 0..b.width {
+                if self.class_id.is_some_and(|c| c != k) {
+                    continue;
+                }
+                self.buckets.add(b.row(i)[k], b.target(i, k) != 0.0, w, false);
+            }
+        }
+    }
+    fn result(&self) -> f64 {
+        let [tp, fp, tn, fn_] = self.buckets.counts();
+        let n = tp.len();
+        let recall: Vec<f64> = (0..n).map(|i| div0(tp[i], tp[i] + fn_[i])).collect();
+        let rate = |num: &[f64], other: &[f64]| -> Vec<f64> {
+            (0..n).map(|i| div0(num[i], num[i] + other[i])).collect()
+        };
+        let (constrained, dependent) = match self.kind {
+            Constrained::PrecisionAtRecall => (recall, rate(&tp, &fp)),
+            Constrained::RecallAtPrecision => (rate(&tp, &fp), recall),
+            Constrained::SensitivityAtSpecificity => (rate(&tn, &fp), recall),
+            Constrained::SpecificityAtSensitivity => (recall, rate(&tn, &fp)),
+        };
+        // Keras compares against the target as a float32 constant, whatever the dtype.
+        let target = f64::from(self.target as f32);
+        constrained
+            .iter()
+            .zip(&dependent)
+            .filter(|(c, _)| **c >= target)
+            .fold(0.0, |m, (_, d)| m.max(*d))
+    }
+}
+
+/// How an [`IoU`] metric reads labels and predictions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum IouInput {
+    /// Predictions are scores per class (their argmax is the class); labels are class
+    /// indices or one-hot (their argmax). Keras's `MeanIoU(sparse_y_pred=False)`,
+    /// `OneHotIoU`, `OneHotMeanIoU`.
+    Argmax,
+    /// One output per element: class 1 where it is ≥ the threshold, labels 0/1 (Keras
+    /// `BinaryIoU`).
+    Binary {
+        /// The threshold.
+        threshold: f64,
+    },
+}
+
+/// Intersection over union per class from a weighted confusion matrix, averaged over
+/// `target_class_ids` (Keras `IoU`, `MeanIoU`, `BinaryIoU`, `OneHotIoU`,
+/// `OneHotMeanIoU`): `tp / (tp + fp + fn)`, classes that never occur left out of the
+/// mean. As Keras, the ratios are formed in float32 with ε = 1e-7; unlike Keras (whose
+/// confusion matrix is integer by default and truncates fractional weights), sample
+/// weights count as they are.
+#[derive(Clone, Debug)]
+pub struct IoU {
+    name: String,
+    /// Classes of the confusion matrix.
+    pub num_classes: usize,
+    /// The classes averaged.
+    pub target_class_ids: Vec<usize>,
+    /// How inputs are read.
+    pub input: IouInput,
+    cm: Vec<f64>,
+}
+
+impl IoU {
+    /// IoU of `target_class_ids` among `num_classes`, predictions by argmax.
+    pub fn new(name: &str, num_classes: usize, target_class_ids: &[usize]) -> Self {
+        IoU {
+            name: name.into(),
+            num_classes,
+            target_class_ids: target_class_ids.to_vec(),
+            input: IouInput::Argmax,
+            cm: vec![0.0; num_classes * num_classes],
+        }
+    }
+    /// The mean IoU over all `num_classes` classes (Keras `MeanIoU`).
+    pub fn mean(name: &str, num_classes: usize) -> Self {
+        IoU::new(name, num_classes, &(0..num_classes).collect::<Vec<_>>())
+    }
+    /// IoU of binary outputs thresholded at `threshold` (Keras `BinaryIoU`; its default
+    /// targets are classes 0 and 1 at threshold 0.5).
+    pub fn binary(name: &str, target_class_ids: &[usize], threshold: f64) -> Self {
+        IoU { input: IouInput::Binary { threshold }, ..IoU::new(name, 2, target_class_ids) }
+    }
+}
+
+impl<T: Scalar> Metric<T> for IoU {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self) {
+        self.cm.iter_mut().for_each(|x| *x = 0.0);
+    }
+    fn update(&mut self, b: &MetricBatch<'_, T>) {
+        let n = self.num_classes;
+        let mut add = |t: usize, p: usize, w: f64| {
+            // Out-of-range classes never reach the matrix, as in Keras.
+            if t < n && p < n {
+                self.cm[t * n + p] += w;
+            }
+        };
+        for i in 0..b.batch {
+            let w = b.weight(i);
+            match self.input {
+                IouInput::Argmax => add(b.class(i), argmax(b.row(i)), w),
+                IouInput::Binary { threshold } => {
+                    let t = threshold as f32;
+                    for k in 0..b.width {
+                        // Keras compares in float32 whatever the model's dtype.
+                        let p = usize::from((b.row(i)[k].as_f64() as f32) >= t);
+                        add(b.target(i, k).trunc() as usize, p, w);
+                    }
                 }
             }
         }
     }
     fn result(&self) -> f64 {
-        if self.pos.is_empty() {
-            return 0.0;
+        let n = self.num_classes;
+        let eps = 1e-7f32;
+        let (mut sum, mut valid) = (0f32, 0f32);
+        for &c in &self.target_class_ids {
+            if c >= n {
+                continue;
+            }
+            let row: f64 = (0..n).map(|j| self.cm[c * n + j]).sum();
+            let col: f64 = (0..n).map(|j| self.cm[j * n + c]).sum();
+            let tp = self.cm[c * n + c];
+            let den = (row + col - tp) as f32;
+            if den > 1e-9 {
+                valid += 1.0;
+                sum += tp as f32 / (den + eps);
+            }
         }
-        let per: Vec<f64> = self.pos.iter().zip(&self.neg).map(|(p, n)| self.area(p, n)).collect();
-        per.iter().sum::<f64>() / per.len() as f64
+        f64::from(sum / (valid + eps))
+    }
+}
+
+/// A running weighted mean of values (Keras `metrics.Mean`), for custom loops: not a
+/// compile metric (Keras's `Mean` has no `y_true`/`y_pred` either).
+#[derive(Clone, Debug, Default)]
+pub struct Mean {
+    total: f64,
+    count: f64,
+}
+
+impl Mean {
+    /// Adds `values`, each with its weight (1 when `weights` is `None`).
+    pub fn update_state(&mut self, values: &[f64], weights: Option<&[f64]>) {
+        for (i, v) in values.iter().enumerate() {
+            let w = weights.map_or(1.0, |w| w[i]);
+            self.total += v * w;
+            self.count += w;
+        }
+    }
+    /// The weighted mean so far (0 before any weight).
+    pub fn result(&self) -> f64 {
+        div0(self.total, self.count)
+    }
+    /// Forgets everything added.
+    pub fn reset_state(&mut self) {
+        *self = Mean::default();
+    }
+}
+
+/// A running weighted sum of values (Keras `metrics.Sum`), for custom loops.
+#[derive(Clone, Debug, Default)]
+pub struct Sum {
+    total: f64,
+}
+
+impl Sum {
+    /// Adds `values`, each times its weight (1 when `weights` is `None`).
+    pub fn update_state(&mut self, values: &[f64], weights: Option<&[f64]>) {
+        for (i, v) in values.iter().enumerate() {
+            self.total += v * weights.map_or(1.0, |w| w[i]);
+        }
+    }
+    /// The sum so far.
+    pub fn result(&self) -> f64 {
+        self.total
+    }
+    /// Forgets everything added.
+    pub fn reset_state(&mut self) {
+        self.total = 0.0;
     }
 }
 
@@ -873,6 +1160,25 @@ impl<T: Scalar> IntoMetric<T> for &str {
         metric_by_name(self, width)
     }
 }
+/// Typed metrics go to `compile` as they are (`[Auc::new("auc").curve(Curve::Pr)]`); a
+/// list mixing kinds boxes them (`vec![Box::new(a) as Box<dyn Metric<f32>>, ..]`).
+macro_rules! typed_metrics {
+    ($($t:ty),*) => {$(
+        impl<T: Scalar> IntoMetric<T> for $t {
+            fn into_metric(self, _: usize) -> Result<Box<dyn Metric<T>>> {
+                Ok(Box::new(self))
+            }
+        }
+    )*};
+}
+typed_metrics!(Confusion, FBetaScore, Auc, AtConstraint, IoU, R2Score, RootMeanSquaredError);
+
+impl<T: Scalar> IntoMetric<T> for LossMetric<T> {
+    fn into_metric(self, _: usize) -> Result<Box<dyn Metric<T>>> {
+        Ok(Box::new(self))
+    }
+}
+
 impl<T: Scalar> IntoMetric<T> for Box<dyn Metric<T>> {
     fn into_metric(self, _: usize) -> Result<Box<dyn Metric<T>>> {
         Ok(self)

@@ -12,8 +12,8 @@
 use kiln_train::data::Truth;
 use kiln_train::loss::{self, LossBatch};
 use kiln_train::metrics::{
-    self, Auc, Average, Confusion, ConfusionValue, Curve, FBetaScore, LossMetric, Metric,
-    MetricBatch, Summation,
+    self, AtConstraint, Auc, Average, Confusion, ConfusionValue, Constrained, Curve, FBetaScore,
+    IoU, LossMetric, Metric, MetricBatch, Summation,
 };
 use kiln_train::tape::Scalar;
 use kiln_train::*;
@@ -144,6 +144,41 @@ fn make_metric<T: Scalar + 'static>(name: &str, args: &Value, width: usize) -> B
                 _ => Summation::Interpolation,
             });
             Box::new(m)
+        }
+        "precision_at_recall"
+        | "recall_at_precision"
+        | "sensitivity_at_specificity"
+        | "specificity_at_sensitivity" => {
+            let (kind, key) = match name {
+                "precision_at_recall" => (Constrained::PrecisionAtRecall, "recall"),
+                "recall_at_precision" => (Constrained::RecallAtPrecision, "precision"),
+                "sensitivity_at_specificity" => {
+                    (Constrained::SensitivityAtSpecificity, "specificity")
+                }
+                _ => (Constrained::SpecificityAtSensitivity, "sensitivity"),
+            };
+            let mut m = AtConstraint::new(name, kind, arg_f(args, key).unwrap());
+            if let Some(n) = args.get("num_thresholds").and_then(Value::as_u64) {
+                m = m.num_thresholds(n as usize);
+            }
+            if let Some(c) = args.get("class_id").and_then(Value::as_u64) {
+                m = m.class_id(c as usize);
+            }
+            Box::new(m)
+        }
+        "mean_iou" | "one_hot_mean_iou" => {
+            Box::new(IoU::mean(name, args["num_classes"].as_u64().unwrap() as usize))
+        }
+        "iou" | "one_hot_iou" => {
+            let ids: Vec<usize> =
+                nums(&args["target_class_ids"]).iter().map(|&c| c as usize).collect();
+            Box::new(IoU::new(name, args["num_classes"].as_u64().unwrap() as usize, &ids))
+        }
+        "binary_iou" => {
+            let ids: Vec<usize> = args
+                .get("target_class_ids")
+                .map_or(vec![0, 1], |v| nums(v).iter().map(|&c| c as usize).collect());
+            Box::new(IoU::binary(name, &ids, arg_f(args, "threshold").unwrap_or(0.5)))
         }
         "binary_crossentropy" if logits || ls != 0.0 => Box::new(LossMetric::new(
             name,
