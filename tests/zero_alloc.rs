@@ -143,6 +143,7 @@ fn allocations_per_batch<M: Model<Scalar = f32>>(
     n: usize,
     batch: usize,
     ids: bool,
+    metrics: &[&str],
 ) -> Vec<usize>
 where
     SparseCategoricalCrossentropy: LossFor<M::Output, ClassLabels>,
@@ -156,7 +157,7 @@ where
     let x = Inputs::<M::Input>::from_vec(values).unwrap();
     let y = ClassLabels::new((0..n).map(|i| i % 10).collect());
     let mut m = model
-        .compile(Adam::default(), SparseCategoricalCrossentropy::default(), [Accuracy])
+        .compile(Adam::default(), SparseCategoricalCrossentropy::default(), metrics.to_vec())
         .unwrap();
     let mut counts = Vec::with_capacity(n / batch + 1);
     m.fit(&x, &y)
@@ -175,16 +176,29 @@ where
 use kiln::Shape;
 use kiln::loss::LossFor;
 
+const ACC: &[&str] = &["accuracy"];
+
 #[test]
 fn a_training_step_allocates_nothing_after_the_first_batch() {
     for (name, counts) in [
-        ("MLP 784-128-10", allocations_per_batch(Mlp::new(Seed(1)), 32 * 8, 32, false)),
-        ("MNIST convnet", allocations_per_batch(ConvNet::new(Seed(1)), 16 * 4, 16, false)),
-        ("every 2-D layer", allocations_per_batch(Images::new(Seed(1)), 16 * 4, 16, false)),
-        ("every 1-D layer", allocations_per_batch(Sequences::new(Seed(1)), 16 * 4, 16, false)),
-        ("embedding", allocations_per_batch(Tokens::new(Seed(1)), 16 * 4, 16, true)),
-        ("recurrent", allocations_per_batch(Recurrent::new(Seed(1)), 16 * 4, 16, false)),
-        ("branches", allocations_per_batch(Branches::new(Seed(1)), 16 * 4, 16, false)),
+        ("MLP 784-128-10", allocations_per_batch(Mlp::new(Seed(1)), 32 * 8, 32, false, ACC)),
+        // Every metric kiln names, read after every batch as the progress bar does.
+        (
+            "MLP with every metric",
+            allocations_per_batch(
+                Mlp::new(Seed(1)),
+                32 * 8,
+                32,
+                false,
+                kiln::metrics::METRIC_NAMES,
+            ),
+        ),
+        ("MNIST convnet", allocations_per_batch(ConvNet::new(Seed(1)), 16 * 4, 16, false, ACC)),
+        ("every 2-D layer", allocations_per_batch(Images::new(Seed(1)), 16 * 4, 16, false, ACC)),
+        ("every 1-D layer", allocations_per_batch(Sequences::new(Seed(1)), 16 * 4, 16, false, ACC)),
+        ("embedding", allocations_per_batch(Tokens::new(Seed(1)), 16 * 4, 16, true, ACC)),
+        ("recurrent", allocations_per_batch(Recurrent::new(Seed(1)), 16 * 4, 16, false, ACC)),
+        ("branches", allocations_per_batch(Branches::new(Seed(1)), 16 * 4, 16, false, ACC)),
     ] {
         let after_first: Vec<usize> = counts.iter().map(|c| c - counts[0]).collect();
         println!("{name}: allocations after each batch, relative to the first: {after_first:?}");

@@ -60,6 +60,16 @@ pub trait Metric<T: Scalar>: Send {
     fn update(&mut self, b: &MetricBatch<'_, T>);
     /// The value over everything accumulated since the last reset.
     fn result(&self) -> f64;
+    /// The log keys the metric writes: its name, or one key per class for a metric that
+    /// reports per-class values (F-beta with [`Average::PerClass`]). Read once per fit.
+    fn keys(&self) -> Vec<String> {
+        vec![self.name().to_string()]
+    }
+    /// Calls `f` with each log key and its value (allocates nothing: it runs after every
+    /// batch).
+    fn for_each_value(&self, f: &mut dyn FnMut(&str, f64)) {
+        f(self.name(), self.result());
+    }
 }
 
 /// Weighted mean of a per-sample value: the shape of most Keras metrics.
@@ -344,6 +354,9 @@ pub enum Average {
     Macro,
     /// The per-class scores weighted by each class's (weighted) count of true labels.
     Weighted,
+    /// Every class's score on its own (Keras's `average=None`), logged as
+    /// `{name}_0`, `{name}_1`, … (a History holds numbers, not arrays).
+    PerClass,
 }
 
 /// F-beta score (Keras `FBetaScore`; `F1Score` is beta 1): per class (output column)
@@ -364,6 +377,9 @@ pub struct FBetaScore {
     fp: Vec<f64>,
     fn_: Vec<f64>,
     support: Vec<f64>,
+    /// The per-class log keys (with [`Average::PerClass`]), made when the class count is
+    /// known.
+    keys: Vec<String>,
 }
 
 impl FBetaScore {
@@ -378,7 +394,21 @@ impl FBetaScore {
             fp: Vec::new(),
             fn_: Vec::new(),
             support: Vec::new(),
+            keys: Vec::new(),
         }
+    }
+    /// Sets the number of classes (output columns); `compile` sets it from the model.
+    /// With [`Average::PerClass`] it names the log keys.
+    pub fn classes(mut self, n: usize) -> Self {
+        for v in [&mut self.tp, &mut self.fp, &mut self.fn_, &mut self.support] {
+            *v = vec![0.0; n];
+        }
+        self.keys = (0..n).map(|k| format!("{}_{k}", self.name)).collect();
+        self
+    }
+    /// Class `k`'s score.
+    fn class_score(&self, k: usize) -> f64 {
+        fbeta(self.beta, self.tp[k], self.fp[k], self.fn_[k])
     }
     /// Sets how per-class scores combine.
     pub fn average(mut self, a: Average) -> Self {
@@ -403,9 +433,7 @@ impl<T: Scalar> Metric<T> for FBetaScore {
     }
     fn update(&mut self, b: &MetricBatch<'_, T>) {
         if self.tp.len() != b.width {
-            for v in [&mut self.tp, &mut self.fp, &mut self.fn_, &mut self.support] {
-                *v = vec![0.0; b.width];
-            }
+            *self = std::mem::replace(self, FBetaScore::new("", 1.0)).classes(b.width);
         }
         let threshold = self.threshold.map(|t| T::of(t).as_f64());
         for i in 0..b.batch {
@@ -429,28 +457,41 @@ impl<T: Scalar> Metric<T> for FBetaScore {
     }
     fn result(&self) -> f64 {
         let eps = crate::loss::EPSILON;
-        let b2 = self.beta * self.beta;
-        let score = |tp: f64, fp: f64, fn_: f64| {
-            let p = tp / (tp + fp + eps);
-            let r = tp / (tp + fn_ + eps);
-            p * r / (b2 * p + r + eps) * (1.0 + b2)
-        };
         let sum = |v: &[f64]| v.iter().sum::<f64>();
+        let classes = self.tp.len();
         match self.average {
-            Average::Micro => score(sum(&self.tp), sum(&self.fp), sum(&self.fn_)),
-            Average::Macro | Average::Weighted => {
-                let per: Vec<f64> = (0..self.tp.len())
-                    .map(|k| score(self.tp[k], self.fp[k], self.fn_[k]))
-                    .collect();
-                if self.average == Average::Macro {
-                    sum(&per) / per.len().max(1) as f64
-                } else {
-                    let total = sum(&self.support) + eps;
-                    per.iter().zip(&self.support).map(|(f, s)| f * (s / total)).sum()
-                }
+            Average::Micro => fbeta(self.beta, sum(&self.tp), sum(&self.fp), sum(&self.fn_)),
+            // Per class, the value under the metric's own name is the macro mean.
+            Average::Macro | Average::PerClass => {
+                (0..classes).map(|k| self.class_score(k)).sum::<f64>() / classes.max(1) as f64
+            }
+            Average::Weighted => {
+                let total = sum(&self.support) + eps;
+                (0..classes).map(|k| self.class_score(k) * (self.support[k] / total)).sum()
             }
         }
     }
+    fn keys(&self) -> Vec<String> {
+        if self.average == Average::PerClass { self.keys.clone() } else { vec![self.name.clone()] }
+    }
+    fn for_each_value(&self, f: &mut dyn FnMut(&str, f64)) {
+        if self.average == Average::PerClass {
+            for (k, key) in self.keys.iter().enumerate() {
+                f(key, if k < self.tp.len() { self.class_score(k) } else { 0.0 });
+            }
+        } else {
+            f(&self.name, Metric::<T>::result(self));
+        }
+    }
+}
+
+/// F-beta from weighted counts with Keras's ε = 1e-7 in each of its three denominators.
+fn fbeta(beta: f64, tp: f64, fp: f64, fn_: f64) -> f64 {
+    let eps = crate::loss::EPSILON;
+    let b2 = beta * beta;
+    let p = tp / (tp + fp + eps);
+    let r = tp / (tp + fn_ + eps);
+    p * r / (b2 * p + r + eps) * (1.0 + b2)
 }
 
 /// F1 score (threshold 0.5), micro-averaged over all output elements (Keras
@@ -519,21 +560,16 @@ impl Buckets {
             buckets[i] += w;
         }
     }
-    /// (tp, fp, tn, fn) at each threshold: everything in bucket i or above is predicted
-    /// positive at threshold i.
-    fn counts(&self) -> [Vec<f64>; 4] {
-        let n = self.pos.len();
-        let (mut tp, mut fp) = (vec![0.0; n], vec![0.0; n]);
-        let (mut a, mut c) = (0.0, 0.0);
-        for i in (0..n).rev() {
-            a += self.pos[i];
-            c += self.neg[i];
-            tp[i] = a;
-            fp[i] = c;
+    /// Calls `f(i, [tp, fp, tn, fn])` for each threshold `i` from the highest down (at
+    /// threshold i everything in bucket i or above is predicted positive); allocates
+    /// nothing, so a metric's result can be read after every batch.
+    fn each_threshold_down(&self, mut f: impl FnMut(usize, [f64; 4])) {
+        let (mut tp, mut fp) = (0.0, 0.0);
+        for i in (0..self.pos.len()).rev() {
+            tp += self.pos[i];
+            fp += self.neg[i];
+            f(i, [tp, fp, self.total_neg - fp, self.total_pos - tp]);
         }
-        let fn_ = tp.iter().map(|t| self.total_pos - t).collect();
-        let tn = fp.iter().map(|f| self.total_neg - f).collect();
-        [tp, fp, tn, fn_]
     }
 }
 
@@ -598,39 +634,50 @@ impl Auc {
         self
     }
 
-    /// The AUC of one label's bucket counts.
+    /// The AUC of one label's bucket counts, summed over adjacent thresholds (i, i + 1)
+    /// from the top down.
     fn area(&self, buckets: &Buckets) -> f64 {
-        let n = self.num_thresholds;
-        let [tp, fp, tn, fn_] = buckets.counts();
-        if self.curve == Curve::Pr && self.summation == Summation::Interpolation {
-            let mut auc = 0.0;
-            for i in 0..n - 1 {
-                let dtp = tp[i] - tp[i + 1];
-                let (p0, p1) = (tp[i] + fp[i], tp[i + 1] + fp[i + 1]);
-                let slope = div0(dtp, (p0 - p1).max(0.0));
-                let intercept = tp[i + 1] - slope * p1;
-                let ratio = if p0 > 0.0 && p1 > 0.0 { div0(p0, p1.max(0.0)) } else { 1.0 };
-                auc +=
-                    div0(slope * (dtp + intercept * ratio.ln()), (tp[i + 1] + fn_[i + 1]).max(0.0));
+        let mut above: Option<[f64; 4]> = None;
+        let mut auc = 0.0;
+        let pr_interpolated = self.curve == Curve::Pr && self.summation == Summation::Interpolation;
+        buckets.each_threshold_down(|_, c| {
+            if let Some(hi) = above {
+                auc += if pr_interpolated { pr_piece(c, hi) } else { self.piece(c, hi) };
             }
-            return auc;
-        }
-        let recall: Vec<f64> = (0..n).map(|i| div0(tp[i], tp[i] + fn_[i])).collect();
-        let (x, y): (Vec<f64>, Vec<f64>) = match self.curve {
-            Curve::Roc => ((0..n).map(|i| div0(fp[i], fp[i] + tn[i])).collect(), recall),
-            Curve::Pr => (recall, (0..n).map(|i| div0(tp[i], tp[i] + fp[i])).collect()),
-        };
-        (0..n - 1)
-            .map(|i| {
-                let h = match self.summation {
-                    Summation::Interpolation => (y[i] + y[i + 1]) / 2.0,
-                    Summation::Minoring => y[i].min(y[i + 1]),
-                    Summation::Majoring => y[i].max(y[i + 1]),
-                };
-                (x[i] - x[i + 1]) * h
-            })
-            .sum()
+            above = Some(c);
+        });
+        auc
     }
+
+    /// The area between threshold i (counts `lo`) and i + 1 (`hi`) on the ROC or PR curve.
+    fn piece(&self, lo: [f64; 4], hi: [f64; 4]) -> f64 {
+        let point = |[tp, fp, tn, fn_]: [f64; 4]| {
+            let recall = div0(tp, tp + fn_);
+            match self.curve {
+                Curve::Roc => (div0(fp, fp + tn), recall),
+                Curve::Pr => (recall, div0(tp, tp + fp)),
+            }
+        };
+        let ((x0, y0), (x1, y1)) = (point(lo), point(hi));
+        let h = match self.summation {
+            Summation::Interpolation => (y0 + y1) / 2.0,
+            Summation::Minoring => y0.min(y1),
+            Summation::Majoring => y0.max(y1),
+        };
+        (x0 - x1) * h
+    }
+}
+
+/// Davis & Goadrich's interpolated precision-recall area between thresholds i (`lo`) and
+/// i + 1 (`hi`), as Keras's `interpolate_pr_auc`.
+fn pr_piece(lo: [f64; 4], hi: [f64; 4]) -> f64 {
+    let ([tp0, fp0, _, _], [tp1, fp1, _, fn1]) = (lo, hi);
+    let dtp = tp0 - tp1;
+    let (p0, p1) = (tp0 + fp0, tp1 + fp1);
+    let slope = div0(dtp, (p0 - p1).max(0.0));
+    let intercept = tp1 - slope * p1;
+    let ratio = if p0 > 0.0 && p1 > 0.0 { div0(p0, p1.max(0.0)) } else { 1.0 };
+    div0(slope * (dtp + intercept * ratio.ln()), (tp1 + fn1).max(0.0))
 }
 
 impl<T: Scalar> Metric<T> for Auc {
@@ -743,25 +790,23 @@ impl<T: Scalar> Metric<T> for AtConstraint {
         }
     }
     fn result(&self) -> f64 {
-        let [tp, fp, tn, fn_] = self.buckets.counts();
-        let n = tp.len();
-        let recall: Vec<f64> = (0..n).map(|i| div0(tp[i], tp[i] + fn_[i])).collect();
-        let rate = |num: &[f64], other: &[f64]| -> Vec<f64> {
-            (0..n).map(|i| div0(num[i], num[i] + other[i])).collect()
-        };
-        let (constrained, dependent) = match self.kind {
-            Constrained::PrecisionAtRecall => (recall, rate(&tp, &fp)),
-            Constrained::RecallAtPrecision => (rate(&tp, &fp), recall),
-            Constrained::SensitivityAtSpecificity => (rate(&tn, &fp), recall),
-            Constrained::SpecificityAtSensitivity => (recall, rate(&tn, &fp)),
-        };
         // Keras compares against the target as a float32 constant, whatever the dtype.
         let target = f64::from(self.target as f32);
-        constrained
-            .iter()
-            .zip(&dependent)
-            .filter(|(c, _)| **c >= target)
-            .fold(0.0, |m, (_, d)| m.max(*d))
+        let mut best = 0.0f64;
+        self.buckets.each_threshold_down(|_, [tp, fp, tn, fn_]| {
+            let (recall, precision, specificity) =
+                (div0(tp, tp + fn_), div0(tp, tp + fp), div0(tn, tn + fp));
+            let (constrained, dependent) = match self.kind {
+                Constrained::PrecisionAtRecall => (recall, precision),
+                Constrained::RecallAtPrecision => (precision, recall),
+                Constrained::SensitivityAtSpecificity => (specificity, recall),
+                Constrained::SpecificityAtSensitivity => (recall, specificity),
+            };
+            if constrained >= target {
+                best = best.max(dependent);
+            }
+        });
+        best
     }
 }
 
@@ -1171,7 +1216,13 @@ macro_rules! typed_metrics {
         }
     )*};
 }
-typed_metrics!(Confusion, FBetaScore, Auc, AtConstraint, IoU, R2Score, RootMeanSquaredError);
+typed_metrics!(Confusion, Auc, AtConstraint, IoU, R2Score, RootMeanSquaredError);
+
+impl<T: Scalar> IntoMetric<T> for FBetaScore {
+    fn into_metric(self, width: usize) -> Result<Box<dyn Metric<T>>> {
+        Ok(Box::new(self.classes(width)))
+    }
+}
 
 impl<T: Scalar> IntoMetric<T> for LossMetric<T> {
     fn into_metric(self, _: usize) -> Result<Box<dyn Metric<T>>> {

@@ -246,7 +246,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
 
     /// The metrics' log keys, in compile order.
     pub fn metric_names(&self) -> Vec<String> {
-        self.engine.metrics.iter().map(|m| m.name().to_string()).collect()
+        self.engine.metrics.iter().flat_map(|m| m.keys()).collect()
     }
 
     /// Starts a `fit` on `x` and `y`; set options on the returned builder, then `run()`.
@@ -348,8 +348,12 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         batcher.take_rows(0..x.len());
         let batch = batcher.gather(x.data(), inp, y, Weights::default(), w);
         let loss = if train { engine.train_step(&batch)? } else { engine.eval_step(&batch)? };
-        let mut logs: Logs =
-            engine.metrics.iter().map(|m| (m.name().to_string(), m.result())).collect();
+        let mut logs = Logs::new();
+        for m in engine.metrics.iter() {
+            m.for_each_value(&mut |k, v| {
+                logs.insert(k.to_string(), v);
+            });
+        }
         logs.insert("loss".into(), loss);
         Ok(logs)
     }
@@ -405,7 +409,12 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
             count += b;
             lo = hi;
         }
-        let values = engine.metrics.iter().map(|m| (m.name().to_string(), m.result())).collect();
+        let mut values = BTreeMap::new();
+        for m in engine.metrics.iter() {
+            m.for_each_value(&mut |k, v| {
+                values.insert(k.to_string(), v);
+            });
+        }
         Ok((total / count, values))
     }
 }

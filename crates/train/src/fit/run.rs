@@ -389,9 +389,11 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                     *v = loss_sum / seen;
                 }
                 for m in engine.metrics.iter() {
-                    if let Some(v) = logs.get_mut(m.name()) {
-                        *v = m.result();
-                    }
+                    m.for_each_value(&mut |k, value| {
+                        if let Some(v) = logs.get_mut(k) {
+                            *v = value;
+                        }
+                    });
                 }
                 for cb in callbacks.iter_mut() {
                     cb.on_train_batch_end(step, &logs, ctx!(epoch))?;
