@@ -545,3 +545,33 @@ fn per_step_targets_are_scored_per_step_as_keras() {
     let loss = &h.history["loss"];
     assert!(loss[29] < 0.5 * loss[0], "{loss:?}");
 }
+
+/// A per-class metric (F1 with Keras's `average=None`) logs one key per class in fit,
+/// validation and evaluate, and callbacks may monitor any of them.
+#[test]
+fn per_class_metrics_log_one_key_per_class() {
+    use kiln::metrics::{Average, FBetaScore};
+    let (x, y) = blobs(120, 2);
+    let f1 = FBetaScore::new("f1", 1.0).average(Average::PerClass).threshold(None);
+    let mut m =
+        mlp(1).compile(Adam::new(0.05), SparseCategoricalCrossentropy::default(), [f1]).unwrap();
+    let h = m
+        .fit(&x, &y)
+        .epochs(3)
+        .validation_split(0.25)
+        .callbacks(EarlyStopping::on("val_f1_2").patience(5))
+        .verbose(0)
+        .run()
+        .unwrap();
+    let keys: Vec<&str> = h.keys().collect();
+    assert_eq!(
+        keys,
+        ["f1_0", "f1_1", "f1_2", "loss", "val_f1_0", "val_f1_1", "val_f1_2", "val_loss"]
+    );
+    let e = m.evaluate(&x, &y).unwrap();
+    assert_eq!(e.metrics.keys().collect::<Vec<_>>(), ["f1_0", "f1_1", "f1_2"]);
+    assert!(e.metrics.values().all(|v| (0.0..=1.0).contains(v)));
+    // A monitor naming the metric itself (not a class) is refused before training.
+    let e = err(m.fit(&x, &y).callbacks(EarlyStopping::on("f1")).verbose(0).run());
+    assert!(e.contains("f1_0"), "{e}");
+}
