@@ -575,3 +575,39 @@ fn per_class_metrics_log_one_key_per_class() {
     let e = err(m.fit(&x, &y).callbacks(EarlyStopping::on("f1")).verbose(0).run());
     assert!(e.contains("f1_0"), "{e}");
 }
+
+/// Keras's padding convention for sequence labels: −1 marks a position to leave out,
+/// with `ignore_class = -1` on the loss. The loss is the mean over the other positions;
+/// a loss that does not ignore them is refused before the first step.
+#[test]
+fn padded_per_step_labels_with_ignore_class_minus_one() {
+    let (steps, feats, classes, n) = (3, 2, 2, 6);
+    let x: Vec<f64> = (0..n * steps * feats).map(|i| ((i * 13 % 7) as f64 - 3.0) / 3.0).collect();
+    let x = Inputs::<Dyn, f64>::from_vec_shape(&[steps, feats], x).unwrap();
+    // Each sample's last step is padding.
+    let signed: Vec<i64> =
+        (0..n * steps).map(|r| if r % steps == steps - 1 { -1 } else { (r % 2) as i64 }).collect();
+    let y = ClassLabels::from_i64_ignoring(&signed, -1).unwrap().with_steps(steps).unwrap();
+    let net = || {
+        SequentialBuilder::<f64>::new("tagger", &[steps, feats])
+            .add(kiln::layers::Dense::new(classes).activation(kiln::layers::Act::Softmax))
+            .build(Seed(2))
+            .unwrap()
+    };
+    let loss = SparseCategoricalCrossentropy::default().ignore_class(-1);
+    let mut m = net().compile(SGD::new(0.1), loss, ()).unwrap();
+    let p = m.predict(&x).unwrap();
+    let p = p.data();
+    let kept: Vec<usize> = (0..n * steps).filter(|r| signed[*r] >= 0).collect();
+    let want = kept.iter().map(|&r| -p[r * classes + signed[r] as usize].ln()).sum::<f64>()
+        / kept.len() as f64;
+    let got = m.evaluate(&x, &y).unwrap().loss;
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    let mut plain =
+        net().compile(SGD::new(0.1), SparseCategoricalCrossentropy::default(), ()).unwrap();
+    let e = err(plain.fit(&x, &y).verbose(0).run());
+    assert!(e.contains("marks an ignored position") && e.contains("ignore_class(-1)"), "{e}");
+    // Other negative labels are still errors, by position.
+    let e = ClassLabels::from_i64_ignoring(&[0, -2], -1).unwrap_err().to_string();
+    assert!(e.contains("label -2 at position 1"), "{e}");
+}

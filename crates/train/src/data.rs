@@ -278,6 +278,11 @@ pub struct ClassLabels {
 }
 
 impl ClassLabels {
+    /// The label stored for an ignored position given as a negative label (Keras's −1
+    /// padding) by [`ClassLabels::from_i64_ignoring`]: class checks pass over it, and
+    /// `SparseCategoricalCrossentropy` with a negative `ignore_class` leaves it out.
+    pub const IGNORED: usize = usize::MAX;
+
     /// Wraps class indices, one per sample.
     pub fn new(labels: Vec<usize>) -> Self {
         ClassLabels { labels, steps: 1 }
@@ -322,6 +327,36 @@ impl ClassLabels {
             })
             .collect::<Result<_>>()?;
         Ok(ClassLabels::new(labels))
+    }
+
+    /// Converts signed labels in which `ignore_class` marks positions to leave out of
+    /// the loss (Keras's `ignore_class=-1` padding): those become [`ClassLabels::IGNORED`]
+    /// when `ignore_class` is negative; any other negative label is an error naming it.
+    /// Give the loss the same value, `SparseCategoricalCrossentropy::default()
+    /// .ignore_class(-1)`, and per-step labels with [`ClassLabels::per_step`]'s shape
+    /// through [`ClassLabels::with_steps`].
+    pub fn from_i64_ignoring(labels: &[i64], ignore_class: i64) -> Result<Self> {
+        let labels = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                if l == ignore_class && l < 0 {
+                    return Ok(ClassLabels::IGNORED);
+                }
+                usize::try_from(l).map_err(|_| TrainError::InvalidArgument {
+                    name: "ClassLabels",
+                    message: format!(
+                        "label {l} at position {i} is negative and is not the ignored class {ignore_class}; class labels are 0, 1, 2, ..."
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(ClassLabels::new(labels))
+    }
+
+    /// The same labels read as `steps` per sample (see [`ClassLabels::per_step`]).
+    pub fn with_steps(self, steps: usize) -> Result<Self> {
+        ClassLabels::per_step(self.labels, steps)
     }
 
     /// Number of samples.
@@ -379,9 +414,10 @@ impl ClassLabels {
         Ok(ClassLabels { labels, steps: self.steps })
     }
 
-    /// Errors on the first label at or above `classes`.
+    /// Errors on the first label at or above `classes` ([`ClassLabels::IGNORED`]
+    /// positions pass).
     pub fn check_classes(&self, classes: usize) -> Result<()> {
-        match self.labels.iter().position(|&l| l >= classes) {
+        match self.labels.iter().position(|&l| l >= classes && l != ClassLabels::IGNORED) {
             None => Ok(()),
             Some(i) => Err(TrainError::LabelOutOfRange {
                 sample: i / self.steps,

@@ -245,19 +245,30 @@ pub struct SparseCategoricalCrossentropy {
     /// The outputs are logits (no softmax in the model).
     pub from_logits: bool,
     /// A label to leave out of the loss (padding, "unknown").
-    pub ignore_class: Option<usize>,
+    /// Keras's `ignore_class`: a class index, or a negative label (Keras's usual −1 for
+    /// padding) given through [`ClassLabels::from_i64_ignoring`].
+    pub ignore_class: Option<i64>,
     /// How per-sample losses combine.
     pub reduction: Reduction,
 }
 
 impl SparseCategoricalCrossentropy {
+    /// Whether `label` is the ignored class (a negative ignore_class matches the labels
+    /// [`ClassLabels::from_i64_ignoring`] stored as [`ClassLabels::IGNORED`]).
+    fn ignores_label(&self, label: usize) -> bool {
+        match self.ignore_class {
+            Some(ic) if ic < 0 => label == ClassLabels::IGNORED,
+            Some(ic) => label as i64 == ic,
+            None => false,
+        }
+    }
     /// Treats the model's outputs as logits.
     pub fn from_logits(mut self) -> Self {
         self.from_logits = true;
         self
     }
     /// Leaves samples of this label out of the loss.
-    pub fn ignore_class(mut self, class: usize) -> Self {
+    pub fn ignore_class(mut self, class: i64) -> Self {
         self.ignore_class = Some(class);
         self
     }
@@ -355,7 +366,7 @@ impl<T: Scalar> Loss<T> for SparseCategoricalCrossentropy {
         for i in 0..b.batch {
             let row = &src[i * w..(i + 1) * w];
             let g = grad.as_deref_mut().map(|g| &mut g[i * w..(i + 1) * w]);
-            if self.ignore_class == Some(labels[i]) {
+            if self.ignores_label(labels[i]) {
                 losses[i] = T::zero();
                 if let Some(g) = g {
                     g.fill(T::zero());
@@ -364,6 +375,12 @@ impl<T: Scalar> Loss<T> for SparseCategoricalCrossentropy {
             }
             counted += 1;
             let y = labels[i];
+            if y >= w {
+                return Err(TrainError::Incompatible(format!(
+                    "row {i} has label {}, outside the model's {w} classes; an ignored position (ClassLabels::IGNORED) needs ignore_class(-1) on the loss",
+                    if y == ClassLabels::IGNORED { "IGNORED".to_string() } else { y.to_string() }
+                )));
+            }
             losses[i] = if fused {
                 softmax_ce_row(row, |k| if k == y { T::one() } else { T::zero() }, g)
             } else {
@@ -373,7 +390,7 @@ impl<T: Scalar> Loss<T> for SparseCategoricalCrossentropy {
         Ok(LossInfo { wrt_logits: fused && !self.from_logits, counted })
     }
     fn ignores(&self, truth: &Truth<'_, T>, row: usize) -> bool {
-        matches!((truth, self.ignore_class), (Truth::Classes(c), Some(ic)) if c.get(row) == Some(&ic))
+        matches!(truth, Truth::Classes(c) if c.get(row).is_some_and(|&l| self.ignores_label(l)))
     }
 }
 

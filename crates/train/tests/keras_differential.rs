@@ -68,7 +68,7 @@ fn make_loss<T: Scalar>(name: &str, args: &Value, reduction: Reduction) -> Box<d
         }),
         "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy {
             from_logits: logits,
-            ignore_class: args.get("ignore_class").and_then(Value::as_u64).map(|c| c as usize),
+            ignore_class: args.get("ignore_class").and_then(Value::as_i64),
             reduction,
         }),
         "binary_focal_crossentropy" => Box::new(BinaryFocalCrossentropy {
@@ -239,7 +239,15 @@ fn run_loss<T: Scalar>(c: &Value, reduction: &str) -> (Vec<f64>, Vec<f64>) {
     let l = make_loss::<T>(c["name"].as_str().unwrap(), &c["args"], red);
     let p: Vec<T> = nums(&c["y_pred"]).iter().map(|&v| T::of(v)).collect();
     let dense: Vec<T> = nums(&c["y_true"]).iter().map(|&v| T::of(v)).collect();
-    let classes: Vec<usize> = nums(&c["y_true"]).iter().map(|&v| v as usize).collect();
+    // Labels as kiln reads them: a negative ignored label (Keras's -1) through
+    // ClassLabels::from_i64_ignoring.
+    let signed: Vec<i64> = nums(&c["y_true"]).iter().map(|&v| v as i64).collect();
+    let ignore = c["args"].get("ignore_class").and_then(Value::as_i64).unwrap_or(-1);
+    let classes: Vec<usize> = if c["classes"].as_bool() == Some(true) {
+        ClassLabels::from_i64_ignoring(&signed, ignore).expect("labels").as_slice().to_vec()
+    } else {
+        Vec::new()
+    };
     let truth = if c["classes"].as_bool() == Some(true) {
         Truth::Classes(&classes)
     } else {

@@ -383,7 +383,23 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         y.validate(model.output_shape())?;
         // Losses score rows of the last output axis (validate checked the rest).
         let width = crate::data::loss_rows(model.output_shape()).1;
-        self.engine.loss.check(model.output_activation(), width, y.width().map(|_| width))
+        self.engine.loss.check(model.output_activation(), width, y.width().map(|_| width))?;
+        // Positions marked ignored (a negative label) need a loss that leaves them out.
+        let truth = y.truth();
+        if let crate::data::Truth::Classes(c) = truth
+            && let Some(r) = (0..c.len()).find(|&r| {
+                c[r] == crate::data::ClassLabels::IGNORED && !self.engine.loss.ignores(&truth, r)
+            })
+        {
+            return Err(TrainError::InvalidArgument {
+                name: what,
+                message: format!(
+                    "label {r} marks an ignored position (a negative label), but the loss `{}` does not ignore it; give the loss the same ignore_class (SparseCategoricalCrossentropy::default().ignore_class(-1))",
+                    self.engine.loss.name()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Mean loss and metrics over `rows` of `x`/`y`, in inference mode, `batch_size`
