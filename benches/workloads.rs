@@ -159,11 +159,18 @@ fn train<S: kiln::Shape, M: Model<Scalar = f32, Input = S, Output = S1<10>>>(
             "optimizer": per_epoch(p.optimizer),
         },
         "gemm_kernel": kiln::tape::kernels::sgemm::kernel_name(),
+        "threads": kiln::tape::kernels::parallel::threads(),
     }))
 }
 
 fn main() -> kiln::Result<()> {
     let o = opts();
+    // `--threads N`: the thread count (KILN_THREADS), set before the pool first starts.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(t) = args.iter().position(|a| a == "--threads").and_then(|i| args.get(i + 1)) {
+        // SAFETY: set before any thread of this process starts.
+        unsafe { std::env::set_var("KILN_THREADS", t) };
+    }
     let mnist = kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
     let want = |name: &str| o.only.as_deref().is_none_or(|w| w == name);
     let mut rows = Vec::new();

@@ -5,7 +5,8 @@
 //!   closes with one line `ci: N passed, M failed` totalling every test binary.
 //! * `test`  — the README's test command.
 //! * `bench` — the end-to-end MNIST workloads in release mode, one JSON line each and a
-//!   table in target/bench/workloads.md (`--limit N`, `--epochs N`, `--only NAME`);
+//!   table in target/bench/workloads.md (`--limit N`, `--epochs N`, `--only NAME`,
+//!   `--threads N`);
 //!   `bench --kernels [criterion args]` runs the kernel micro-benchmarks instead.
 
 use std::io::{BufRead, BufReader};
@@ -128,7 +129,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fuzz [--seconds N] | bench [--limit N] [--epochs N] [--only NAME] | bench --kernels [criterion args]>"
+                "usage: cargo xtask <ci | test | fuzz [--seconds N] | bench [--limit N] [--epochs N] [--only NAME] [--threads N] | bench --kernels [criterion args]>"
             );
             return ExitCode::from(2);
         }

@@ -1,10 +1,14 @@
-//! A minimal two-way fork-join for kernels: [`join2`] runs `f(0)` on the calling thread
-//! and `f(1)` on one persistent worker thread, and returns when both are done.
+//! kiln's fork-join runtime: [`for_parts`] runs `f(0)`, …, `f(n − 1)` on the calling
+//! thread and the pool's workers together and returns when all are done.
 //!
-//! The worker is started once (the only allocation) and then spins briefly before
-//! sleeping between jobs, so a training step pays no allocation and little latency.
-//! Kernels split work by output blocks, so every output element is computed exactly as
-//! it would be on one thread: results do not depend on the thread count.
+//! The pool has `KILN_THREADS` threads in all (default: every core the OS reports),
+//! the caller included; the workers are started once, on first use (the only
+//! allocation), and spin briefly before sleeping between jobs, so a training step pays
+//! no allocation and little latency. Parts are claimed one at a time from a shared
+//! counter, so any thread may run any part: kernels divide their work into parts whose
+//! boundaries depend on the problem alone (never on the thread count) and compute each
+//! part exactly as one thread would, so results are bit-identical for any thread count.
+//! A fork-join inside another runs its parts on the calling thread, in order.
 //!
 //! Set `KILN_THREADS=1` to keep everything on the calling thread.
 
@@ -13,128 +17,200 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The job: a pointer to a closure on the caller's stack, valid until the caller has
-/// seen the worker finish.
+/// seen every worker leave it.
 #[derive(Clone, Copy)]
 struct Job(*const (dyn Fn(usize) + Sync));
-// SAFETY: the closure is `Sync` and outlives the job (join2 waits for completion).
+// SAFETY: the closure is `Sync` and outlives the job (for_parts waits for completion).
 unsafe impl Send for Job {}
 
 struct Pool {
-    job: Mutex<Option<Job>>,
-    posted: AtomicU64,
-    done: AtomicU64,
+    /// Threads in all, the caller included.
+    threads: usize,
+    /// Whether workers may spin between jobs (not when there are more threads than
+    /// cores: a spinning worker would take the core a working thread needs).
+    spin: bool,
+    /// The current job and its part count (under the lock, with `epoch`).
+    job: Mutex<(Option<Job>, usize)>,
+    epoch: AtomicU64,
     wake: Condvar,
+    /// The next part to claim, the parts finished, the workers inside the job.
+    next: AtomicUsize,
+    finished: AtomicUsize,
+    active: AtomicUsize,
     busy: AtomicBool,
+}
+
+/// The thread count `KILN_THREADS` asks for, else the cores the OS reports.
+fn configured_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var("KILN_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(cores)
 }
 
 fn pool() -> Option<&'static Pool> {
     static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
     *POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let wanted = std::env::var("KILN_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(cores);
-        if cores < 2 || wanted < 2 {
+        let threads = configured_threads();
+        if threads < 2 {
             return None;
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let p: &'static Pool = Box::leak(Box::new(Pool {
-            job: Mutex::new(None),
-            posted: AtomicU64::new(0),
-            done: AtomicU64::new(0),
+            threads,
+            spin: threads <= cores,
+            job: Mutex::new((None, 0)),
+            epoch: AtomicU64::new(0),
             wake: Condvar::new(),
+            next: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
         }));
-        std::thread::Builder::new().name("kiln-worker".into()).spawn(move || worker(p)).ok()?;
+        for w in 1..threads {
+            std::thread::Builder::new()
+                .name(format!("kiln-worker-{w}"))
+                .spawn(move || worker(p))
+                .ok()?;
+        }
         Some(p)
     })
+}
+
+/// Claims and runs parts of the current job until none is left.
+fn claim_parts(p: &Pool, f: &(dyn Fn(usize) + Sync), n: usize) {
+    loop {
+        let i = p.next.fetch_add(1, Ordering::AcqRel);
+        if i >= n {
+            return;
+        }
+        f(i);
+        p.finished.fetch_add(1, Ordering::Release);
+    }
 }
 
 fn worker(p: &'static Pool) {
     let mut seen = 0u64;
     loop {
         // Spin for a while (jobs come in bursts during training), then sleep. 300 µs
-        // spans a whole MLP step at batch 32, so the optimizer's split finds the worker
-        // awake: waking it through the condvar cost more than the split saved (the
-        // Adam phase took 37 µs per step with a 50 µs spin, 14 µs with 300 µs).
+        // spans a whole MLP step at batch 32, so the optimizer's split finds the
+        // workers awake: waking them through the condvar cost more than the split
+        // saved (the Adam phase took 37 µs per step with a 50 µs spin, 14 µs with 300).
         let start = Instant::now();
-        while p.posted.load(Ordering::Acquire) == seen
+        while p.spin
+            && p.epoch.load(Ordering::Acquire) == seen
             && start.elapsed() < Duration::from_micros(300)
         {
             std::hint::spin_loop();
         }
-        let job = {
+        let (job, n) = {
             let mut guard = p.job.lock().unwrap_or_else(|e| e.into_inner());
-            while p.posted.load(Ordering::Acquire) == seen {
+            while p.epoch.load(Ordering::Acquire) == seen {
                 guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
-            seen = p.posted.load(Ordering::Acquire);
+            seen = p.epoch.load(Ordering::Acquire);
+            // Entering under the lock: the caller clears the job under it, then waits
+            // for every worker that entered to leave.
+            if guard.0.is_some() {
+                p.active.fetch_add(1, Ordering::AcqRel);
+            }
             *guard
         };
         if let Some(Job(f)) = job {
-            // SAFETY: the poster keeps the closure alive until `done` reaches `seen`.
-            unsafe { (*f)(1) };
+            // SAFETY: the poster keeps the closure alive until `active` is back to 0.
+            claim_parts(p, unsafe { &*f }, n);
+            p.active.fetch_sub(1, Ordering::AcqRel);
         }
-        p.done.store(seen, Ordering::Release);
     }
 }
 
-/// Number of parallel calls made so far (for tests).
+/// Number of fork-joins that ran in parallel so far.
 static JOINS: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether a second thread is available to [`join2`].
+/// How many fork-joins have run in parallel in this process: lets a test check that
+/// the parallel paths it means to exercise did split.
+pub fn parallel_joins() -> usize {
+    JOINS.load(Ordering::Relaxed)
+}
+
+/// Threads kiln computes with (the caller included): `KILN_THREADS`, else every core.
+pub fn threads() -> usize {
+    pool().map_or(1, |p| p.threads)
+}
+
+/// Whether a second thread is available to [`for_parts`].
 pub fn available() -> bool {
     pool().is_some()
 }
 
-/// Whether a [`join2`] now would run in parallel: a worker exists and no fork-join is
-/// under way (inside one, a nested `join2` runs both parts on the calling thread, so a
-/// kernel that would split only to run both halves in turn should not split).
+/// Whether a [`for_parts`] now would run in parallel: workers exist and no fork-join is
+/// under way (inside one, a nested call runs its parts on the calling thread, so a
+/// kernel that would split only to run the parts in turn should not split).
 pub fn idle() -> bool {
     pool().is_some_and(|p| !p.busy.load(Ordering::Acquire))
 }
 
-/// Runs `f(0)` here and `f(1)` on the worker, in parallel, and returns when both are
-/// done. Without a worker (one core, `KILN_THREADS=1`, or the worker busy with another
-/// caller) it runs both parts here, one after the other.
-pub fn join2(f: &(dyn Fn(usize) + Sync)) {
-    let Some(p) = pool() else {
-        f(0);
-        f(1);
+/// Runs `f(i)` for every part `i` in `0..n` on this thread and the workers, in
+/// parallel, and returns when all are done. Without workers (one core,
+/// `KILN_THREADS=1`, or inside another fork-join) it runs the parts here, in order.
+pub fn for_parts(n: usize, f: &(dyn Fn(usize) + Sync)) {
+    let pool = pool().filter(|_| n >= 2);
+    let Some(p) = pool.filter(|p| !p.busy.swap(true, Ordering::Acquire)) else {
+        (0..n).for_each(f);
         return;
     };
-    if p.busy.swap(true, Ordering::Acquire) {
-        f(0);
-        f(1);
-        return;
-    }
     JOINS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY (lifetime): `f` outlives the job because we wait for `done` below before
-    // returning; the transmute only erases that lifetime.
+    // SAFETY (lifetime): `f` outlives the job because we wait below for every worker
+    // to leave it before returning; the transmute only erases that lifetime.
     let job = Job(unsafe {
         std::mem::transmute::<
             *const (dyn Fn(usize) + Sync + '_),
             *const (dyn Fn(usize) + Sync + 'static),
         >(f)
     });
-    let ticket = {
+    {
         let mut guard = p.job.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = Some(job);
-        let t = p.posted.fetch_add(1, Ordering::AcqRel) + 1;
-        p.wake.notify_one();
-        t
-    };
-    f(0);
-    while p.done.load(Ordering::Acquire) < ticket {
+        p.next.store(0, Ordering::Release);
+        p.finished.store(0, Ordering::Release);
+        *guard = (Some(job), n);
+        p.epoch.fetch_add(1, Ordering::AcqRel);
+        p.wake.notify_all();
+    }
+    claim_parts(p, f, n);
+    while p.finished.load(Ordering::Acquire) < n {
         std::hint::spin_loop();
     }
-    *p.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    p.job.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
+    while p.active.load(Ordering::Acquire) > 0 {
+        std::hint::spin_loop();
+    }
     p.busy.store(false, Ordering::Release);
 }
 
-/// Splits `out`, which holds `items` items of `per` elements each, into two halves at
-/// an item boundary and runs `f(items_range, half)` on each half in parallel. Small
-/// jobs (under `min_elems` elements) run on the calling thread in one call.
+/// Runs `f(0)` and `f(1)` in parallel: [`for_parts`] with two parts.
+pub fn join2(f: &(dyn Fn(usize) + Sync)) {
+    for_parts(2, f);
+}
+
+/// Parts to divide `units` units of work into: one per thread, at most one per unit.
+/// (The split points then depend on the thread count, so use it only for work whose
+/// every output is computed the same wherever the split falls.)
+pub fn parts_for(units: usize) -> usize {
+    threads().min(units).max(1)
+}
+
+/// The `i`-th of `parts` contiguous, nearly equal ranges of `0..n`.
+pub fn part_range(n: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let (q, r) = (n / parts, n % parts);
+    let start = i * q + i.min(r);
+    start..start + q + usize::from(i < r)
+}
+
+/// Splits `out`, which holds `items` items of `per` elements each, into one part per
+/// thread at item boundaries and runs `f(items_range, part)` on each, in parallel.
+/// Small jobs (under `min_elems` elements) run on the calling thread in one call.
 pub fn split_items<T: Send>(
     out: &mut [T],
     items: usize,
@@ -146,32 +222,23 @@ pub fn split_items<T: Send>(
         f(0..items, out);
         return;
     }
-    let half = items / 2;
-    let (lo, hi) = out.split_at_mut(half * per);
-    struct Halves<T>(*mut T, usize, *mut T, usize);
-    // SAFETY: the two halves are disjoint; each is used by exactly one part.
-    unsafe impl<T: Send> Sync for Halves<T> {}
-    impl<T> Halves<T> {
-        fn part(&self, i: usize) -> (*mut T, usize) {
-            if i == 0 { (self.0, self.1) } else { (self.2, self.3) }
-        }
-    }
-    let halves = Halves(lo.as_mut_ptr(), lo.len(), hi.as_mut_ptr(), hi.len());
-    join2(&|i| {
-        let (ptr, len) = halves.part(i);
-        // SAFETY: see `Halves`; the borrow of `out` outlives `join2`.
-        let part = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        f(if i == 0 { 0..half } else { half..items }, part);
+    let parts = parts_for(items);
+    let buf = SharedMut::new(out);
+    for_parts(parts, &|i| {
+        let r = part_range(items, parts, i);
+        // SAFETY: parts take disjoint item ranges of the buffer borrowed for this call.
+        let part = unsafe { buf.slice(r.start * per..r.end * per) };
+        f(r, part);
     });
 }
 
 /// The work on one half of a [`split_zip`]: `K` buffers to update and the shared input.
 pub type ZipPart<'a, T, const K: usize> = dyn Fn([&mut [T]; K], &[T]) + Sync + 'a;
 
-/// Splits `K` equally long buffers and one shared input in two halves at the same point
-/// and runs `f` on each half, on both cores when there are at least `min` elements.
-/// Meant for elementwise updates (an optimizer's step over weights and its slots):
-/// each element is computed exactly as on one thread.
+/// Splits `K` equally long buffers and one shared input into one part per thread at
+/// the same points and runs `f` on each part, in parallel when there are at least `min`
+/// elements. Meant for elementwise updates (an optimizer's step over weights and its
+/// slots): each element is computed exactly as on one thread.
 pub fn split_zip<T: Send + Sync, const K: usize>(
     bufs: [&mut [T]; K],
     shared: &[T],
@@ -184,12 +251,13 @@ pub fn split_zip<T: Send + Sync, const K: usize>(
         f(bufs, shared);
         return;
     }
-    // A multiple of 64 elements, so both halves start on a cache line.
-    let mid = (len / 2).next_multiple_of(64).min(len);
+    // Parts of a multiple of 64 elements, so each starts on a cache line.
+    let chunk = len.div_ceil(parts_for(len)).next_multiple_of(64);
+    let parts = len.div_ceil(chunk);
     let ptrs: [SharedMut<T>; K] = bufs.map(SharedMut::new);
-    join2(&|i| {
-        let range = if i == 0 { 0..mid } else { mid..len };
-        // SAFETY: the halves are disjoint ranges of buffers borrowed for this call.
+    for_parts(parts, &|i| {
+        let range = i * chunk..((i + 1) * chunk).min(len);
+        // SAFETY: the parts are disjoint ranges of buffers borrowed for this call.
         let parts = ptrs.map(|p| unsafe { p.slice(range.clone()) });
         f(parts, &shared[range]);
     });
@@ -211,8 +279,8 @@ pub fn rows<T>(buf: &mut [T], width: usize) -> Rows<'_, T> {
 pub type RowsPart<'a, T, const K: usize> =
     dyn Fn(std::ops::Range<usize>, [&mut [T]; K]) + Sync + 'a;
 
-/// Splits rows `0..n` in two and runs `f(range, rows of each buffer)` on each part, on
-/// both cores when there are at least `min_rows` rows: for per-row work such as one
+/// Splits rows `0..n` into one part per thread and runs `f(range, rows of each buffer)`
+/// on each, in parallel when there are at least `min_rows` rows: for per-row work such as one
 /// step of a recurrent layer over a batch (each sample's row of every buffer belongs
 /// to one part). Rows are computed as on one thread, so results do not depend on the
 /// thread count.
@@ -230,12 +298,12 @@ pub fn split_rows<T: Send, const K: usize>(
         f(0..n, bufs.map(|b| &mut b.buf[..n * b.width]));
         return;
     }
-    let mid = n / 2;
+    let count = parts_for(n);
     let parts: [(SharedMut<T>, usize); K] = bufs.map(|b| (SharedMut::new(b.buf), b.width));
-    join2(&|i| {
-        let range = if i == 0 { 0..mid } else { mid..n };
-        // SAFETY: the two parts take disjoint row ranges of buffers borrowed for this
-        // call, and each part is the only user of its range.
+    for_parts(count, &|i| {
+        let range = part_range(n, count, i);
+        // SAFETY: the parts take disjoint row ranges of buffers borrowed for this call,
+        // and each part is the only user of its range.
         let slices = parts.map(|(p, w)| unsafe { p.slice(range.start * w..range.end * w) });
         f(range.clone(), slices);
     });
@@ -298,8 +366,8 @@ impl<T> StepRows<'_, T> {
 pub type BatchPart<'a, T, const K: usize> =
     dyn Fn(std::ops::Range<usize>, [StepRows<'_, T>; K]) + Sync + 'a;
 
-/// Splits the batch's rows `0..batch` in two and runs `f(rows, views)` on each part,
-/// on both cores when there are at least `min_rows` rows; each part sees only its own
+/// Splits the batch's rows `0..batch` into one part per thread and runs `f(rows, views)`
+/// on each, in parallel when there are at least `min_rows` rows; each part sees only its own
 /// rows of every step-major buffer. Meant for a recurrent layer's whole step loop: a
 /// sample's recurrence touches only its own rows, so each part runs every step
 /// without waiting for the other (one fork-join per pass instead of one per step).
@@ -328,9 +396,9 @@ pub fn split_batch<T: Send, const K: usize>(
         f(0..batch, view(0..batch));
         return;
     }
-    let mid = batch / 2;
-    join2(&|i| {
-        let rows = if i == 0 { 0..mid } else { mid..batch };
+    let count = parts_for(batch);
+    for_parts(count, &|i| {
+        let rows = part_range(batch, count, i);
         f(rows.clone(), view(rows));
     });
 }
@@ -338,8 +406,8 @@ pub fn split_batch<T: Send, const K: usize>(
 /// The work on one item of a [`for_blocks`]: its index, the item, its chunk of `out`.
 pub type BlockPart<'a, X, T> = dyn Fn(usize, &mut X, &mut [T]) + Sync + 'a;
 
-/// Runs `f(j, items[j], chunk j of out)` for every item, the first half of the items
-/// on this thread and the second on the worker (one fork-join for all of them); chunk
+/// Runs `f(j, items[j], chunk j of out)` for every item, the items divided among the
+/// threads in contiguous runs (one fork-join for all of them); chunk
 /// `j` is `out[j·chunk..(j + 1)·chunk]` cut at the end of `out`. For work divided in
 /// fixed blocks (a recurrent layer's row blocks of a batch): which thread runs a block
 /// never changes what it computes.
@@ -358,13 +426,12 @@ pub fn for_blocks<X: Send, T: Send>(
         }
         return;
     }
-    let mid = n.div_ceil(2);
+    let count = parts_for(n);
     let (its, outs) = (SharedMut::new(items), SharedMut::new(out));
-    join2(&|h| {
-        let js = if h == 0 { 0..mid } else { mid..n };
-        for j in js {
+    for_parts(count, &|h| {
+        for j in part_range(n, count, h) {
             let r = part(j, outs.len());
-            // SAFETY: item j and chunk j belong to this half alone (halves take disjoint
+            // SAFETY: item j and chunk j belong to this part alone (parts take disjoint
             // item ranges, and chunks of different items are disjoint).
             let (item, o) = unsafe { (&mut its.slice(j..j + 1)[0], outs.slice(r)) };
             f(j, item, o);
@@ -372,8 +439,8 @@ pub fn for_blocks<X: Send, T: Send>(
     });
 }
 
-/// A buffer shared by the two halves of a [`join2`] job, each of which writes only its
-/// own disjoint range: what `&mut` cannot express across the two closures.
+/// A buffer shared by the parts of a [`for_parts`] job, each of which writes only its
+/// own disjoint range: what `&mut` cannot express across the parts' closures.
 pub(crate) struct SharedMut<T>(*mut T, usize);
 // Manual impls: a pointer is copyable whatever `T` is (derive would require `T: Copy`).
 impl<T> Clone for SharedMut<T> {
@@ -382,12 +449,12 @@ impl<T> Clone for SharedMut<T> {
     }
 }
 impl<T> Copy for SharedMut<T> {}
-// SAFETY: users only hand out disjoint ranges to the two halves.
+// SAFETY: users only hand out disjoint ranges to the parts.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 unsafe impl<T: Send> Send for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
-    /// Wraps `buf` for the duration of one `join2`.
+    /// Wraps `buf` for the duration of one `for_parts`.
     pub(crate) fn new(buf: &mut [T]) -> Self {
         SharedMut(buf.as_mut_ptr(), buf.len())
     }
@@ -492,6 +559,35 @@ mod tests {
             assert_eq!(items, (1..=n).collect::<Vec<_>>());
             let want: Vec<usize> = (0..10).map(|i| if i / 3 < n { i / 3 + 1 } else { 0 }).collect();
             assert_eq!(out, want);
+        }
+    }
+
+    #[test]
+    fn every_part_runs_once() {
+        for n in [0usize, 1, 2, 3, 7, 64] {
+            for _ in 0..200 {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                for_parts(n, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn part_ranges_tile_the_range() {
+        for n in [0usize, 1, 5, 64, 1000] {
+            for parts in 1..9 {
+                let mut next = 0;
+                for i in 0..parts {
+                    let r = part_range(n, parts, i);
+                    assert_eq!(r.start, next);
+                    assert!(r.len() == n / parts || r.len() == n / parts + 1);
+                    next = r.end;
+                }
+                assert_eq!(next, n);
+            }
         }
     }
 

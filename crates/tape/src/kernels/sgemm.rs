@@ -120,52 +120,58 @@ pub unsafe fn sgemm(
                 }
             }
             let ptrs = P(a, b, c);
+            // One part per thread, on whole register panels: every element of C is
+            // computed as on one thread, wherever the split falls.
+            let (unit, dim) = if split_rows { (imp.mr, m) } else { (imp.nr, n) };
+            let panels = dim.div_ceil(unit);
+            let parts = super::parallel::parts_for(panels);
             let part = |i: usize| {
                 let (a, b, c) = ptrs.get();
-                // SAFETY: each half is a sub-problem of the caller's in-bounds problem.
+                let r = super::parallel::part_range(panels, parts, i);
+                let (start, len) = (r.start * unit, (r.end * unit).min(dim) - r.start * unit);
+                if len == 0 {
+                    return;
+                }
+                // SAFETY: each part is a sub-problem of the caller's in-bounds problem.
                 unsafe {
                     if split_rows {
-                        let half = (m / 2).div_ceil(imp.mr) * imp.mr;
-                        let (r0, rows) = if i == 0 { (0, half) } else { (half, m - half) };
                         sgemm_serial(
                             imp,
-                            rows,
+                            len,
                             k,
                             n,
                             alpha,
-                            a.offset(r0 as isize * rsa),
+                            a.offset(start as isize * rsa),
                             rsa,
                             csa,
                             b,
                             rsb,
                             csb,
                             beta,
-                            c.add(r0 * ldc),
+                            c.add(start * ldc),
                             ldc,
                         );
                     } else {
-                        let half = (n / 2).div_ceil(imp.nr) * imp.nr;
-                        let (c0, cols) = if i == 0 { (0, half) } else { (half, n - half) };
                         sgemm_serial(
                             imp,
                             m,
                             k,
-                            cols,
+                            len,
                             alpha,
                             a,
                             rsa,
                             csa,
-                            b.offset(c0 as isize * csb),
+                            b.offset(start as isize * csb),
                             rsb,
                             csb,
                             beta,
-                            c.add(c0),
+                            c.add(start),
                             ldc,
                         );
                     }
                 }
             };
-            super::parallel::join2(&part);
+            super::parallel::for_parts(parts, &part);
             return;
         }
     }
