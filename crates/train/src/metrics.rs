@@ -400,11 +400,14 @@ impl FBetaScore {
     /// Sets the number of classes (output columns); `compile` sets it from the model.
     /// With [`Average::PerClass`] it names the log keys.
     pub fn classes(mut self, n: usize) -> Self {
+        self.set_classes(n);
+        self
+    }
+    fn set_classes(&mut self, n: usize) {
         for v in [&mut self.tp, &mut self.fp, &mut self.fn_, &mut self.support] {
             *v = vec![0.0; n];
         }
         self.keys = (0..n).map(|k| format!("{}_{k}", self.name)).collect();
-        self
     }
     /// Class `k`'s score.
     fn class_score(&self, k: usize) -> f64 {
@@ -433,7 +436,7 @@ impl<T: Scalar> Metric<T> for FBetaScore {
     }
     fn update(&mut self, b: &MetricBatch<'_, T>) {
         if self.tp.len() != b.width {
-            *self = std::mem::replace(self, FBetaScore::new("", 1.0)).classes(b.width);
+            self.set_classes(b.width);
         }
         let threshold = self.threshold.map(|t| T::of(t).as_f64());
         for i in 0..b.batch {
@@ -739,29 +742,20 @@ pub struct AtConstraint {
     kind: Constrained,
     /// The rate the constrained side must reach, in [0, 1].
     pub target: f64,
-    /// Thresholds (Keras's default 200).
-    pub num_thresholds: usize,
     /// Score only this output column.
     pub class_id: Option<usize>,
+    /// One bucket per threshold (Keras's default 200; set by `num_thresholds`).
     buckets: Buckets,
 }
 
 impl AtConstraint {
     /// `kind` at `target`, logged under `name`, with Keras's 200 thresholds.
     pub fn new(name: &str, kind: Constrained, target: f64) -> Self {
-        AtConstraint {
-            name: name.into(),
-            kind,
-            target,
-            num_thresholds: 200,
-            class_id: None,
-            buckets: Buckets::new(200),
-        }
+        AtConstraint { name: name.into(), kind, target, class_id: None, buckets: Buckets::new(200) }
     }
     /// Sets the number of thresholds (at least 2).
     pub fn num_thresholds(mut self, n: usize) -> Self {
-        self.num_thresholds = n.max(2);
-        self.buckets = Buckets::new(self.num_thresholds);
+        self.buckets = Buckets::new(n.max(2));
         self
     }
     /// Scores one output column.
