@@ -3,7 +3,8 @@
 //!
 //! The pool has `KILN_THREADS` threads in all (default: every core the OS reports),
 //! the caller included; the workers are started once, on first use (the only
-//! allocation), and spin briefly before sleeping between jobs, so a training step pays
+//! allocation: the first call returns once every worker has started and holds its
+//! buffers), and spin briefly before sleeping between jobs, so a training step pays
 //! no allocation and little latency. Parts are claimed one at a time from a shared
 //! counter, so any thread may run any part: kernels divide their work into parts whose
 //! boundaries depend on the problem alone (never on the thread count) and compute each
@@ -38,6 +39,8 @@ struct Pool {
     finished: AtomicUsize,
     active: AtomicUsize,
     busy: AtomicBool,
+    /// Workers that have started and hold their per-thread buffers.
+    ready: AtomicUsize,
 }
 
 /// The thread count `KILN_THREADS` asks for, else the cores the OS reports.
@@ -68,12 +71,18 @@ fn pool() -> Option<&'static Pool> {
             finished: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
+            ready: AtomicUsize::new(0),
         }));
         for w in 1..threads {
             std::thread::Builder::new()
                 .name(format!("kiln-worker-{w}"))
                 .spawn(move || worker(p))
                 .ok()?;
+        }
+        // A starting thread allocates (its runtime state, its GEMM packing buffer):
+        // wait for every worker here, so none does so later, inside a training step.
+        while p.ready.load(Ordering::Acquire) < threads - 1 {
+            std::thread::yield_now();
         }
         Some(p)
     })
@@ -92,6 +101,8 @@ fn claim_parts(p: &Pool, f: &(dyn Fn(usize) + Sync), n: usize) {
 }
 
 fn worker(p: &'static Pool) {
+    super::sgemm::reserve_pack();
+    p.ready.fetch_add(1, Ordering::AcqRel);
     let mut seen = 0u64;
     loop {
         // Spin for a while (jobs come in bursts during training), then sleep. 300 µs

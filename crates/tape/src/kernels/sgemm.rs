@@ -19,8 +19,25 @@ pub(crate) const KC: usize = 512;
 /// Columns of B per block (the packed B block stays in L3).
 const NC: usize = 3072;
 
+/// The largest packing buffer any GEMM needs: an MC × KC block of A and an NC × KC
+/// block of B (MC and NC are multiples of every microkernel's MR and NR).
+const PACK_LEN: usize = (MC + NC) * KC;
+
 thread_local! {
     static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Gives this thread its packing buffer, at the size no GEMM exceeds, so no later GEMM
+/// on it allocates. The buffer comes zeroed from the allocator (fresh pages), so the
+/// part a thread never packs into costs address space, not memory. The fork-join
+/// pool's workers call it when they start; any other thread on its first GEMM.
+pub(crate) fn reserve_pack() {
+    PACK.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < PACK_LEN {
+            *buf = vec![0.0; PACK_LEN];
+        }
+    });
 }
 
 /// A microkernel: `C[rows × cols] = alpha·(Ap·Bp) + beta·C` for one MR×NR tile, where
@@ -392,8 +409,9 @@ unsafe fn sgemm_blocked(
             BSource::Strided(..) => NC.min(n).div_ceil(nr) * nr * kc_max,
             BSource::Packed(_) => 0,
         };
+        debug_assert!(a_len + b_len <= PACK_LEN);
         if buf.len() < a_len + b_len {
-            buf.resize(a_len + b_len, 0.0);
+            *buf = vec![0.0; PACK_LEN.max(a_len + b_len)];
         }
         let (ap, bp) = buf.split_at_mut(a_len);
         let mut jc = 0;
