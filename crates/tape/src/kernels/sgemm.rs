@@ -30,7 +30,24 @@ thread_local! {
 /// Gives this thread its packing buffer, at the size no GEMM exceeds, so no later GEMM
 /// on it allocates. The buffer comes zeroed from the allocator (fresh pages), so the
 /// part a thread never packs into costs address space, not memory. The fork-join
-/// pool's workers call it when they start; any other thread on its first GEMM.
+/// pool's workers call it when they start: they may run their first part of some GEMM
+/// batches into training. Other threads grow theirs to what each GEMM needs: giving
+/// the calling thread the full-size buffer too (or growing it to a parallel GEMM's
+/// whole problem) made the MLP's 2-thread epoch 8–14% slower in A/B runs, for reasons
+/// this VM's missing counters cannot show (the buffer's placement, it seems).
+/// Grows this thread's packing buffer to what an `m × k × n` GEMM with a strided B needs.
+fn reserve_for(imp: Impl, m: usize, k: usize, n: usize) {
+    let kc_max = KC.min(k);
+    let need =
+        MC.min(m).div_ceil(imp.mr) * imp.mr * kc_max + NC.min(n).div_ceil(imp.nr) * imp.nr * kc_max;
+    PACK.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+    });
+}
+
 pub(crate) fn reserve_pack() {
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -188,6 +205,13 @@ pub unsafe fn sgemm(
                     }
                 }
             };
+            // The caller claims parts too, but not always the same ones: it takes the
+            // buffer the largest part needs now, so no part it claims in a later step
+            // grows it (the first part is the largest).
+            let first = super::parallel::part_range(panels, parts, 0);
+            let len = (first.end * unit).min(dim);
+            let (pm, pn) = if split_rows { (len, n) } else { (m, len) };
+            reserve_for(imp, pm, k, pn);
             super::parallel::for_parts(parts, &part);
             return;
         }
@@ -409,9 +433,8 @@ unsafe fn sgemm_blocked(
             BSource::Strided(..) => NC.min(n).div_ceil(nr) * nr * kc_max,
             BSource::Packed(_) => 0,
         };
-        debug_assert!(a_len + b_len <= PACK_LEN);
         if buf.len() < a_len + b_len {
-            *buf = vec![0.0; PACK_LEN.max(a_len + b_len)];
+            buf.resize(a_len + b_len, 0.0);
         }
         let (ap, bp) = buf.split_at_mut(a_len);
         let mut jc = 0;
