@@ -9,6 +9,10 @@
 //! and the GFLOP/s achieved), and `predict-b32` /
 //! `predict-b1024` (the MLP on the 10k test images). Options: `--limit N` (training
 //! images), `--epochs N`, `--only NAME`.
+//!
+//! Built with the `mpi` feature and started under `mpirun -np N` (`cargo xtask bench
+//! --mpi N`), the training workloads run data-parallel on N ranks with the same global
+//! batch; rank 0 reports, with the seconds per step spent summing gradients over ranks.
 
 use kiln::Loss;
 use kiln::prelude::*;
@@ -157,7 +161,10 @@ fn train<S: kiln::Shape, M: Model<Scalar = f32, Input = S, Output = S1<10>>>(
             "loss": per_epoch(p.loss),
             "backward": per_epoch(p.backward),
             "optimizer": per_epoch(p.optimizer),
+            "all_reduce": per_epoch(p.all_reduce),
         },
+        "ranks": kiln::distributed::size(),
+        "all_reduce_ms_per_step": 1e3 * p.all_reduce / p.steps.max(1) as f64,
         "gemm_kernel": kiln::tape::kernels::sgemm::kernel_name(),
         "threads": kiln::tape::kernels::parallel::threads(),
     }))
@@ -171,6 +178,8 @@ fn main() -> kiln::Result<()> {
         // SAFETY: set before any thread of this process starts.
         unsafe { std::env::set_var("KILN_THREADS", t) };
     }
+    #[cfg(feature = "mpi")]
+    let _mpi = kiln::mpi::init()?;
     let mnist = kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
     let want = |name: &str| o.only.as_deref().is_none_or(|w| w == name);
     let mut rows = Vec::new();
@@ -219,11 +228,14 @@ fn main() -> kiln::Result<()> {
             rows.push(serde_json::json!({"workload": name, "batch": batch, "predict_10k_s": s, "samples_per_s": 10_000.0 / s, "peak_rss_mb": peak_rss_mb()}));
         }
     }
+    if !kiln::distributed::is_chief() {
+        return Ok(());
+    }
     for r in &rows {
         println!("{r}");
     }
     let mut md = String::from(
-        "| workload | batch | epochs | steady epoch (s) | samples/s | test acc | predict 10k (s) | gather | forward | loss | backward | optimizer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| workload | batch | epochs | steady epoch (s) | samples/s | test acc | predict 10k (s) | gather | forward | loss | backward | optimizer | all-reduce |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         let f = |k: &str| {
@@ -236,7 +248,7 @@ fn main() -> kiln::Result<()> {
                 .map_or("–".to_string(), |v| format!("{v:.3}"))
         };
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
             r["batch"],
             r.get("epochs").map_or("–".to_string(), |v| v.to_string()),
@@ -251,6 +263,7 @@ fn main() -> kiln::Result<()> {
             ph("loss"),
             ph("backward"),
             ph("optimizer"),
+            ph("all_reduce"),
         );
     }
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));

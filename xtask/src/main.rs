@@ -1,12 +1,15 @@
 //! `cargo xtask <task>`: the project's automation in plain Rust (no shell scripts).
 //!
 //! * `ci`    — exactly what CI runs: rustfmt check, clippy with warnings denied, the
-//!   README's test command, then the examples in shortened form (release build). It
-//!   closes with one line `ci: N passed, M failed` totalling every test binary.
+//!   README's test command, the examples in shortened form (release build), then the
+//!   MPI checks (clippy and the tests with feature `mpi`, the distributed example on 2
+//!   ranks; needs Open MPI, which .ci/run installs). It closes with one line
+//!   `ci: N passed, M failed` totalling every test binary.
 //! * `test`  — the README's test command.
 //! * `bench` — the end-to-end MNIST workloads in release mode, one JSON line each and a
 //!   table in target/bench/workloads.md (`--limit N`, `--epochs N`, `--only NAME`,
-//!   `--threads N`);
+//!   `--threads N`); `bench --mpi N [options]` runs them data-parallel on N MPI ranks
+//!   of one thread each (feature `mpi`, `mpirun` on the PATH);
 //!   `bench --kernels [criterion args]` runs the kernel micro-benchmarks instead.
 
 use std::io::{BufRead, BufReader};
@@ -81,6 +84,41 @@ fn cargo_test(args: &[&str], totals: &mut (u64, u64)) -> bool {
     child.wait().map(|s| s.success()).unwrap_or(false)
 }
 
+/// Data-parallel training over MPI (feature `mpi`; .ci/run installs Open MPI): clippy on
+/// the feature's code, the 2-rank tests, and the distributed example on 2 ranks.
+fn mpi_checks(totals: &mut (u64, u64)) -> bool {
+    // SAFETY: set before any thread of this process starts.
+    unsafe {
+        std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT", "1");
+        std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    let clippy = ["clippy", "--workspace", "--all-targets", "--features", "mpi"];
+    cargo(&[&clippy[..], &["--", "-D", "warnings"]].concat())
+        && cargo_test(&["test", "--features", "mpi", "--test", "distributed"], totals)
+        && cargo(&["build", "--release", "--features", "mpi", "--example", "mnist_distributed"])
+        && {
+            let exe = "target/release/examples/mnist_distributed";
+            eprintln!("$ mpirun -np 2 {exe} --quick");
+            Command::new("mpirun")
+                .args(["-np", "2", "--oversubscribe", "--mca", "btl", "self,vader", exe, "--quick"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or_else(|e| {
+                    eprintln!("xtask: could not run mpirun: {e}");
+                    false
+                })
+        }
+}
+
+/// The host's target triple, as rustc reports it.
+fn host_triple() -> Option<String> {
+    let out = Command::new("rustc").arg("-vV").output().ok()?;
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
@@ -96,7 +134,8 @@ fn main() -> ExitCode {
                     let mut a = vec!["run", "--release", "--example", name, "--"];
                     a.extend_from_slice(args);
                     cargo(&a)
-                });
+                })
+                && mpi_checks(&mut totals);
             println!("ci: {} passed, {} failed", totals.0, totals.1);
             ok
         }
@@ -122,6 +161,32 @@ fn main() -> ExitCode {
             a.extend(&rest[1..]);
             cargo(&a)
         }
+        Some("bench") if rest.first() == Some(&"--mpi") => {
+            // `cargo xtask bench --mpi N [options]`: the workloads data-parallel on N
+            // ranks of one thread each, through cargo's runner so cargo still builds.
+            let Some(ranks) = rest.get(1).filter(|n| n.parse::<usize>().is_ok_and(|n| n >= 1))
+            else {
+                eprintln!("xtask: --mpi takes a rank count, e.g. --mpi 2");
+                return ExitCode::from(2);
+            };
+            let Some(host) = host_triple() else {
+                eprintln!("xtask: could not read the host triple from rustc -vV");
+                return ExitCode::from(2);
+            };
+            let runner = format!("mpirun -np {ranks} --oversubscribe --mca btl self,vader");
+            let var = format!("CARGO_TARGET_{}_RUNNER", host.to_uppercase().replace('-', "_"));
+            // SAFETY: set before any thread of this process starts.
+            unsafe {
+                std::env::set_var(var, runner);
+                std::env::set_var("KILN_THREADS", "1");
+                std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT", "1");
+                std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+            }
+            let mut a = vec!["bench", "--package", "kiln-workspace", "--features", "mpi"];
+            a.extend(["--bench", "workloads", "--"]);
+            a.extend(&rest[2..]);
+            cargo(&a)
+        }
         Some("bench") => {
             let mut a = vec!["bench", "--package", "kiln-workspace", "--bench", "workloads", "--"];
             a.extend(rest);
@@ -129,7 +194,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fuzz [--seconds N] | bench [--limit N] [--epochs N] [--only NAME] [--threads N] | bench --kernels [criterion args]>"
+                "usage: cargo xtask <ci | test | fuzz [--seconds N] | bench [--limit N] [--epochs N] [--only NAME] [--threads N] | bench --mpi N [options] | bench --kernels [criterion args]>"
             );
             return ExitCode::from(2);
         }

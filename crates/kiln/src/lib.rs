@@ -45,6 +45,8 @@ pub mod error;
 pub mod init;
 pub mod keras;
 pub mod layers;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod plot;
 pub mod sequential;
 

@@ -127,6 +127,12 @@ pub enum TrainError {
         /// That value.
         value: f64,
     },
+    /// Data-parallel training across ranks failed: a rank failed, or the transport did.
+    #[error("distributed training: {message}")]
+    Distributed {
+        /// What failed and where.
+        message: String,
+    },
     /// Training diverged: a checkpointing callback found NaN or infinity in the
     /// parameters and wrote nothing, keeping the last good file.
     #[error(

@@ -9,6 +9,7 @@
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fit;
 pub mod history;

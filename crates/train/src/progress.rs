@@ -149,6 +149,9 @@ impl<T: kiln_tape::Scalar> crate::callbacks::Callback<T> for ProgressBar {
     fn name(&self) -> &'static str {
         "progress bar"
     }
+    fn chief_only(&self) -> bool {
+        true
+    }
     fn on_epoch_begin(
         &mut self,
         epoch: usize,

@@ -65,12 +65,28 @@ fn splitmix64(key: u64, i: u64) -> u64 {
 /// with probability `1 − rate` and 0 otherwise, drawn from the stream keyed by `key`
 /// (the same key gives the same mask). Shared by [`Dropout`] and the recurrent
 /// layers' `dropout` / `recurrent_dropout`.
-pub(crate) fn draw_mask<T: Scalar>(key: u64, rate: f64, mask: &mut [T]) {
+///
+/// `mask` holds positions `offset..offset + mask.len()` of the stream: the part of a
+/// larger mask that holds those positions, so a rank that computes some rows of a
+/// batch draws exactly the values one process would for them.
+pub(crate) fn draw_mask_at<T: Scalar>(key: u64, rate: f64, mask: &mut [T], offset: usize) {
     let keep = 1.0 - rate;
     let scale = T::of(1.0 / keep);
     // A value survives when its 32-bit draw is below keep·2³², so the survival
     // probability is keep to within 2⁻³².
     let threshold = (keep * 4_294_967_296.0).round() as u64;
+    // Each 64-bit draw at counter c gives positions 2c (low half) and 2c + 1 (high).
+    let mut first = offset as u64;
+    let mask = match mask.split_first_mut() {
+        Some((m, rest)) if first % 2 == 1 => {
+            let r = splitmix64(key, first / 2) >> 32;
+            *m = if r < threshold { scale } else { T::zero() };
+            first += 1;
+            rest
+        }
+        _ => mask,
+    };
+    let base = first / 2;
     // Draws first, then the compare-and-select over a block: that loop vectorizes
     // into masks and blends; a select per draw compiles to a branch that
     // mispredicts half the time. Compiled for the CPU's widest vectors: SplitMix64's
@@ -80,7 +96,7 @@ pub(crate) fn draw_mask<T: Scalar>(key: u64, rate: f64, mask: &mut [T]) {
         let mut draws = [0u64; 64];
         for (b, block) in mask.chunks_mut(64).enumerate() {
             for (j, pair) in draws.chunks_exact_mut(2).enumerate() {
-                let h = splitmix64(key, (b * 32 + j) as u64);
+                let h = splitmix64(key, base + (b * 32 + j) as u64);
                 pair[0] = h & 0xffff_ffff;
                 pair[1] = h >> 32;
             }
@@ -115,13 +131,16 @@ impl<T: Scalar> Layer<T> for Dropout<T> {
         &mut self,
         _p: ParamsMut<'_, T>,
         x: &[T],
-        _batch: usize,
+        batch: usize,
         y: &mut [T],
     ) -> kiln_tape::Result<()> {
         if !self.fixed {
             let key: u64 = self.rng.random();
             self.mask.resize(x.len(), T::zero());
-            draw_mask(key, self.cfg.rate, &mut self.mask[..x.len()]);
+            // Across ranks, these rows start at row `first` of the whole batch.
+            let first = kiln_train::distributed::batch_rows().start;
+            let offset = first * (x.len() / batch.max(1));
+            draw_mask_at(key, self.cfg.rate, &mut self.mask[..x.len()], offset);
         }
         for ((o, &v), &m) in y.iter_mut().zip(x).zip(&self.mask) {
             *o = v * m;
@@ -176,6 +195,20 @@ mod tests {
             }
         }
         assert!(mask_of(0.0, 3, 1000).iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn a_mask_drawn_in_parts_at_their_offsets_is_the_whole_mask() {
+        let mut whole = vec![0.0f64; 301];
+        draw_mask_at(42, 0.5, &mut whole, 0);
+        for cut in [1, 2, 63, 64, 65, 150, 300] {
+            let mut parts = vec![0.0f64; 301];
+            let (a, b) = parts.split_at_mut(cut);
+            draw_mask_at(42, 0.5, a, 0);
+            draw_mask_at(42, 0.5, b, cut);
+            assert_eq!(parts, whole, "cut at {cut}");
+        }
+        assert!(whole.contains(&0.0) && whole.contains(&2.0));
     }
 
     #[test]

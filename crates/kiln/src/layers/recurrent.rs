@@ -24,7 +24,7 @@
 //! Shape rule (kiln-spec's `Recurrent`): `[steps, features]` → `[units]`, or
 //! `[steps, units]` with `return_sequences` (in processing order, as Keras).
 
-use super::dropout::draw_mask;
+use super::dropout::draw_mask_at;
 use super::{Backward, Builtin, Layer, ParamSpec, Params, ParamsMut};
 use crate::init::Initializer;
 use kiln_spec::{LayerSpec, layers as spec};
@@ -393,15 +393,27 @@ impl<T: Scalar> Frame<T> {
             }
             return Ok(());
         }
+        // The masks are [groups, batch, width]: across ranks, this rank's rows are rows
+        // `rows.start..` of a batch of `rows.end`, so each group's part is drawn at its
+        // place in the whole batch's mask.
+        let rows = kiln_train::distributed::batch_rows();
+        let total = if rows.end > 0 { rows.end } else { d.batch };
+        let at = |width: usize, gi: usize| (gi * total + rows.start) * width;
         if dr.on_x {
             grow(&mut dr.mx, nx);
             let key: u64 = dr.rng.random();
-            draw_mask(key, c.dropout, &mut dr.mx[..nx]);
+            let per = d.batch * d.features;
+            for (gi, m) in dr.mx[..nx].chunks_mut(per.max(1)).enumerate() {
+                draw_mask_at(key, c.dropout, m, at(d.features, gi));
+            }
         }
         if dr.on_h {
             grow(&mut dr.mh, nh);
             let key: u64 = dr.rng.random();
-            draw_mask(key, c.recurrent_dropout, &mut dr.mh[..nh]);
+            let per = d.batch * d.units;
+            for (gi, m) in dr.mh[..nh].chunks_mut(per.max(1)).enumerate() {
+                draw_mask_at(key, c.recurrent_dropout, m, at(d.units, gi));
+            }
         }
         Ok(())
     }

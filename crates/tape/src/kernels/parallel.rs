@@ -1,7 +1,8 @@
 //! kiln's fork-join runtime: [`for_parts`] runs `f(0)`, …, `f(n − 1)` on the calling
 //! thread and the pool's workers together and returns when all are done.
 //!
-//! The pool has `KILN_THREADS` threads in all (default: every core the OS reports),
+//! The pool has `KILN_THREADS` threads in all (default: every core the OS reports, or
+//! its share of them under `mpirun`),
 //! the caller included; the workers are started once, on first use (the only
 //! allocation: the first call returns once every worker has started and holds its
 //! buffers), and spin briefly before sleeping between jobs, so a training step pays
@@ -43,14 +44,21 @@ struct Pool {
     ready: AtomicUsize,
 }
 
-/// The thread count `KILN_THREADS` asks for, else the cores the OS reports.
+/// The thread count `KILN_THREADS` asks for, else the cores the OS reports shared among
+/// the MPI ranks on this machine (Open MPI and MPICH name their count), so that
+/// `mpirun -np 2` on 2 cores runs one thread per rank rather than 2 spinning each.
 fn configured_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local_ranks = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1);
     std::env::var("KILN_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n >= 1)
-        .unwrap_or(cores)
+        .unwrap_or((cores / local_ranks).max(1))
 }
 
 fn pool() -> Option<&'static Pool> {

@@ -401,6 +401,9 @@ impl<T: Scalar> Callback<T> for CSVLogger {
     fn name(&self) -> &'static str {
         "CSVLogger"
     }
+    fn chief_only(&self) -> bool {
+        true
+    }
     fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, T>) -> Result<()> {
         let existed = self.append && self.path.exists();
         let f = std::fs::OpenOptions::new()

@@ -211,6 +211,9 @@ impl<T: Scalar> Callback<T> for ModelCheckpoint {
     fn name(&self) -> &'static str {
         "ModelCheckpoint"
     }
+    fn chief_only(&self) -> bool {
+        true
+    }
     fn check(&self, keys: &[String]) -> Result<()> {
         let bad = |name: &'static str, message: String| {
             Err(TrainError::InvalidArgument { name, message })
@@ -372,6 +375,9 @@ impl BackupAndRestore {
 impl<T: Scalar> Callback<T> for BackupAndRestore {
     fn name(&self) -> &'static str {
         "BackupAndRestore"
+    }
+    fn chief_only(&self) -> bool {
+        true
     }
     fn on_train_begin(&mut self, ctx: &mut CallbackContext<'_, T>) -> Result<()> {
         let f = self.file();

@@ -62,6 +62,12 @@ pub trait Callback<T: Scalar> {
     fn name(&self) -> &'static str {
         "callback"
     }
+    /// Whether, when training across ranks ([`crate::distributed`]), only rank 0 runs
+    /// it: true for callbacks that print or write files (progress, checkpoints, logs),
+    /// false for those that decide (they run on every rank, on the same logs).
+    fn chief_only(&self) -> bool {
+        false
+    }
     /// Checks the callback's settings against the log keys the run will have (`keys`,
     /// `val_` ones included when it validates), before the first step: what would
     /// only fail, or silently do nothing, after training ran.

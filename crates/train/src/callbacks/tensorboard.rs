@@ -67,6 +67,9 @@ impl<T: Scalar> Callback<T> for TensorBoard {
     fn name(&self) -> &'static str {
         "TensorBoard"
     }
+    fn chief_only(&self) -> bool {
+        true
+    }
     fn check(&self, _keys: &[String]) -> Result<()> {
         if self.update_freq == UpdateFreq::Batches(0) {
             return Err(TrainError::InvalidArgument {

@@ -109,6 +109,9 @@ pub struct PhaseTimes {
     pub backward: f64,
     /// The optimizer update.
     pub optimizer: f64,
+    /// Summing the gradients over ranks, when training across ranks (part of
+    /// `backward`; the outputs' gather is part of `forward`).
+    pub all_reduce: f64,
     /// Steps measured.
     pub steps: usize,
 }
@@ -282,6 +285,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         x.check_finite()?;
         self.engine.model.check_inputs(x.data())?;
         check_batch_size(batch_size)?;
+        self.engine.join_world()?;
         let (loss, metrics) = self.evaluate_rows(x.data(), y, 0..x.len(), batch_size)?;
         Ok(Evaluation { loss, metrics })
     }
@@ -342,6 +346,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         y: &Y,
         train: bool,
     ) -> Result<Logs> {
+        self.engine.join_world()?;
         let Compiled { engine, batcher, .. } = self;
         let (inp, w) = (engine.model.input_len(), engine.model.output_len());
         engine.metrics.iter_mut().for_each(|m| m.reset());

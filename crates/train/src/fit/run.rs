@@ -335,14 +335,21 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             mut callbacks,
             ..
         } = self;
+        // Across ranks, the others print and write nothing (see crate::distributed).
+        compiled.engine.join_world()?;
+        let chief = compiled.engine.dist.as_ref().is_none_or(|d| d.chief());
+        if !chief {
+            callbacks.retain(|cb| !cb.chief_only());
+        }
         // The progress bar is the first callback, so it prints before the others act
         // (silent runs have none).
-        if verbose > 0 {
+        if verbose > 0 && chief {
             callbacks.insert(0, Box::new(ProgressBar::new(verbose, plan.steps, epochs)));
         }
         let weights = Weights { sample: sample_weight, class: class_weight.as_ref() };
         let model_name = compiled.engine.model.name().to_string();
         let (inp, w) = (compiled.engine.model.input_len(), compiled.engine.model.output_len());
+        let trainable = compiled.engine.model.params().trainable_len();
         let mut history = History::default();
         let (mut stop, mut resume) = (false, None);
         let mut logs: Logs =
@@ -360,16 +367,34 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                 }
             };
         }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(ctx!(initial_epoch))?;
+        // Runs every callback's hook (up to the first error); across ranks, every rank
+        // then learns whether any failed or asked to stop.
+        macro_rules! round {
+            (|$cb:ident| $call:expr) => {{
+                let mut result = Ok(());
+                for $cb in callbacks.iter_mut() {
+                    if let Err(e) = $call {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                match &compiled.engine.dist {
+                    Some(d) => d.agree_round(result, &mut stop)?,
+                    None => result?,
+                }
+            }};
         }
-        // A callback (BackupAndRestore) may have restored a run and asked to resume.
+        round!(|cb| cb.on_train_begin(ctx!(initial_epoch)));
+        // A callback (BackupAndRestore) may have restored a run and asked to resume: on
+        // rank 0, which every rank then follows.
+        if let Some(d) = &compiled.engine.dist {
+            d.broadcast_state(&mut compiled.engine.optimizer, trainable, &mut resume)?;
+            compiled.engine.broadcast_params(0)?;
+        }
         let mut epoch = resume.unwrap_or(initial_epoch);
         while epoch < epochs && !stop {
             let started = Instant::now();
-            for cb in callbacks.iter_mut() {
-                cb.on_epoch_begin(epoch, ctx!(epoch))?;
-            }
+            round!(|cb| cb.on_epoch_begin(epoch, ctx!(epoch)));
             let Compiled { engine, batcher, .. } = &mut *compiled;
             engine.model.reseed(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             batcher.start_epoch(plan.n_train, shuffle, seed, epoch);
@@ -395,13 +420,14 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
                         }
                     });
                 }
-                for cb in callbacks.iter_mut() {
-                    cb.on_train_batch_end(step, &logs, ctx!(epoch))?;
-                }
+                round!(|cb| cb.on_train_batch_end(step, &logs, ctx!(epoch)));
                 if stop {
                     break;
                 }
             }
+            // Each rank's BatchNormalization statistics came from its slices: take rank
+            // 0's, so validation and checkpoints see one model.
+            compiled.engine.broadcast_params(trainable)?;
             let mut epoch_logs = logs.clone();
             if validation_freq.validates(epoch) {
                 let (vb, evaluated) = (
@@ -427,9 +453,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
             history.epoch.push(epoch);
             history.learning_rate.push(compiled.engine.optimizer.learning_rate());
             history.epoch_seconds.push(started.elapsed().as_secs_f64());
-            for cb in callbacks.iter_mut() {
-                cb.on_epoch_end(epoch, &epoch_logs, ctx!(epoch))?;
-            }
+            round!(|cb| cb.on_epoch_end(epoch, &epoch_logs, ctx!(epoch)));
             // Weights that overflowed can hide behind a finite loss for a while: a scan
             // per epoch stops the run the epoch it happens, naming the tensor.
             if let Some((tensor, v)) = first_non_finite(compiled.engine.model.params()) {
@@ -443,9 +467,7 @@ impl<'a, M: Model, L: Loss<M::Scalar>, Y: Labels<T<M>>> Fit<'a, M, L, Y> {
         }
         let last: Logs =
             history.history.iter().filter_map(|(k, v)| v.last().map(|x| (k.clone(), *x))).collect();
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(ctx!(epoch.saturating_sub(1)), &last)?;
-        }
+        round!(|cb| cb.on_train_end(ctx!(epoch.saturating_sub(1)), &last));
         compiled.epochs_done = epoch;
         Ok(history)
     }

@@ -5,6 +5,7 @@
 
 use super::PhaseTimes;
 use super::batcher::Batch;
+use crate::distributed::DataParallel;
 use crate::error::Result;
 use crate::loss::{Loss, LossBatch, LossInfo, reduce_with};
 use crate::metrics::{Metric, MetricBatch};
@@ -25,6 +26,8 @@ pub(crate) struct Engine<M: Model, L> {
     row_weights: Vec<M::Scalar>,
     dout: Vec<M::Scalar>,
     grads: Vec<M::Scalar>,
+    /// This rank's part when training across ranks (see [`crate::distributed`]).
+    pub dist: Option<DataParallel<M::Scalar>>,
 }
 
 /// How a batch's outputs split into the rows a loss scores: Keras's losses and metrics
@@ -103,7 +106,30 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
             row_weights: Vec::new(),
             dout: Vec::new(),
             grads: Vec::new(),
+            dist: None,
         }
+    }
+
+    /// Joins the ranks training together, if any (leaves them when the world is gone),
+    /// and makes every rank's parameters rank 0's.
+    pub fn join_world(&mut self) -> Result<()> {
+        if crate::distributed::world().is_none() {
+            self.dist = None;
+            return Ok(());
+        }
+        if self.dist.is_none() {
+            self.dist = DataParallel::join();
+        }
+        self.broadcast_params(0)
+    }
+
+    /// Copies rank 0's parameters from index `from` on (0: all of them; the trainable
+    /// count: the non-trainable state) to every rank.
+    pub fn broadcast_params(&mut self, from: usize) -> Result<()> {
+        if let Some(d) = &self.dist {
+            d.broadcast(&mut self.model.params_mut().values_mut()[from..])?;
+        }
+        Ok(())
     }
 
     /// How the model's output splits into loss rows.
@@ -129,32 +155,96 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     }
 
     /// One training step on `batch`; returns its loss (as the loss reduces it) and
-    /// updates the metrics and the phase timings.
+    /// updates the metrics and the phase timings. Across ranks, this rank runs forward
+    /// and backward on its slice of the batch; the loss and the metrics see the whole
+    /// batch's gathered outputs, and the gradients are summed over ranks.
     pub fn train_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
         let t_forward = Instant::now();
         self.grow(batch.len);
         let (b, w, rows) = (batch.len, self.model.output_len(), self.rows());
-        let Engine { model, optimizer, loss, metrics, phases, losses, row_weights, dout, grads } =
-            self;
-        let act = model.output_activation();
-        let out = model.forward_train(batch.x, b)?;
-        let t_loss = Instant::now();
-        let (value, info) = loss_and_metrics(
-            &*loss,
+        let inp = self.model.input_len();
+        let Engine {
+            model,
+            optimizer,
+            loss,
             metrics,
-            &out,
-            act,
-            batch,
-            rows,
+            phases,
             losses,
             row_weights,
-            Some(&mut dout[..b * w]),
-        )?;
+            dout,
+            grads,
+            dist,
+        } = self;
+        let act = model.output_activation();
+        let (local, t_loss, (value, info)) = match dist {
+            None => {
+                let out = model.forward_train(batch.x, b)?;
+                let t_loss = Instant::now();
+                let dout = Some(&mut dout[..b * w]);
+                let r = loss_and_metrics(
+                    &*loss,
+                    metrics,
+                    &out,
+                    act,
+                    batch,
+                    rows,
+                    losses,
+                    row_weights,
+                    dout,
+                )?;
+                (0..b, t_loss, r)
+            }
+            Some(d) => {
+                let local = d.slice(b);
+                let x = &batch.x[local.start * inp..local.end * inp];
+                crate::distributed::set_batch_rows(local.start..b);
+                let out = if local.is_empty() {
+                    Ok(None)
+                } else {
+                    model.forward_train(x, local.len()).map(Some)
+                };
+                crate::distributed::set_batch_rows(0..0);
+                d.gather_outputs(out, b, w, act)?;
+                let t_loss = Instant::now();
+                let out = d.gathered(b, w, act);
+                let dout = Some(&mut dout[..b * w]);
+                let r = loss_and_metrics(
+                    &*loss,
+                    metrics,
+                    &out,
+                    act,
+                    batch,
+                    rows,
+                    losses,
+                    row_weights,
+                    dout,
+                )?;
+                (local, t_loss, r)
+            }
+        };
         let t_backward = Instant::now();
-        model.backward(batch.x, &dout[..b * w], info.wrt_logits, grads)?;
+        let backward = if local.is_empty() {
+            grads.iter_mut().for_each(|g| *g = M::Scalar::zero());
+            Ok(())
+        } else {
+            let (x, dy) = (
+                &batch.x[local.start * inp..local.end * inp],
+                &dout[local.start * w..local.end * w],
+            );
+            model.backward(x, dy, info.wrt_logits, grads)
+        };
+        let t = model.params().trainable_len();
+        match dist {
+            None => backward?,
+            Some(d) => {
+                d.agree(backward)?;
+                let t_sum = Instant::now();
+                d.sum_gradients(&mut grads[..t])?;
+                phases.all_reduce += t_sum.elapsed().as_secs_f64();
+            }
+        }
         let t_optimizer = Instant::now();
         let store = model.params_mut();
-        let t = store.trainable_len();
         let (values, entries) = store.split_trainable();
         optimizer.apply(values, &mut grads[..t], entries)?;
         let t_end = Instant::now();
@@ -167,15 +257,51 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     }
 
     /// One evaluation step on `batch` in inference mode; returns its loss and updates
-    /// the metrics.
+    /// the metrics (across ranks: each rank's slice, gathered, as in [`Self::train_step`]).
     pub fn eval_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
         self.grow(batch.len);
-        let (b, rows) = (batch.len, self.rows());
-        let Engine { model, loss, metrics, losses, row_weights, .. } = self;
+        let (b, w, rows) = (batch.len, self.model.output_len(), self.rows());
+        let inp = self.model.input_len();
+        let Engine { model, loss, metrics, losses, row_weights, dist, .. } = self;
         let act = model.output_activation();
-        let out = model.forward_infer(batch.x, b)?;
-        let (value, _) =
-            loss_and_metrics(&*loss, metrics, &out, act, batch, rows, losses, row_weights, None)?;
+        let (value, _) = match dist {
+            None => {
+                let out = model.forward_infer(batch.x, b)?;
+                loss_and_metrics(
+                    &*loss,
+                    metrics,
+                    &out,
+                    act,
+                    batch,
+                    rows,
+                    losses,
+                    row_weights,
+                    None,
+                )?
+            }
+            Some(d) => {
+                let local = d.slice(b);
+                let x = &batch.x[local.start * inp..local.end * inp];
+                let out = if local.is_empty() {
+                    Ok(None)
+                } else {
+                    model.forward_infer(x, local.len()).map(Some)
+                };
+                d.gather_outputs(out, b, w, act)?;
+                let out = d.gathered(b, w, act);
+                loss_and_metrics(
+                    &*loss,
+                    metrics,
+                    &out,
+                    act,
+                    batch,
+                    rows,
+                    losses,
+                    row_weights,
+                    None,
+                )?
+            }
+        };
         Ok(value.as_f64())
     }
 }
