@@ -1,9 +1,10 @@
 //! Data-parallel training over MPI (feature `mpi`; needs `mpirun` on the PATH): the MNIST
 //! MLP and the MNIST convnet (with its Dropout) trained 2 epochs on 2 ranks equal the
 //! same training in one process with the same global batch — History (loss, accuracy,
-//! validation), `evaluate` and the final weights — in float64 to 1e-12 and in float32 to
+//! validation), `evaluate`, `predict` and the final weights — in float64 to 1e-12 and in float32 to
 //! the bound stated below; two 2-rank runs give the same bits; a rank that fails ends
-//! every rank with an error instead of a hang.
+//! every rank with an error instead of a hang; after the first batch a data-parallel
+//! step allocates nothing (a counting allocator in this binary).
 //!
 //! Each case runs this binary under `mpirun -np 2` as a child (`KILN_MPI_CHILD`), whose
 //! rank 0 writes what it trained to a file; the test trains the same in this process,
@@ -15,10 +16,38 @@
 use kiln::prelude::*;
 use kiln::tape::Scalar;
 use kiln::{Callback, CallbackContext, Logs};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 model! {
     struct Mlp: [28, 28, 1] => [
@@ -63,7 +92,7 @@ model! {
 }
 
 /// What a run trained: every number as f64 (exact for f32), in a fixed order.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 struct Trained {
     history: Vec<(String, Vec<f64>)>,
     evaluation: Vec<f64>,
@@ -117,7 +146,7 @@ fn widen(x: &Inputs<S3<28, 28, 1>>) -> Inputs<S3<28, 28, 1>, f64> {
 
 /// Trains `model` as the test's every case does: 2 epochs, a global batch of 31 (so the
 /// ranks' slices differ by a row and the last batch is short), validation_split 0.2,
-/// shuffled; then evaluates on the first 200 samples.
+/// shuffled; then evaluates on the first 200 samples and predicts the first 100.
 fn train<M>(model: M, x: &Inputs<M::Input, M::Scalar>, y: &ClassLabels) -> kiln::Result<Trained>
 where
     M: Model,
@@ -130,6 +159,9 @@ where
     let history = h.keys().map(|k| (k.to_string(), h.get(k).unwrap().to_vec())).collect();
     let mut evaluation = vec![e.loss];
     evaluation.extend(e.metrics.values());
+    // predict with a batch of 7, so the ranks' slices differ and the last batch is short.
+    let p = m.predict_batched(&x.head(100), 7)?;
+    evaluation.extend(p.data().iter().map(|v| v.as_f64()));
     let weights = m.model().params().values().iter().map(|v| v.as_f64()).collect();
     Ok(Trained { history, evaluation, weights })
 }
@@ -175,7 +207,31 @@ fn child_under_mpirun() {
     };
     let mpi = kiln::mpi::init().unwrap();
     assert_eq!(mpi.size(), 2, "the child runs on 2 ranks");
-    let result = if which == "fail" {
+    let result = if which == "allocations" {
+        // Allocations after each batch of one epoch, relative to the first batch.
+        let (x, y) = mnist(640);
+        let mut counts = Vec::with_capacity(64);
+        let fit = |counts: &mut Vec<usize>| -> kiln::Result<()> {
+            let mut m = ConvNet::new(Seed(3)).compile(
+                Adam::default(),
+                SparseCategoricalCrossentropy::default(),
+                [Accuracy],
+            )?;
+            m.fit(&x, &y)
+                .epochs(1)
+                .batch_size(33)
+                .verbose(0)
+                .callbacks(LambdaCallback::new().on_batch_end(|_, _| {
+                    counts.push(ALLOCATIONS.load(Ordering::Relaxed));
+                }))
+                .run()?;
+            Ok(())
+        };
+        fit(&mut counts).map(|_| {
+            let after: Vec<f64> = counts.iter().map(|c| (c - counts[0]) as f64).collect();
+            Some(Trained { history: vec![("allocations".into(), after)], ..Trained::default() })
+        })
+    } else if which == "fail" {
         let (x, y) = mnist(200);
         let fit = |x, y| -> kiln::Result<()> {
             let mut m = Mlp::new(Seed(3)).compile(
@@ -263,7 +319,7 @@ fn compare(case_name: &str, bound: f64) {
     for ((k, a), (_, b)) in two.history.iter().zip(&one.history) {
         report.push((k.clone(), worst(a, b)));
     }
-    report.push(("evaluate".into(), worst(&two.evaluation, &one.evaluation)));
+    report.push(("evaluate and predict".into(), worst(&two.evaluation, &one.evaluation)));
     report.push(("weights".into(), worst(&two.weights, &one.weights)));
     println!("{case_name}: 2 ranks vs 1 process, relative differences: {report:?}");
     for (k, d) in &report {
@@ -303,4 +359,14 @@ fn a_rank_that_fails_ends_every_rank_with_an_error() {
         text.contains("rank 0: distributed training: rank 1 failed"),
         "rank 0 learns that rank 1 failed:\n{text}"
     );
+}
+
+#[test]
+fn a_data_parallel_step_allocates_nothing_after_the_first_batch() {
+    let (ok, text, t) = on_two_ranks("allocations", Duration::from_secs(600));
+    assert!(ok, "the run failed:\n{text}");
+    let after = &t.expect("rank 0 wrote its counts").history[0].1;
+    println!("allocations after each batch, relative to the first: {after:?}");
+    assert!(after.len() >= 15, "{after:?}");
+    assert!(after.iter().all(|&a| a == 0.0), "steady-state steps allocate: {after:?}");
 }

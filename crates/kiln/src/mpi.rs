@@ -1,7 +1,8 @@
 //! Training across processes and machines over MPI (cargo feature `mpi`): hold the
 //! value [`init`] returns for the life of `main`, start the program under
-//! `mpirun -np N`, and `fit`, `evaluate`, `train_on_batch` and `test_on_batch` train
-//! data-parallel — see [`crate::distributed`] for what each rank does.
+//! `mpirun -np N`, and `fit`, `evaluate`, `predict`, `train_on_batch` and
+//! `test_on_batch` run data-parallel — see [`crate::distributed`] for what each rank
+//! does.
 //!
 //! ```no_run
 //! # fn main() -> kiln::Result<()> {

@@ -2,7 +2,8 @@
 //! do when the program runs as several ranks (under `mpirun -np N`, with kiln's `mpi`
 //! feature and `kiln::mpi::init()` at the top of `main`).
 //!
-//! Every rank holds the whole data set and the same model. `batch_size` is the global
+//! Every rank holds the whole data set and the same model. (`predict` on a compiled
+//! model splits its batches the same way and gathers the outputs on every rank.) `batch_size` is the global
 //! batch, as in Keras's distribution strategies: each rank runs forward and backward on
 //! its slice of every batch (rows `part_range(batch, ranks, rank)`), then
 //! - the outputs of all slices are gathered on every rank, so every rank computes the

@@ -302,6 +302,13 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         batch_size: usize,
     ) -> Result<Outputs<M::Output, T<M>>> {
         check_batch_size(batch_size)?;
+        if crate::distributed::world().is_some() {
+            // Across ranks: each computes its slice of every batch (see distributed).
+            check_predict_inputs(&self.engine.model, x)?;
+            if let Some(out) = self.engine.predict_across_ranks(x.data(), x.len(), batch_size)? {
+                return Outputs::from_vec_shape(self.engine.model.output_shape(), out);
+            }
+        }
         predict(&mut self.engine.model, x, batch_size)
     }
 
@@ -451,13 +458,9 @@ fn check_batch_size(b: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs `model` in inference mode over `x` in batches (no compile needed).
-pub fn predict<M: Model>(
-    model: &mut M,
-    x: &Inputs<M::Input, T<M>>,
-    batch_size: usize,
-) -> Result<Outputs<M::Output, T<M>>> {
-    check_batch_size(batch_size)?;
+/// What `predict` checks before the first batch: finite values the model takes, of its
+/// input shape.
+fn check_predict_inputs<M: Model>(model: &M, x: &Inputs<M::Input, T<M>>) -> Result<()> {
     x.check_finite()?;
     model.check_inputs(x.data())?;
     if x.sample_shape() != model.input_shape() {
@@ -468,6 +471,17 @@ pub fn predict<M: Model>(
             hint: "reshape the inputs to the model's input shape".into(),
         });
     }
+    Ok(())
+}
+
+/// Runs `model` in inference mode over `x` in batches (no compile needed).
+pub fn predict<M: Model>(
+    model: &mut M,
+    x: &Inputs<M::Input, T<M>>,
+    batch_size: usize,
+) -> Result<Outputs<M::Output, T<M>>> {
+    check_batch_size(batch_size)?;
+    check_predict_inputs(model, x)?;
     let (inp, w) = (model.input_len(), model.output_len());
     let mut out = vec![<T<M>>::zero(); x.len() * w];
     let mut lo = 0;

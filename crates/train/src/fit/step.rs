@@ -256,6 +256,41 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
         Ok(value.as_f64())
     }
 
+    /// Outputs for every sample of `x` (`n` samples) in inference mode, `batch` at a
+    /// time, across ranks: each rank computes its slice of every batch and the slices
+    /// are gathered, so every rank returns all outputs. `None` when training alone
+    /// (the caller predicts as usual).
+    pub fn predict_across_ranks(
+        &mut self,
+        x: &[M::Scalar],
+        n: usize,
+        batch: usize,
+    ) -> Result<Option<Vec<M::Scalar>>> {
+        self.join_world()?;
+        let (inp, w) = (self.model.input_len(), self.model.output_len());
+        let Engine { model, dist, .. } = self;
+        let Some(d) = dist else {
+            return Ok(None);
+        };
+        let act = model.output_activation();
+        let mut out = vec![M::Scalar::zero(); n * w];
+        let mut lo = 0;
+        while lo < n {
+            let b = batch.min(n - lo);
+            let local = d.slice(b);
+            let xb = &x[(lo + local.start) * inp..(lo + local.end) * inp];
+            let o = if local.is_empty() {
+                Ok(None)
+            } else {
+                model.forward_infer(xb, local.len()).map(Some)
+            };
+            d.gather_outputs(o, b, w, act)?;
+            out[lo * w..(lo + b) * w].copy_from_slice(d.gathered(b, w, act).outputs);
+            lo += b;
+        }
+        Ok(Some(out))
+    }
+
     /// One evaluation step on `batch` in inference mode; returns its loss and updates
     /// the metrics (across ranks: each rank's slice, gathered, as in [`Self::train_step`]).
     pub fn eval_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
