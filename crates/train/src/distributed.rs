@@ -110,7 +110,7 @@ static BATCH_FIRST: AtomicUsize = AtomicUsize::new(0);
 static BATCH_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets [`batch_rows`] for the passes of one step (and back to `0..0` after it).
-pub(crate) fn set_batch_rows(rows: Range<usize>) {
+fn set_batch_rows(rows: Range<usize>) {
     BATCH_FIRST.store(rows.start, Ordering::Relaxed);
     BATCH_TOTAL.store(rows.end, Ordering::Relaxed);
 }
@@ -186,7 +186,7 @@ impl<T: Scalar> DataParallel<T> {
     /// After every rank's forward pass over its slice (`out`: `None` for an empty
     /// slice): agrees that all succeeded, then gathers the whole batch's outputs, and
     /// its logits under a final softmax or sigmoid, for [`Self::gathered`].
-    pub fn gather_outputs(
+    fn gather_outputs(
         &mut self,
         out: Result<Option<TrainOutput<'_, T>>>,
         b: usize,
@@ -211,8 +211,36 @@ impl<T: Scalar> DataParallel<T> {
         Ok(())
     }
 
+    /// Runs `forward` on this rank's rows of a batch of `b` samples of `inp` values
+    /// (`x` holds the whole batch), with [`batch_rows`] set to them, and returns the
+    /// whole batch's outputs, gathered from every rank.
+    pub fn forward_gathered<'m, F>(
+        &mut self,
+        x: &[T],
+        b: usize,
+        inp: usize,
+        width: usize,
+        act: OutputActivation,
+        forward: F,
+    ) -> Result<TrainOutput<'_, T>>
+    where
+        F: FnOnce(&[T], usize) -> Result<TrainOutput<'m, T>>,
+        T: 'm,
+    {
+        let local = self.slice(b);
+        set_batch_rows(local.start..b);
+        let out = if local.is_empty() {
+            Ok(None)
+        } else {
+            forward(&x[local.start * inp..local.end * inp], local.len()).map(Some)
+        };
+        set_batch_rows(0..0);
+        self.gather_outputs(out, b, width, act)?;
+        Ok(self.gathered(b, width, act))
+    }
+
     /// The whole batch's outputs gathered by [`Self::gather_outputs`].
-    pub fn gathered(&self, b: usize, width: usize, act: OutputActivation) -> TrainOutput<'_, T> {
+    fn gathered(&self, b: usize, width: usize, act: OutputActivation) -> TrainOutput<'_, T> {
         TrainOutput {
             outputs: &self.outputs[..b * width],
             logits: (act != OutputActivation::Linear).then(|| &self.logits[..b * width]),

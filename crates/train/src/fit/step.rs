@@ -176,52 +176,30 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
             dist,
         } = self;
         let act = model.output_activation();
-        let (local, t_loss, (value, info)) = match dist {
-            None => {
-                let out = model.forward_train(batch.x, b)?;
-                let t_loss = Instant::now();
-                let dout = Some(&mut dout[..b * w]);
-                let r = loss_and_metrics(
-                    &*loss,
-                    metrics,
-                    &out,
-                    act,
-                    batch,
-                    rows,
-                    losses,
-                    row_weights,
-                    dout,
-                )?;
-                (0..b, t_loss, r)
-            }
+        // This process's rows of the batch and the whole batch's outputs: across
+        // ranks, its slice's forward pass and then every slice's outputs, gathered.
+        let (local, out) = match dist {
+            None => (0..b, model.forward_train(batch.x, b)?),
             Some(d) => {
                 let local = d.slice(b);
-                let x = &batch.x[local.start * inp..local.end * inp];
-                crate::distributed::set_batch_rows(local.start..b);
-                let out = if local.is_empty() {
-                    Ok(None)
-                } else {
-                    model.forward_train(x, local.len()).map(Some)
-                };
-                crate::distributed::set_batch_rows(0..0);
-                d.gather_outputs(out, b, w, act)?;
-                let t_loss = Instant::now();
-                let out = d.gathered(b, w, act);
-                let dout = Some(&mut dout[..b * w]);
-                let r = loss_and_metrics(
-                    &*loss,
-                    metrics,
-                    &out,
-                    act,
-                    batch,
-                    rows,
-                    losses,
-                    row_weights,
-                    dout,
-                )?;
-                (local, t_loss, r)
+                let out =
+                    d.forward_gathered(batch.x, b, inp, w, act, |x, n| model.forward_train(x, n))?;
+                (local, out)
             }
         };
+        let t_loss = Instant::now();
+        let dout_all = Some(&mut dout[..b * w]);
+        let (value, info) = loss_and_metrics(
+            &*loss,
+            metrics,
+            &out,
+            act,
+            batch,
+            rows,
+            losses,
+            row_weights,
+            dout_all,
+        )?;
         let t_backward = Instant::now();
         let backward = if local.is_empty() {
             grads.iter_mut().for_each(|g| *g = M::Scalar::zero());
@@ -277,15 +255,9 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
         let mut lo = 0;
         while lo < n {
             let b = batch.min(n - lo);
-            let local = d.slice(b);
-            let xb = &x[(lo + local.start) * inp..(lo + local.end) * inp];
-            let o = if local.is_empty() {
-                Ok(None)
-            } else {
-                model.forward_infer(xb, local.len()).map(Some)
-            };
-            d.gather_outputs(o, b, w, act)?;
-            out[lo * w..(lo + b) * w].copy_from_slice(d.gathered(b, w, act).outputs);
+            let xb = &x[lo * inp..(lo + b) * inp];
+            let o = d.forward_gathered(xb, b, inp, w, act, |x, n| model.forward_infer(x, n))?;
+            out[lo * w..(lo + b) * w].copy_from_slice(o.outputs);
             lo += b;
         }
         Ok(Some(out))
@@ -299,44 +271,14 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
         let inp = self.model.input_len();
         let Engine { model, loss, metrics, losses, row_weights, dist, .. } = self;
         let act = model.output_activation();
-        let (value, _) = match dist {
-            None => {
-                let out = model.forward_infer(batch.x, b)?;
-                loss_and_metrics(
-                    &*loss,
-                    metrics,
-                    &out,
-                    act,
-                    batch,
-                    rows,
-                    losses,
-                    row_weights,
-                    None,
-                )?
-            }
+        let out = match dist {
+            None => model.forward_infer(batch.x, b)?,
             Some(d) => {
-                let local = d.slice(b);
-                let x = &batch.x[local.start * inp..local.end * inp];
-                let out = if local.is_empty() {
-                    Ok(None)
-                } else {
-                    model.forward_infer(x, local.len()).map(Some)
-                };
-                d.gather_outputs(out, b, w, act)?;
-                let out = d.gathered(b, w, act);
-                loss_and_metrics(
-                    &*loss,
-                    metrics,
-                    &out,
-                    act,
-                    batch,
-                    rows,
-                    losses,
-                    row_weights,
-                    None,
-                )?
+                d.forward_gathered(batch.x, b, inp, w, act, |x, n| model.forward_infer(x, n))?
             }
         };
+        let (value, _) =
+            loss_and_metrics(&*loss, metrics, &out, act, batch, rows, losses, row_weights, None)?;
         Ok(value.as_f64())
     }
 }
