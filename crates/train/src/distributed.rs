@@ -148,9 +148,9 @@ pub(crate) struct DataParallel<T> {
     size: usize,
     counts: Vec<i32>,
     displs: Vec<i32>,
-    /// The whole batch's outputs (and logits), gathered.
-    pub outputs: Vec<T>,
-    pub logits: Vec<T>,
+    /// The whole batch's outputs and logits, gathered.
+    outputs: Vec<T>,
+    logits: Vec<T>,
     send: Vec<T>,
     recv: Vec<T>,
 }
@@ -313,20 +313,7 @@ impl<T: Scalar> DataParallel<T> {
     /// After a round of callbacks: agrees on success as [`Self::agree`] does, and on
     /// whether to stop (any rank's callback asking stops every rank).
     pub fn agree_round(&self, result: Result<()>, stop: &mut bool) -> Result<()> {
-        let failed = if result.is_err() { self.rank as u64 + 1 } else { 0 };
-        // The failure code in the high bits, the stop request in bit 0: with no failure
-        // anywhere the maximum's bit 0 is the OR of the requests.
-        let worst = self.world.max(failed << 1 | u64::from(*stop))?;
-        result?;
-        if worst >> 1 > 0 {
-            return Err(TrainError::Distributed {
-                message: format!(
-                    "rank {} failed (its own error is in its output), so every rank stops",
-                    (worst >> 1) - 1
-                ),
-            });
-        }
-        *stop = worst & 1 == 1;
+        *stop = self.exchange(result, *stop)?.1;
         Ok(())
     }
 
@@ -362,17 +349,25 @@ impl<T: Scalar> DataParallel<T> {
     /// Whether every rank succeeded: this rank's `result` when it failed, an error naming
     /// the rank that did when another failed, `Ok` when none did.
     pub fn agree<R>(&self, result: Result<R>) -> Result<R> {
+        Ok(self.exchange(result, false)?.0)
+    }
+
+    /// The one `max` behind [`Self::agree`] and [`Self::agree_round`]: the failing
+    /// rank's code in the high bits, the stop request in bit 0 (with no failure
+    /// anywhere, the maximum's bit 0 is the OR of the requests). Returns this rank's
+    /// value and whether any rank asked to stop.
+    fn exchange<R>(&self, result: Result<R>, stop: bool) -> Result<(R, bool)> {
         let failed = if result.is_err() { self.rank as u64 + 1 } else { 0 };
-        let worst = self.world.max(failed)?;
-        match result {
-            Err(e) => Err(e),
-            Ok(_) if worst > 0 => Err(TrainError::Distributed {
+        let worst = self.world.max(failed << 1 | u64::from(stop))?;
+        let value = result?;
+        if worst >> 1 > 0 {
+            return Err(TrainError::Distributed {
                 message: format!(
                     "rank {} failed (its own error is in its output), so every rank stops",
-                    worst - 1
+                    (worst >> 1) - 1
                 ),
-            }),
-            ok => ok,
+            });
         }
+        Ok((value, worst & 1 == 1))
     }
 }

@@ -27,19 +27,10 @@ thread_local! {
     static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Gives this thread its packing buffer, at the size no GEMM exceeds, so no later GEMM
-/// on it allocates. The buffer comes zeroed from the allocator (fresh pages), so the
-/// part a thread never packs into costs address space, not memory. The fork-join
-/// pool's workers call it when they start: they may run their first part of some GEMM
-/// batches into training. Other threads grow theirs to what each GEMM needs: giving
-/// the calling thread the full-size buffer too (or growing it to a parallel GEMM's
-/// whole problem) made the MLP's 2-thread epoch 8–14% slower in A/B runs, for reasons
-/// this VM's missing counters cannot show (the buffer's placement, it seems).
 /// Grows this thread's packing buffer to what an `m × k × n` GEMM with a strided B needs.
 fn reserve_for(imp: Impl, m: usize, k: usize, n: usize) {
-    let kc_max = KC.min(k);
-    let need =
-        MC.min(m).div_ceil(imp.mr) * imp.mr * kc_max + NC.min(n).div_ceil(imp.nr) * imp.nr * kc_max;
+    let (a_len, b_len) = pack_lens(imp, m, k, n, true);
+    let need = a_len + b_len;
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
         if buf.len() < need {
@@ -48,6 +39,24 @@ fn reserve_for(imp: Impl, m: usize, k: usize, n: usize) {
     });
 }
 
+/// The packed A block and B block an `m × k × n` GEMM needs (no B block when B comes
+/// packed already).
+#[inline]
+fn pack_lens(imp: Impl, m: usize, k: usize, n: usize, strided_b: bool) -> (usize, usize) {
+    let kc_max = KC.min(k);
+    let a_len = MC.min(m).div_ceil(imp.mr) * imp.mr * kc_max;
+    let b_len = if strided_b { NC.min(n).div_ceil(imp.nr) * imp.nr * kc_max } else { 0 };
+    (a_len, b_len)
+}
+
+/// Gives this thread its packing buffer, at the size no GEMM exceeds, so no later GEMM
+/// on it allocates. The buffer comes zeroed from the allocator (fresh pages), so the
+/// part a thread never packs into costs address space, not memory. The fork-join
+/// pool's workers call it when they start: they may run their first part of some GEMM
+/// batches into training. Other threads grow theirs to what each GEMM needs: giving
+/// the calling thread the full-size buffer too (or growing it to a parallel GEMM's
+/// whole problem) made the MLP's 2-thread epoch 8–14% slower in A/B runs, for reasons
+/// this VM's missing counters cannot show (the buffer's placement, it seems).
 pub(crate) fn reserve_pack() {
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -427,12 +436,7 @@ unsafe fn sgemm_blocked(
     let mut packed_off = 0;
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let kc_max = KC.min(k);
-        let a_len = MC.min(m).div_ceil(mr) * mr * kc_max;
-        let b_len = match b {
-            BSource::Strided(..) => NC.min(n).div_ceil(nr) * nr * kc_max,
-            BSource::Packed(_) => 0,
-        };
+        let (a_len, b_len) = pack_lens(imp, m, k, n, matches!(b, BSource::Strided(..)));
         if buf.len() < a_len + b_len {
             buf.resize(a_len + b_len, 0.0);
         }
