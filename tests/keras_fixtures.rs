@@ -16,6 +16,7 @@
 //! long run's trajectory accumulates rounding (summation order in GEMMs, ulps in exp),
 //! so it gets 1e-4.
 
+use kiln::Dtype;
 use kiln::layers::{Act, Dense, builtin};
 use kiln::tape::Scalar;
 use kiln::*;
@@ -216,7 +217,7 @@ fn functional<T: Scalar>(fx: &Value) -> Sequential<T> {
 }
 
 /// The network a fixture describes, at its initial weights.
-fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
+fn network<T: Dtype>(fx: &Value) -> Sequential<T> {
     let model = &fx["model"];
     let shape = input_shape(fx);
     let mut b = SequentialBuilder::<T>::new(fx["name"].as_str().unwrap(), &shape);
@@ -263,7 +264,7 @@ fn network<T: Scalar>(fx: &Value) -> Sequential<T> {
 /// The first batch's loss and gradients: one plain SGD step at learning rate 2²⁰ on
 /// that batch, from the initial weights, moves each weight by exactly −2²⁰·g (a power of
 /// two scales without rounding), and History holds that batch's loss.
-fn first_batch<T: Scalar>(fx: &Value, r: &mut Worst) {
+fn first_batch<T: Dtype>(fx: &Value, r: &mut Worst) {
     let fb = &fx["first_batch"];
     let [lo, hi] = [0, 1].map(|i| fb["batch"][i].as_u64().unwrap() as usize);
     let shape = input_shape(fx);
@@ -340,7 +341,7 @@ fn first_batch<T: Scalar>(fx: &Value, r: &mut Worst) {
     }
 }
 
-fn replay<T: Scalar>(fx: &Value) -> Report {
+fn replay<T: Dtype>(fx: &Value) -> Report {
     let model = &fx["model"];
     let shape = input_shape(fx);
     let net = network::<T>(fx);

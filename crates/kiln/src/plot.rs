@@ -18,7 +18,10 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// Writes the learning curves of `history` to `path`, atomically: SVG or PNG by the
 /// file's extension.
 pub fn plot_history(history: &History, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
+    plot_history_at(history, path.as_ref())
+}
+
+fn plot_history_at(history: &History, path: &Path) -> Result<()> {
     let fail = |message: String| Error::Data { path: path.to_path_buf(), message };
     let png = match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => false,

@@ -381,7 +381,7 @@ impl<T: Scalar> Sequential<T> {
     }
 }
 
-impl<T: Scalar> Model for Sequential<T> {
+impl<T: kiln_train::Dtype> Model for Sequential<T> {
     type Scalar = T;
     type Input = Dyn;
     type Output = Dyn;

@@ -6,6 +6,7 @@
 //! Every file is written to a temporary file in the same directory, flushed, then
 //! renamed over the target, so a crash mid-save never loses the last good checkpoint.
 
+use crate::Dtype as FloatType;
 use crate::error::{Result, TrainError};
 use crate::model::{Model, ParamEntry, ParamStore};
 use crate::optim::Optimizer;
@@ -200,7 +201,15 @@ pub fn save_weights<M: Model>(model: &M, path: impl AsRef<Path>) -> Result<()> {
 
 /// [`save_weights`] for a parameter arena and a model name (what callbacks hold).
 /// Refuses (writing nothing) when a parameter is NaN or infinite.
-pub fn save_store_weights<T: Scalar>(p: &ParamStore<T>, model: &str, path: &Path) -> Result<()> {
+pub fn save_store_weights<T: FloatType>(p: &ParamStore<T>, model: &str, path: &Path) -> Result<()> {
+    T::save_weights(p, model, path)
+}
+
+pub(crate) fn save_weights_of<T: Scalar>(
+    p: &ParamStore<T>,
+    model: &str,
+    path: &Path,
+) -> Result<()> {
     check_finite_params(p, path)?;
     let bytes = serialize(weight_tensors(p), dtype::<T>(), metadata(p, model, "weights"), path)?;
     write_atomic(path, &bytes)
@@ -233,7 +242,17 @@ pub fn save_full<M: Model>(
 }
 
 /// [`save_full`] for a parameter arena and a model name (what callbacks hold).
-pub fn save_store_full<T: Scalar>(
+pub fn save_store_full<T: FloatType>(
+    p: &ParamStore<T>,
+    model: &str,
+    optimizer: &mut Optimizer<T>,
+    next_epoch: usize,
+    path: &Path,
+) -> Result<()> {
+    T::save_full(p, model, optimizer, next_epoch, path)
+}
+
+pub(crate) fn save_full_of<T: Scalar>(
     p: &ParamStore<T>,
     model: &str,
     optimizer: &mut Optimizer<T>,
@@ -356,7 +375,11 @@ pub fn load_weights<M: Model>(model: &mut M, path: impl AsRef<Path>) -> Result<(
 }
 
 /// [`load_weights`] into a parameter arena.
-pub fn load_store_weights<T: Scalar>(store: &mut ParamStore<T>, path: &Path) -> Result<()> {
+pub fn load_store_weights<T: FloatType>(store: &mut ParamStore<T>, path: &Path) -> Result<()> {
+    T::load_weights(store, path)
+}
+
+pub(crate) fn load_weights_of<T: Scalar>(store: &mut ParamStore<T>, path: &Path) -> Result<()> {
     let bytes = read(path)?;
     load_into(store, path, &bytes).map(|_| ())
 }
@@ -371,7 +394,15 @@ pub fn load_full<M: Model>(
 }
 
 /// [`load_full`] into a parameter arena.
-pub fn load_store_full<T: Scalar>(
+pub fn load_store_full<T: FloatType>(
+    store: &mut ParamStore<T>,
+    optimizer: &mut Optimizer<T>,
+    path: &Path,
+) -> Result<usize> {
+    T::load_full(store, optimizer, path)
+}
+
+pub(crate) fn load_full_of<T: Scalar>(
     store: &mut ParamStore<T>,
     optimizer: &mut Optimizer<T>,
     path: &Path,

@@ -195,19 +195,45 @@ macro_rules! samples_type {
 
             /// The first non-finite value, as an error naming where it is.
             pub fn check_finite(&self) -> Result<()> {
-                match self.data.iter().position(|v| !v.is_finite()) {
-                    None => Ok(()),
-                    Some(i) => Err(TrainError::NonFinite {
-                        what: $what,
-                        sample: i / self.sample_len(),
-                        element: i % self.sample_len(),
-                        at: position(i % self.sample_len(), &self.sample_shape),
-                        value: self.data[i].as_f64(),
-                    }),
-                }
+                Samples { data: &self.data, shape: &self.sample_shape, len: self.n }.check_finite($what)
+            }
+
+            /// The samples as the training loop sees them (values, shape, count).
+            #[doc(hidden)]
+            pub fn samples(&self) -> Samples<'_, T> {
+                Samples { data: &self.data, shape: &self.sample_shape, len: self.n }
             }
         }
     };
+}
+
+/// Samples without their shape type: `len` samples of `shape`, one after the other,
+/// as the training loop (compiled once per float type) takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct Samples<'a, T> {
+    /// All values, sample after sample.
+    pub data: &'a [T],
+    /// The shape of one sample.
+    pub shape: &'a [usize],
+    /// Number of samples.
+    pub len: usize,
+}
+
+impl<T: Scalar> Samples<'_, T> {
+    /// The first non-finite value, as an error naming `what` and where it is.
+    pub fn check_finite(&self, what: &'static str) -> Result<()> {
+        let per: usize = self.shape.iter().product::<usize>().max(1);
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(TrainError::NonFinite {
+                what,
+                sample: i / per,
+                element: i % per,
+                at: position(i % per, self.shape),
+                value: self.data[i].as_f64(),
+            }),
+        }
+    }
 }
 
 /// ` (index [i, j, …] of [d0, d1, …])` for an element of a sample with more than one

@@ -6,6 +6,25 @@
 
 #![warn(missing_docs)]
 
+/// Compiles the items once with `T = f32` and once with `T = f64`: trait impls written
+/// this way are concrete, so their code is compiled in the crate that writes them and
+/// programs link it (a generic `impl<T: Scalar>` is compiled again into every program
+/// that uses it; see [`fit::Dtype`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_dtype {
+    ($($item:item)*) => {
+        const _: () = {
+            type T = f32;
+            $($item)*
+        };
+        const _: () = {
+            type T = f64;
+            $($item)*
+        };
+    };
+}
+
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
@@ -29,7 +48,7 @@ pub use checkpoint::{load_full, load_weights, save_full, save_weights};
 pub use data::{ClassLabels, Inputs, LabelBatch, Labels, Outputs, Targets, Truth};
 pub use error::{Result, TrainError};
 pub use fit::{
-    Batch, Compile, CompileFirst, Compiled, Evaluation, Fit, NotCompiled, PhaseTimes,
+    Batch, Compile, CompileFirst, Compiled, Dtype, Evaluation, Fit, NotCompiled, PhaseTimes,
     ValidationFreq, predict,
 };
 pub use history::History;

@@ -1233,10 +1233,10 @@ pub trait IntoLoss<T: Scalar> {
     fn into_loss(self) -> Result<Self::Loss>;
 }
 
-impl<T: Scalar> IntoLoss<T> for &str {
+impl<T: crate::Dtype> IntoLoss<T> for &str {
     type Loss = Box<dyn Loss<T>>;
     fn into_loss(self) -> Result<Self::Loss> {
-        loss_by_name(self)
+        T::loss_by_name(self)
     }
 }
 

@@ -1189,14 +1189,14 @@ pub trait IntoMetric<T: Scalar> {
     fn into_metric(self, width: usize) -> Result<Box<dyn Metric<T>>>;
 }
 
-impl<T: Scalar> IntoMetric<T> for Accuracy {
+impl<T: crate::Dtype> IntoMetric<T> for Accuracy {
     fn into_metric(self, width: usize) -> Result<Box<dyn Metric<T>>> {
-        metric_by_name("accuracy", width)
+        T::metric_by_name("accuracy", width)
     }
 }
-impl<T: Scalar> IntoMetric<T> for &str {
+impl<T: crate::Dtype> IntoMetric<T> for &str {
     fn into_metric(self, width: usize) -> Result<Box<dyn Metric<T>>> {
-        metric_by_name(self, width)
+        T::metric_by_name(self, width)
     }
 }
 /// Typed metrics go to `compile` as they are (`[Auc::new("auc").curve(Curve::Pr)]`); a

@@ -222,7 +222,7 @@ pub struct TrainOutput<'a, T> {
 /// once the largest batch has been seen.
 pub trait Model {
     /// Element type (f32 as Keras by default; f64 for exact checks).
-    type Scalar: Scalar;
+    type Scalar: crate::Dtype;
     /// Sample shape of the inputs (a [`Shape`] type, or [`crate::Dyn`]).
     type Input: Shape;
     /// Sample shape of the outputs.
@@ -279,6 +279,91 @@ pub trait Model {
     /// Values per output sample.
     fn output_len(&self) -> usize {
         self.output_shape().iter().product()
+    }
+}
+
+/// [`Model`] without its shape types, as a trait object: what the training loop,
+/// compiled once per float type inside this crate, drives (every `Model` is one).
+pub trait DynModel<T: Scalar> {
+    /// See [`Model::name`].
+    fn name(&self) -> &str;
+    /// See [`Model::input_shape`].
+    fn input_shape(&self) -> &[usize];
+    /// See [`Model::output_shape`].
+    fn output_shape(&self) -> &[usize];
+    /// See [`Model::params`].
+    fn params(&self) -> &ParamStore<T>;
+    /// See [`Model::params_mut`].
+    fn params_mut(&mut self) -> &mut ParamStore<T>;
+    /// See [`Model::output_activation`].
+    fn output_activation(&self) -> OutputActivation;
+    /// See [`Model::forward_infer`].
+    fn forward_infer(&mut self, x: &[T], batch: usize) -> Result<TrainOutput<'_, T>>;
+    /// See [`Model::forward_train`].
+    fn forward_train(&mut self, x: &[T], batch: usize) -> Result<TrainOutput<'_, T>>;
+    /// See [`Model::backward`].
+    fn backward(&mut self, x: &[T], d: &[T], wrt_logits: bool, grads: &mut [T]) -> Result<()>;
+    /// See [`Model::reseed`].
+    fn reseed(&mut self, seed: u64);
+    /// See [`Model::check_inputs`].
+    fn check_inputs(&self, x: &[T]) -> Result<()>;
+    /// Values per input sample.
+    fn input_len(&self) -> usize {
+        self.input_shape().iter().product()
+    }
+    /// Values per output sample.
+    fn output_len(&self) -> usize {
+        self.output_shape().iter().product()
+    }
+}
+
+impl<M: Model> DynModel<M::Scalar> for M {
+    fn name(&self) -> &str {
+        Model::name(self)
+    }
+    fn input_shape(&self) -> &[usize] {
+        Model::input_shape(self)
+    }
+    fn output_shape(&self) -> &[usize] {
+        Model::output_shape(self)
+    }
+    fn params(&self) -> &ParamStore<M::Scalar> {
+        Model::params(self)
+    }
+    fn params_mut(&mut self) -> &mut ParamStore<M::Scalar> {
+        Model::params_mut(self)
+    }
+    fn output_activation(&self) -> OutputActivation {
+        Model::output_activation(self)
+    }
+    fn forward_infer(
+        &mut self,
+        x: &[M::Scalar],
+        batch: usize,
+    ) -> Result<TrainOutput<'_, M::Scalar>> {
+        Model::forward_infer(self, x, batch)
+    }
+    fn forward_train(
+        &mut self,
+        x: &[M::Scalar],
+        batch: usize,
+    ) -> Result<TrainOutput<'_, M::Scalar>> {
+        Model::forward_train(self, x, batch)
+    }
+    fn backward(
+        &mut self,
+        x: &[M::Scalar],
+        d: &[M::Scalar],
+        wrt_logits: bool,
+        grads: &mut [M::Scalar],
+    ) -> Result<()> {
+        Model::backward(self, x, d, wrt_logits, grads)
+    }
+    fn reseed(&mut self, seed: u64) {
+        Model::reseed(self, seed)
+    }
+    fn check_inputs(&self, x: &[M::Scalar]) -> Result<()> {
+        Model::check_inputs(self, x)
     }
 }
 

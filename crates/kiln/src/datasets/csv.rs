@@ -40,7 +40,10 @@ impl Table {
 
 /// Reads `path`, taking the column called `target` as the target.
 pub fn read(path: impl AsRef<Path>, target: &str) -> Result<Table> {
-    let path = path.as_ref();
+    read_at(path.as_ref(), target)
+}
+
+fn read_at(path: &Path, target: &str) -> Result<Table> {
     let data = |message: String| Error::Data { path: path.to_path_buf(), message };
     let mut r = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| match e
         .kind()

@@ -23,7 +23,10 @@ const UBYTE: u8 = 0x08;
 /// Checks the magic number, the dimensions and that the data is exactly as long as the
 /// dimensions say, so a truncated download is an error rather than a short dataset.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
-    let path = path.as_ref();
+    read_idx_at(path.as_ref())
+}
+
+fn read_idx_at(path: &Path) -> Result<Idx> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let raw = std::fs::read(path).map_err(io)?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {

@@ -60,7 +60,10 @@ fn split(dir: &Path, images: &str, labels: &str) -> Result<Split> {
 /// `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and
 /// `t10k-labels-idx1-ubyte[.gz]` (the repository vendors them in `data/mnist`).
 pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
-    let dir = dir.as_ref();
+    load_at(dir.as_ref())
+}
+
+fn load_at(dir: &Path) -> Result<Mnist> {
     Ok(Mnist {
         train: split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
         test: split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,

@@ -4,7 +4,6 @@ use super::builtin::Mode;
 use super::{Callback, CallbackContext, Logs};
 use crate::checkpoint::{load_store_full, save_store_full, save_store_weights};
 use crate::error::{Result, TrainError};
-use kiln_tape::Scalar;
 use std::path::{Path, PathBuf};
 
 /// How often [`ModelCheckpoint`] saves.
@@ -99,7 +98,7 @@ impl ModelCheckpoint {
         out
     }
 
-    fn save<T: Scalar>(
+    fn save<T: crate::Dtype>(
         &mut self,
         epoch: usize,
         logs: &Logs,
@@ -126,7 +125,7 @@ impl ModelCheckpoint {
         Ok(())
     }
 
-    fn maybe_save<T: Scalar>(
+    fn maybe_save<T: crate::Dtype>(
         &mut self,
         epoch: usize,
         logs: &Logs,
@@ -200,7 +199,7 @@ fn format_spec(v: f64, spec: &str) -> String {
     if zero { format!("{s:0>width$}") } else { format!("{s:>width$}") }
 }
 
-impl<T: Scalar> Callback<T> for ModelCheckpoint {
+impl<T: crate::Dtype> Callback<T> for ModelCheckpoint {
     fn monitors(&self) -> Vec<String> {
         let mut m: Vec<String> = self.placeholders().into_iter().filter(|k| k != "epoch").collect();
         if self.save_best_only {
@@ -372,7 +371,7 @@ impl BackupAndRestore {
     }
 }
 
-impl<T: Scalar> Callback<T> for BackupAndRestore {
+impl<T: crate::Dtype> Callback<T> for BackupAndRestore {
     fn name(&self) -> &'static str {
         "BackupAndRestore"
     }

@@ -152,7 +152,10 @@ tuple_callbacks!(A, B, C, D, E, F, G);
 tuple_callbacks!(A, B, C, D, E, F, G, H);
 macro_rules! single_callback {
     ($($t:ty),*) => {$(
-        impl<'a, T: Scalar> IntoCallbacks<'a, T> for $t {
+        impl<'a, T: Scalar> IntoCallbacks<'a, T> for $t
+        where
+            $t: Callback<T>,
+        {
             fn into_callbacks(self) -> Vec<BoxedCallback<'a, T>> {
                 vec![Box::new(self)]
             }

@@ -281,7 +281,10 @@ pub struct ScalarEvent {
 /// `float_val` or `tensor_content`) and the older `simple_value`. A damaged or
 /// foreign file is an error saying where.
 pub fn read_scalars(path: impl AsRef<Path>) -> Result<Vec<ScalarEvent>> {
-    let path = path.as_ref();
+    read_scalars_at(path.as_ref())
+}
+
+fn read_scalars_at(path: &Path) -> Result<Vec<ScalarEvent>> {
     let bytes = std::fs::read(path)
         .map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
     parse_scalars(&bytes).map_err(|message| TrainError::InvalidArgument {

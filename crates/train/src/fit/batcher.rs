@@ -36,7 +36,7 @@ impl<T> Weights<'_, T> {
 }
 
 /// Row order and batch buffers; they grow to the largest batch once and are reused.
-pub(crate) struct Batcher<T> {
+pub struct Batcher<T> {
     order: Vec<usize>,
     rows: Vec<usize>,
     x: Vec<T>,
@@ -59,7 +59,7 @@ impl<T> Default for Batcher<T> {
 impl<T: Scalar> Batcher<T> {
     /// Sets the order of rows `0..n` for `epoch`: shuffled from (seed, epoch) alone, so
     /// a resumed run (BackupAndRestore, `initial_epoch`) sees the same batches.
-    pub fn start_epoch(&mut self, n: usize, shuffle: bool, seed: u64, epoch: usize) {
+    pub(crate) fn start_epoch(&mut self, n: usize, shuffle: bool, seed: u64, epoch: usize) {
         self.order.clear();
         self.order.extend(0..n);
         if shuffle {
@@ -68,13 +68,13 @@ impl<T: Scalar> Batcher<T> {
     }
 
     /// Takes positions `span` of the epoch's order as the next batch's rows.
-    pub fn take_ordered(&mut self, span: Range<usize>) {
+    pub(crate) fn take_ordered(&mut self, span: Range<usize>) {
         self.rows.clear();
         self.rows.extend_from_slice(&self.order[span]);
     }
 
     /// Takes rows `span` themselves (evaluation, validation).
-    pub fn take_rows(&mut self, span: Range<usize>) {
+    pub(crate) fn take_rows(&mut self, span: Range<usize>) {
         self.rows.clear();
         self.rows.extend(span);
     }
@@ -82,7 +82,7 @@ impl<T: Scalar> Batcher<T> {
     /// Gathers the taken rows of `x` (samples of `inp` values) and `y` into a batch:
     /// contiguous rows are used in place, others copied; weights are formed when given
     /// (class weights by the label's class, or the argmax of a dense label of `width`).
-    pub fn gather<'b, Y: Labels<T>>(
+    pub(crate) fn gather<'b, Y: Labels<T> + ?Sized>(
         &'b mut self,
         x: &'b [T],
         inp: usize,

@@ -8,23 +8,28 @@
 //! the progress bar among them. After the first (largest) batch nothing is allocated.
 
 mod batcher;
+mod dtype;
 mod run;
 mod step;
 
 pub use batcher::Batch;
+pub use dtype::Dtype;
 pub use run::Fit;
+#[doc(hidden)]
+pub use run::{FitArgs, FitOptions};
+#[doc(hidden)]
+pub use {batcher::Batcher, step::Engine};
 
 use crate::callbacks::Logs;
-use crate::data::{Inputs, Labels, Outputs};
+use crate::data::{Inputs, Labels, Outputs, Samples};
 use crate::error::{Result, TrainError};
 use crate::loss::{IntoLoss, Loss, LossFor};
 use crate::metrics::IntoMetrics;
-use crate::model::Model;
+use crate::model::{DynModel, Model};
 use crate::optim::{IntoOptimizer, Optimizer};
-use batcher::{Batcher, Weights};
-use kiln_tape::Zero;
+use batcher::Weights;
+use kiln_tape::Scalar;
 use std::collections::BTreeMap;
-use step::Engine;
 
 /// `model.compile(optimizer, loss, metrics)` for every [`Model`].
 pub trait Compile: Model + Sized {
@@ -46,7 +51,9 @@ pub trait Compile: Model + Sized {
         let (optimizer, loss) = (optimizer.into_optimizer()?, loss.into_loss()?);
         let metrics = metrics.into_metrics(width)?;
         Ok(Compiled {
-            engine: Engine::new(self, optimizer, loss, metrics),
+            model: self,
+            loss,
+            engine: Engine::new(optimizer, metrics),
             batcher: Batcher::default(),
             epochs_done: 0,
         })
@@ -118,10 +125,24 @@ pub struct PhaseTimes {
 
 /// A compiled model: the model with its optimizer, loss and metrics.
 pub struct Compiled<M: Model, L> {
-    engine: Engine<M, L>,
+    model: M,
+    loss: L,
+    engine: Engine<M::Scalar>,
     batcher: Batcher<M::Scalar>,
     /// Epochs trained so far (the next epoch a full save resumes at).
     epochs_done: usize,
+}
+
+/// A compiled model taken apart for the training loop: the model and the loss as
+/// trait objects beside the engine, so the loop is compiled once per float type (see
+/// [`Dtype`]).
+#[doc(hidden)]
+pub struct Parts<'c, T: Scalar> {
+    model: &'c mut dyn DynModel<T>,
+    loss: &'c dyn Loss<T>,
+    engine: &'c mut Engine<T>,
+    batcher: &'c mut Batcher<T>,
+    epochs_done: &'c mut usize,
 }
 
 /// What `evaluate` returns: the loss and every metric, by name.
@@ -186,30 +207,39 @@ impl From<Vec<usize>> for ValidationFreq {
 type T<M> = <M as Model>::Scalar;
 
 impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
+    /// The model with the loop's other parts (see [`Parts`]).
+    fn parts(&mut self) -> Parts<'_, M::Scalar> {
+        Parts {
+            model: &mut self.model,
+            loss: &self.loss,
+            engine: &mut self.engine,
+            batcher: &mut self.batcher,
+            epochs_done: &mut self.epochs_done,
+        }
+    }
     /// The model.
     pub fn model(&self) -> &M {
-        &self.engine.model
+        &self.model
     }
     /// Saves the weights (Keras `model.save_weights`): safetensors with Keras's names,
     /// written atomically; refused, writing nothing, if a weight is not finite.
     pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::checkpoint::save_weights(&self.engine.model, path)
+        crate::checkpoint::save_weights(&self.model, path)
     }
     /// Loads weights saved by [`Compiled::save_weights`] (or [`Compiled::save`]).
     pub fn load_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::checkpoint::load_weights(&mut self.engine.model, path)
+        crate::checkpoint::load_weights(&mut self.model, path)
     }
     /// Saves everything training needs to go on (Keras `model.save`): the weights,
     /// the optimizer's state and the epochs trained so far.
     pub fn save(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let Compiled { engine, epochs_done, .. } = self;
-        crate::checkpoint::save_full(&engine.model, &mut engine.optimizer, *epochs_done, path)
+        let Compiled { model, engine, epochs_done, .. } = self;
+        crate::checkpoint::save_full(&*model, &mut engine.optimizer, *epochs_done, path)
     }
     /// Loads what [`Compiled::save`] wrote, so that `fit(..).initial_epoch(e)` with the
     /// returned `e` goes on where the saved run stopped.
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<usize> {
-        let e =
-            crate::checkpoint::load_full(&mut self.engine.model, &mut self.engine.optimizer, path)?;
+        let e = crate::checkpoint::load_full(&mut self.model, &mut self.engine.optimizer, path)?;
         self.epochs_done = e;
         Ok(e)
     }
@@ -219,7 +249,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     }
     /// The model, writable (e.g. to set weights).
     pub fn model_mut(&mut self) -> &mut M {
-        &mut self.engine.model
+        &mut self.model
     }
     /// The optimizer.
     pub fn optimizer(&self) -> &Optimizer<M::Scalar> {
@@ -231,11 +261,11 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
     }
     /// The loss.
     pub fn loss(&self) -> &L {
-        &self.engine.loss
+        &self.loss
     }
     /// Gives the model back.
     pub fn into_model(self) -> M {
-        self.engine.model
+        self.model
     }
     /// Time spent per phase of the training steps since the last [`Compiled::reset_phase_times`].
     pub fn phase_times(&self) -> PhaseTimes {
@@ -281,13 +311,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         Y: Labels<T<M>>,
         L: LossFor<M::Output, Y>,
     {
-        self.check_data(x.sample_shape(), x.len(), y, "x")?;
-        x.check_finite()?;
-        self.engine.model.check_inputs(x.data())?;
-        check_batch_size(batch_size)?;
-        self.engine.join_world()?;
-        let (loss, metrics) = self.evaluate_rows(x.data(), y, 0..x.len(), batch_size)?;
-        Ok(Evaluation { loss, metrics })
+        <T<M> as Dtype>::evaluate(self.parts(), x.samples(), y, batch_size)
     }
 
     /// Outputs for every sample of `x` in inference mode, batch size 32.
@@ -301,15 +325,13 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         x: &Inputs<M::Input, T<M>>,
         batch_size: usize,
     ) -> Result<Outputs<M::Output, T<M>>> {
-        check_batch_size(batch_size)?;
-        if crate::distributed::world().is_some() {
-            // Across ranks: each computes its slice of every batch (see distributed).
-            check_predict_inputs(&self.engine.model, x)?;
-            if let Some(out) = self.engine.predict_across_ranks(x.data(), x.len(), batch_size)? {
-                return Outputs::from_vec_shape(self.engine.model.output_shape(), out);
-            }
-        }
-        predict(&mut self.engine.model, x, batch_size)
+        let out = <T<M> as Dtype>::predict(
+            &mut self.model,
+            Some(&mut self.engine),
+            x.samples(),
+            batch_size,
+        )?;
+        Outputs::from_vec_shape(self.model.output_shape(), out)
     }
 
     /// One training step on all of `x`, `y` as a single batch (Keras's
@@ -320,10 +342,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         Y: Labels<T<M>>,
         L: LossFor<M::Output, Y>,
     {
-        self.check_data(x.sample_shape(), x.len(), y, "x")?;
-        x.check_finite()?;
-        self.engine.model.check_inputs(x.data())?;
-        self.on_one_batch(x, y, true)
+        <T<M> as Dtype>::on_batch(self.parts(), x.samples(), y, true)
     }
 
     /// Loss and metrics of all of `x`, `y` as a single batch in inference mode (Keras's
@@ -333,10 +352,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         Y: Labels<T<M>>,
         L: LossFor<M::Output, Y>,
     {
-        self.check_data(x.sample_shape(), x.len(), y, "x")?;
-        x.check_finite()?;
-        self.engine.model.check_inputs(x.data())?;
-        self.on_one_batch(x, y, false)
+        <T<M> as Dtype>::on_batch(self.parts(), x.samples(), y, false)
     }
 
     /// Outputs for all of `x` as a single batch (Keras's `predict_on_batch`).
@@ -344,22 +360,43 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         &mut self,
         x: &Inputs<M::Input, T<M>>,
     ) -> Result<Outputs<M::Output, T<M>>> {
-        predict(&mut self.engine.model, x, x.len().max(1))
+        predict(&mut self.model, x, x.len().max(1))
+    }
+}
+
+impl<T: Scalar> Parts<'_, T> {
+    /// `evaluate`: the checks, then the mean loss and the metrics over all of `x`.
+    fn evaluate(
+        &mut self,
+        x: Samples<'_, T>,
+        y: &dyn Labels<T>,
+        batch: usize,
+    ) -> Result<Evaluation> {
+        self.check_data(x.shape, x.len, y, "x")?;
+        x.check_finite("Inputs")?;
+        self.model.check_inputs(x.data)?;
+        check_batch_size(batch)?;
+        self.engine.join_world(self.model)?;
+        let (loss, metrics) = self.evaluate_rows(x.data, y, 0..x.len, batch)?;
+        Ok(Evaluation { loss, metrics })
     }
 
-    fn on_one_batch<Y: Labels<T<M>>>(
-        &mut self,
-        x: &Inputs<M::Input, T<M>>,
-        y: &Y,
-        train: bool,
-    ) -> Result<Logs> {
-        self.engine.join_world()?;
-        let Compiled { engine, batcher, .. } = self;
-        let (inp, w) = (engine.model.input_len(), engine.model.output_len());
+    /// `train_on_batch` / `test_on_batch`: the checks, then one step on all of `x`.
+    fn on_one_batch(&mut self, x: Samples<'_, T>, y: &dyn Labels<T>, train: bool) -> Result<Logs> {
+        self.check_data(x.shape, x.len, y, "x")?;
+        x.check_finite("Inputs")?;
+        self.model.check_inputs(x.data)?;
+        self.engine.join_world(self.model)?;
+        let Parts { model, loss, engine, batcher, .. } = self;
+        let (inp, w) = (model.input_len(), model.output_len());
         engine.metrics.iter_mut().for_each(|m| m.reset());
-        batcher.take_rows(0..x.len());
-        let batch = batcher.gather(x.data(), inp, y, Weights::default(), w);
-        let loss = if train { engine.train_step(&batch)? } else { engine.eval_step(&batch)? };
+        batcher.take_rows(0..x.len);
+        let batch = batcher.gather(x.data, inp, y, Weights::default(), w);
+        let loss = if train {
+            engine.train_step(&mut **model, *loss, &batch)?
+        } else {
+            engine.eval_step(&mut **model, *loss, &batch)?
+        };
         let mut logs = Logs::new();
         for m in engine.metrics.iter() {
             m.for_each_value(&mut |k, v| {
@@ -370,14 +407,14 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         Ok(logs)
     }
 
-    fn check_data<Y: Labels<T<M>>>(
+    fn check_data(
         &self,
         shape: &[usize],
         n: usize,
-        y: &Y,
+        y: &dyn Labels<T>,
         what: &'static str,
     ) -> Result<()> {
-        let model = &self.engine.model;
+        let model = &*self.model;
         if shape != model.input_shape() {
             return Err(TrainError::ShapeMismatch {
                 what,
@@ -395,19 +432,19 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
         y.validate(model.output_shape())?;
         // Losses score rows of the last output axis (validate checked the rest).
         let width = crate::data::loss_rows(model.output_shape()).1;
-        self.engine.loss.check(model.output_activation(), width, y.width().map(|_| width))?;
+        self.loss.check(model.output_activation(), width, y.width().map(|_| width))?;
         // Positions marked ignored (a negative label) need a loss that leaves them out.
         let truth = y.truth();
         if let crate::data::Truth::Classes(c) = truth
             && let Some(r) = (0..c.len()).find(|&r| {
-                c[r] == crate::data::ClassLabels::IGNORED && !self.engine.loss.ignores(&truth, r)
+                c[r] == crate::data::ClassLabels::IGNORED && !self.loss.ignores(&truth, r)
             })
         {
             return Err(TrainError::InvalidArgument {
                 name: what,
                 message: format!(
                     "label {r} marks an ignored position (a negative label), but the loss `{}` does not ignore it; give the loss the same ignore_class (SparseCategoricalCrossentropy::default().ignore_class(-1))",
-                    self.engine.loss.name()
+                    self.loss.name()
                 ),
             });
         }
@@ -416,15 +453,15 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
 
     /// Mean loss and metrics over `rows` of `x`/`y`, in inference mode, `batch_size`
     /// rows at a time.
-    fn evaluate_rows<Y: Labels<T<M>>>(
+    fn evaluate_rows(
         &mut self,
-        x: &[T<M>],
-        y: &Y,
+        x: &[T],
+        y: &dyn Labels<T>,
         rows: std::ops::Range<usize>,
         batch_size: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let Compiled { engine, batcher, .. } = self;
-        let (inp, w) = (engine.model.input_len(), engine.model.output_len());
+        let Parts { model, loss, engine, batcher, .. } = self;
+        let (inp, w) = (model.input_len(), model.output_len());
         engine.metrics.iter_mut().for_each(|m| m.reset());
         let (mut total, mut count) = (0.0, 0.0);
         let mut lo = rows.start;
@@ -433,7 +470,7 @@ impl<M: Model, L: Loss<M::Scalar>> Compiled<M, L> {
             batcher.take_rows(lo..hi);
             let batch = batcher.gather(x, inp, y, Weights::default(), w);
             let b = batch.len as f64;
-            total += engine.eval_step(&batch)? * b;
+            total += engine.eval_step(&mut **model, *loss, &batch)? * b;
             count += b;
             lo = hi;
         }
@@ -460,14 +497,14 @@ fn check_batch_size(b: usize) -> Result<()> {
 
 /// What `predict` checks before the first batch: finite values the model takes, of its
 /// input shape.
-fn check_predict_inputs<M: Model>(model: &M, x: &Inputs<M::Input, T<M>>) -> Result<()> {
-    x.check_finite()?;
-    model.check_inputs(x.data())?;
-    if x.sample_shape() != model.input_shape() {
+fn check_predict_inputs<T: Scalar>(model: &dyn DynModel<T>, x: Samples<'_, T>) -> Result<()> {
+    x.check_finite("Inputs")?;
+    model.check_inputs(x.data)?;
+    if x.shape != model.input_shape() {
         return Err(TrainError::ShapeMismatch {
             what: "x",
             expected: model.input_shape().to_vec(),
-            got: x.sample_shape().to_vec(),
+            got: x.shape.to_vec(),
             hint: "reshape the inputs to the model's input shape".into(),
         });
     }
@@ -480,16 +517,34 @@ pub fn predict<M: Model>(
     x: &Inputs<M::Input, T<M>>,
     batch_size: usize,
 ) -> Result<Outputs<M::Output, T<M>>> {
+    let out = <T<M> as Dtype>::predict(model, None, x.samples(), batch_size)?;
+    Outputs::from_vec_shape(model.output_shape(), out)
+}
+
+/// `predict`'s loop: outputs for every sample of `x`, `batch_size` at a time (across
+/// ranks when a compiled model's engine is given and ranks train together).
+fn predict_values<T: Scalar>(
+    model: &mut dyn DynModel<T>,
+    engine: Option<&mut Engine<T>>,
+    x: Samples<'_, T>,
+    batch_size: usize,
+) -> Result<Vec<T>> {
     check_batch_size(batch_size)?;
     check_predict_inputs(model, x)?;
+    if let Some(engine) = engine
+        && crate::distributed::world().is_some()
+        && let Some(out) = engine.predict_across_ranks(model, x.data, x.len, batch_size)?
+    {
+        return Ok(out);
+    }
     let (inp, w) = (model.input_len(), model.output_len());
-    let mut out = vec![<T<M>>::zero(); x.len() * w];
+    let mut out = vec![T::zero(); x.len * w];
     let mut lo = 0;
-    while lo < x.len() {
-        let hi = (lo + batch_size).min(x.len());
-        let o = model.forward_infer(&x.data()[lo * inp..hi * inp], hi - lo)?;
+    while lo < x.len {
+        let hi = (lo + batch_size).min(x.len);
+        let o = model.forward_infer(&x.data[lo * inp..hi * inp], hi - lo)?;
         out[lo * w..hi * w].copy_from_slice(&o.outputs[..(hi - lo) * w]);
         lo = hi;
     }
-    Outputs::from_vec_shape(model.output_shape(), out)
+    Ok(out)
 }

@@ -9,25 +9,25 @@ use crate::distributed::DataParallel;
 use crate::error::Result;
 use crate::loss::{Loss, LossBatch, LossInfo, reduce_with};
 use crate::metrics::{Metric, MetricBatch};
-use crate::model::{Model, TrainOutput};
+use crate::model::{DynModel, TrainOutput};
 use crate::optim::Optimizer;
-use kiln_tape::{Scalar, Zero};
+use kiln_tape::Scalar;
 use std::time::Instant;
 
-/// What a step works with: the model, its optimizer, loss and metrics, and the
-/// buffers the loss and the gradients go into (grown once, then reused).
-pub(crate) struct Engine<M: Model, L> {
-    pub model: M,
-    pub optimizer: Optimizer<M::Scalar>,
-    pub loss: L,
-    pub metrics: Vec<Box<dyn Metric<M::Scalar>>>,
-    pub phases: PhaseTimes,
-    losses: Vec<M::Scalar>,
-    row_weights: Vec<M::Scalar>,
-    dout: Vec<M::Scalar>,
-    grads: Vec<M::Scalar>,
+/// What a step works with beside the model and the loss (which the steps take as
+/// trait objects, so this code is compiled once per float type): the optimizer, the
+/// metrics, and the buffers the loss and the gradients go into (grown once, then
+/// reused).
+pub struct Engine<T: Scalar> {
+    pub(crate) optimizer: Optimizer<T>,
+    pub(crate) metrics: Vec<Box<dyn Metric<T>>>,
+    pub(crate) phases: PhaseTimes,
+    losses: Vec<T>,
+    row_weights: Vec<T>,
+    dout: Vec<T>,
+    grads: Vec<T>,
     /// This rank's part when training across ranks (see [`crate::distributed`]).
-    pub dist: Option<DataParallel<M::Scalar>>,
+    pub(crate) dist: Option<DataParallel<T>>,
 }
 
 /// How a batch's outputs split into the rows a loss scores: Keras's losses and metrics
@@ -45,8 +45,8 @@ pub(crate) struct Rows {
 /// gradient is written into `dout` when given. Per-sample weights are repeated over a
 /// sample's rows (into `row_weights`, grown once) as Keras broadcasts them.
 #[allow(clippy::too_many_arguments)]
-fn loss_and_metrics<T: Scalar, L: Loss<T>>(
-    loss: &L,
+fn loss_and_metrics<T: Scalar>(
+    loss: &dyn Loss<T>,
     metrics: &mut [Box<dyn Metric<T>>],
     out: &TrainOutput<'_, T>,
     activation: crate::model::OutputActivation,
@@ -89,17 +89,10 @@ fn loss_and_metrics<T: Scalar, L: Loss<T>>(
     Ok((value, info))
 }
 
-impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
-    pub fn new(
-        model: M,
-        optimizer: Optimizer<M::Scalar>,
-        loss: L,
-        metrics: Vec<Box<dyn Metric<M::Scalar>>>,
-    ) -> Self {
+impl<T: Scalar> Engine<T> {
+    pub(crate) fn new(optimizer: Optimizer<T>, metrics: Vec<Box<dyn Metric<T>>>) -> Self {
         Engine {
-            model,
             optimizer,
-            loss,
             metrics,
             phases: PhaseTimes::default(),
             losses: Vec::new(),
@@ -112,7 +105,7 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
 
     /// Joins the ranks training together, if any (leaves them when the world is gone),
     /// and makes every rank's parameters rank 0's.
-    pub fn join_world(&mut self) -> Result<()> {
+    pub(crate) fn join_world(&mut self, model: &mut dyn DynModel<T>) -> Result<()> {
         if crate::distributed::world().is_none() {
             self.dist = None;
             return Ok(());
@@ -120,37 +113,41 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
         if self.dist.is_none() {
             self.dist = DataParallel::join();
         }
-        self.broadcast_params(0)
+        self.broadcast_params(model, 0)
     }
 
     /// Copies rank 0's parameters from index `from` on (0: all of them; the trainable
     /// count: the non-trainable state) to every rank.
-    pub fn broadcast_params(&mut self, from: usize) -> Result<()> {
+    pub(crate) fn broadcast_params(
+        &mut self,
+        model: &mut dyn DynModel<T>,
+        from: usize,
+    ) -> Result<()> {
         if let Some(d) = &self.dist {
-            d.broadcast(&mut self.model.params_mut().values_mut()[from..])?;
+            d.broadcast(&mut model.params_mut().values_mut()[from..])?;
         }
         Ok(())
     }
 
     /// How the model's output splits into loss rows.
-    pub fn rows(&self) -> Rows {
-        let (per_sample, width) = crate::data::loss_rows(self.model.output_shape());
+    pub(crate) fn rows(model: &dyn DynModel<T>) -> Rows {
+        let (per_sample, width) = crate::data::loss_rows(model.output_shape());
         Rows { per_sample, width }
     }
 
-    fn grow(&mut self, b: usize) {
-        let w = self.model.output_len();
-        let n = b * self.rows().per_sample;
+    fn grow(&mut self, model: &dyn DynModel<T>, b: usize) {
+        let w = model.output_len();
+        let n = b * Self::rows(model).per_sample;
         if self.losses.len() < n {
-            self.losses.resize(n, M::Scalar::zero());
+            self.losses.resize(n, T::zero());
             self.row_weights.reserve(n);
         }
         if self.dout.len() < b * w {
-            self.dout.resize(b * w, M::Scalar::zero());
+            self.dout.resize(b * w, T::zero());
         }
-        let p = self.model.params().len();
+        let p = model.params().len();
         if self.grads.len() != p {
-            self.grads.resize(p, M::Scalar::zero());
+            self.grads.resize(p, T::zero());
         }
     }
 
@@ -158,23 +155,17 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     /// updates the metrics and the phase timings. Across ranks, this rank runs forward
     /// and backward on its slice of the batch; the loss and the metrics see the whole
     /// batch's gathered outputs, and the gradients are summed over ranks.
-    pub fn train_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
+    pub(crate) fn train_step(
+        &mut self,
+        model: &mut dyn DynModel<T>,
+        loss: &dyn Loss<T>,
+        batch: &Batch<'_, T>,
+    ) -> Result<f64> {
         let t_forward = Instant::now();
-        self.grow(batch.len);
-        let (b, w, rows) = (batch.len, self.model.output_len(), self.rows());
-        let inp = self.model.input_len();
-        let Engine {
-            model,
-            optimizer,
-            loss,
-            metrics,
-            phases,
-            losses,
-            row_weights,
-            dout,
-            grads,
-            dist,
-        } = self;
+        self.grow(model, batch.len);
+        let (b, w, rows) = (batch.len, model.output_len(), Self::rows(model));
+        let inp = model.input_len();
+        let Engine { optimizer, metrics, phases, losses, row_weights, dout, grads, dist } = self;
         let act = model.output_activation();
         // This process's rows of the batch and the whole batch's outputs: across
         // ranks, its slice's forward pass and then every slice's outputs, gathered.
@@ -189,20 +180,11 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
         };
         let t_loss = Instant::now();
         let dout_all = Some(&mut dout[..b * w]);
-        let (value, info) = loss_and_metrics(
-            &*loss,
-            metrics,
-            &out,
-            act,
-            batch,
-            rows,
-            losses,
-            row_weights,
-            dout_all,
-        )?;
+        let (value, info) =
+            loss_and_metrics(loss, metrics, &out, act, batch, rows, losses, row_weights, dout_all)?;
         let t_backward = Instant::now();
         let backward = if local.is_empty() {
-            grads.iter_mut().for_each(|g| *g = M::Scalar::zero());
+            grads.iter_mut().for_each(|g| *g = T::zero());
             Ok(())
         } else {
             let (x, dy) = (
@@ -238,20 +220,21 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
     /// time, across ranks: each rank computes its slice of every batch and the slices
     /// are gathered, so every rank returns all outputs. `None` when training alone
     /// (the caller predicts as usual).
-    pub fn predict_across_ranks(
+    pub(crate) fn predict_across_ranks(
         &mut self,
-        x: &[M::Scalar],
+        model: &mut dyn DynModel<T>,
+        x: &[T],
         n: usize,
         batch: usize,
-    ) -> Result<Option<Vec<M::Scalar>>> {
-        self.join_world()?;
-        let (inp, w) = (self.model.input_len(), self.model.output_len());
-        let Engine { model, dist, .. } = self;
+    ) -> Result<Option<Vec<T>>> {
+        self.join_world(model)?;
+        let (inp, w) = (model.input_len(), model.output_len());
+        let Engine { dist, .. } = self;
         let Some(d) = dist else {
             return Ok(None);
         };
         let act = model.output_activation();
-        let mut out = vec![M::Scalar::zero(); n * w];
+        let mut out = vec![T::zero(); n * w];
         let mut lo = 0;
         while lo < n {
             let b = batch.min(n - lo);
@@ -265,11 +248,16 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
 
     /// One evaluation step on `batch` in inference mode; returns its loss and updates
     /// the metrics (across ranks: each rank's slice, gathered, as in [`Self::train_step`]).
-    pub fn eval_step(&mut self, batch: &Batch<'_, M::Scalar>) -> Result<f64> {
-        self.grow(batch.len);
-        let (b, w, rows) = (batch.len, self.model.output_len(), self.rows());
-        let inp = self.model.input_len();
-        let Engine { model, loss, metrics, losses, row_weights, dist, .. } = self;
+    pub(crate) fn eval_step(
+        &mut self,
+        model: &mut dyn DynModel<T>,
+        loss: &dyn Loss<T>,
+        batch: &Batch<'_, T>,
+    ) -> Result<f64> {
+        self.grow(model, batch.len);
+        let (b, w, rows) = (batch.len, model.output_len(), Self::rows(model));
+        let inp = model.input_len();
+        let Engine { metrics, losses, row_weights, dist, .. } = self;
         let act = model.output_activation();
         let out = match dist {
             None => model.forward_infer(batch.x, b)?,
@@ -278,7 +266,7 @@ impl<M: Model, L: Loss<M::Scalar>> Engine<M, L> {
             }
         };
         let (value, _) =
-            loss_and_metrics(&*loss, metrics, &out, act, batch, rows, losses, row_weights, None)?;
+            loss_and_metrics(loss, metrics, &out, act, batch, rows, losses, row_weights, None)?;
         Ok(value.as_f64())
     }
 }
