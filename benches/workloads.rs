@@ -180,7 +180,7 @@ fn main() -> kiln::Result<()> {
     }
     #[cfg(feature = "mpi")]
     let _mpi = kiln::mpi::init()?;
-    let mnist = kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))?;
+    let mnist = kiln::datasets::mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/mnist"))?;
     let want = |name: &str| o.only.as_deref().is_none_or(|w| w == name);
     let mut rows = Vec::new();
     if want("mlp") {
@@ -266,7 +266,7 @@ fn main() -> kiln::Result<()> {
             ph("all_reduce"),
         );
     }
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"));
     std::fs::create_dir_all(dir)
         .map_err(|source| kiln::Error::Io { path: dir.to_path_buf(), source })?;
     let path = dir.join("workloads.md");
