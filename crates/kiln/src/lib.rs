@@ -60,6 +60,12 @@ pub use kiln_train as train;
 pub use crate::core::{ModelCore, NodeDef, NodeOp, Src, Summary};
 pub use kiln_tape::{Tape, TapeError, Tensor, Var};
 pub use kiln_train::*;
+
+mod callback_docs;
+pub use callback_docs::{
+    BackupAndRestore, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
+    ModelCheckpoint, ReduceLROnPlateau, TensorBoard, TerminateOnNaN,
+};
 pub use sequential::{Branch, FunctionalBuilder, Sequential, SequentialBuilder};
 
 /// Everything a typical program needs: `use kiln::prelude::*;`.

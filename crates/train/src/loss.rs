@@ -159,6 +159,44 @@ pub fn reduce_rows<T: Scalar>(
     if denom == T::zero() { T::zero() } else { total / denom }
 }
 
+/// The loss of `y_pred` against `y_true` with the loss's own reduction, as Keras's
+/// `loss(y_true, y_pred)` gives it: `y_pred` holds rows of `width` values (the last
+/// axis), `y_true` one class index per row or dense targets of `y_pred`'s length. For
+/// custom loops and checks; `fit` and `evaluate` call [`Loss::compute`] themselves.
+pub fn value<T: Scalar>(
+    loss: &dyn Loss<T>,
+    y_true: Truth<'_, T>,
+    y_pred: &[T],
+    width: usize,
+) -> Result<T> {
+    let rows = y_pred.len().checked_div(width).unwrap_or(0);
+    let labels = match y_true {
+        Truth::Classes(c) => (c.len() == rows).then_some(None),
+        Truth::Dense(d) => (d.len() == y_pred.len()).then_some(Some(width)),
+    };
+    let Some(label_width) = labels.filter(|_| rows > 0 && rows * width == y_pred.len()) else {
+        return Err(TrainError::InvalidArgument {
+            name: "loss::value",
+            message: format!(
+                "{} predictions do not split into rows of {width} matching the labels; give one class index per row or dense targets of the predictions' length",
+                y_pred.len()
+            ),
+        });
+    };
+    loss.check(OutputActivation::Linear, width, label_width)?;
+    let b = LossBatch {
+        outputs: y_pred,
+        logits: None,
+        activation: OutputActivation::Linear,
+        truth: y_true,
+        batch: rows,
+        width,
+    };
+    let mut losses = vec![T::zero(); rows];
+    let info = loss.compute(&b, &mut losses, None)?;
+    Ok(reduce_with(loss, &b, info, &mut losses, None, None))
+}
+
 /// [`reduce_rows`] for a loss's own reduction and ignored rows: what `fit` and `evaluate`
 /// do with a batch after [`Loss::compute`].
 pub fn reduce_with<T: Scalar, L: Loss<T> + ?Sized>(
@@ -240,6 +278,13 @@ fn check_logits(
 // ---------------------------------------------------------------------------------------
 
 /// Crossentropy for integer class labels (Keras `SparseCategoricalCrossentropy`).
+///
+/// ```
+/// use kiln_train::{SparseCategoricalCrossentropy, Truth, loss};
+/// let v = loss::value(&SparseCategoricalCrossentropy::default(), Truth::Classes(&[0]), &[0.8, 0.2], 2)?;
+/// assert!((v - 0.22314355_f64).abs() < 1e-6, "{v}"); // −ln 0.8
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SparseCategoricalCrossentropy {
     /// The outputs are logits (no softmax in the model).
@@ -419,6 +464,13 @@ fn prob_ce_row<T: Scalar>(p: &[T], y: impl Fn(usize) -> T, grad: Option<&mut [T]
 }
 
 /// Crossentropy for one-hot (or soft) targets (Keras `CategoricalCrossentropy`).
+///
+/// ```
+/// use kiln_train::{CategoricalCrossentropy, Truth, loss};
+/// let v = loss::value(&CategoricalCrossentropy::default(), Truth::Dense(&[0.0, 1.0]), &[0.4, 0.6], 2)?;
+/// assert!((v - 0.51082562_f64).abs() < 1e-6, "{v}"); // −ln 0.6
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CategoricalCrossentropy {
     /// The outputs are logits.
@@ -487,6 +539,13 @@ impl<T: Scalar> Loss<T> for CategoricalCrossentropy {
 
 /// Crossentropy of independent binary outputs (Keras `BinaryCrossentropy`), the mean
 /// over the last axis.
+///
+/// ```
+/// use kiln_train::{BinaryCrossentropy, Truth, loss};
+/// let v = loss::value(&BinaryCrossentropy::default(), Truth::Dense(&[1.0, 0.0]), &[0.9, 0.2], 1)?;
+/// assert!((v - 0.16425204_f64).abs() < 1e-6, "{v}"); // mean of −ln 0.9 and −ln 0.8
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BinaryCrossentropy {
     /// The outputs are logits.
@@ -642,14 +701,35 @@ fn binary_targets<T: Scalar>(b: &LossBatch<'_, T>) -> bool {
 
 elementwise_loss!(
     /// Mean squared error (`mse`).
+    ///
+    /// ```
+    /// use kiln_train::{MeanSquaredError, Truth, loss};
+    /// let v = loss::value(&MeanSquaredError::default(), Truth::Dense(&[1.0, 2.0]), &[1.5, 2.5], 2)?;
+    /// assert!((v - 0.25_f64).abs() < 1e-6, "{v}"); // mean of 0.5² and 0.5²
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     MeanSquaredError, "mean_squared_error", |p, y| loss = (p - y) * (p - y), grad = T::of(2.0) * (p - y)
 );
 elementwise_loss!(
     /// Mean absolute error (`mae`).
+    ///
+    /// ```
+    /// use kiln_train::{MeanAbsoluteError, Truth, loss};
+    /// let v = loss::value(&MeanAbsoluteError::default(), Truth::Dense(&[1.0, 2.0]), &[1.5, 1.0], 2)?;
+    /// assert!((v - 0.75_f64).abs() < 1e-6, "{v}"); // mean of 0.5 and 1
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     MeanAbsoluteError, "mean_absolute_error", |p, y| loss = (p - y).abs(), grad = sign(p - y)
 );
 elementwise_loss!(
     /// Mean absolute percentage error (`mape`): `100·|y − p| / max(|y|, ε)`.
+    ///
+    /// ```
+    /// use kiln_train::{MeanAbsolutePercentageError, Truth, loss};
+    /// let v = loss::value(&MeanAbsolutePercentageError::default(), Truth::Dense(&[2.0, 4.0]), &[1.0, 5.0], 2)?;
+    /// assert!((v - 37.5_f64).abs() < 1e-6, "{v}"); // 100 × mean of 1/2 and 1/4
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     MeanAbsolutePercentageError, "mean_absolute_percentage_error",
     |p, y| loss = T::of(100.0) * (p - y).abs() / y.abs().max(T::of(EPSILON)),
     grad = T::of(100.0) * sign(p - y) / y.abs().max(T::of(EPSILON))
@@ -663,33 +743,75 @@ const KERAS_LN_2: f64 = std::f64::consts::LN_2 as f32 as f64;
 elementwise_loss!(
     /// Logarithm of the hyperbolic cosine of the error, computed without overflow, with
     /// Keras's float32 log 2 (so float64 replays Keras to the last bits).
+    ///
+    /// ```
+    /// use kiln_train::{LogCosh, Truth, loss};
+    /// let v = loss::value(&LogCosh::default(), Truth::Dense(&[0.0]), &[1.0], 1)?;
+    /// assert!((v - 0.43378083_f64).abs() < 1e-6, "{v}"); // ln cosh 1
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     LogCosh, "log_cosh",
     |p, y| loss = { let x = p - y; x.abs() + (T::of(-2.0) * x.abs()).exp().ln_1p() - T::of(KERAS_LN_2) },
     grad = (p - y).tanh()
 );
 elementwise_loss!(
     /// Mean squared logarithmic error: `(log(max(p, ε) + 1) − log(max(y, ε) + 1))²`.
+    ///
+    /// ```
+    /// use kiln_train::{MeanSquaredLogarithmicError, Truth, loss};
+    /// let v = loss::value(&MeanSquaredLogarithmicError::default(), Truth::Dense(&[0.0]), &[std::f64::consts::E - 1.0], 1)?;
+    /// assert!((v - 1.0_f64).abs() < 1e-6, "{v}"); // (ln e − ln 1)²
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     MeanSquaredLogarithmicError, "mean_squared_logarithmic_error",
     |p, y| loss = { let eps = T::of(EPSILON); let d = (p.max(eps) + T::one()).ln() - (y.max(eps) + T::one()).ln(); d * d },
     grad = { let eps = T::of(EPSILON); let d = (p.max(eps) + T::one()).ln() - (y.max(eps) + T::one()).ln(); if p >= eps { T::of(2.0) * d / (p + T::one()) } else { T::zero() } }
 );
 elementwise_loss!(
     /// Poisson loss: `p − y·log(p + ε)`.
+    ///
+    /// ```
+    /// use kiln_train::{Poisson, Truth, loss};
+    /// let v = loss::value(&Poisson::default(), Truth::Dense(&[1.0]), &[2.0], 1)?;
+    /// assert!((v - 1.30685282_f64).abs() < 1e-6, "{v}"); // 2 − 1·ln 2
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     Poisson, "poisson", |p, y| loss = p - y * (p + T::of(EPSILON)).ln(), grad = T::one() - y / (p + T::of(EPSILON))
 );
 elementwise_loss!(
     /// Hinge loss `max(1 − y·p, 0)`, 0/1 labels mapped to −1/+1 when the whole batch is
     /// 0/1 (as Keras); at the kink the gradient is −y, as TensorFlow's maximum passes it.
+    ///
+    /// ```
+    /// use kiln_train::{Hinge, Truth, loss};
+    /// let v = loss::value(&Hinge::default(), Truth::Dense(&[1.0, -1.0]), &[0.5, 0.5], 2)?;
+    /// assert!((v - 1.0_f64).abs() < 1e-6, "{v}"); // mean of 1 − 0.5 and 1 + 0.5
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     Hinge, "hinge", |p, y, binary bin| loss = (T::one() - pm1(y, bin) * p).max(T::zero()),
     grad = if T::one() - pm1(y, bin) * p >= T::zero() { -pm1(y, bin) } else { T::zero() }
 );
 elementwise_loss!(
     /// Squared hinge loss `max(1 − y·p, 0)²`, labels mapped as [`Hinge`] maps them.
+    ///
+    /// ```
+    /// use kiln_train::{SquaredHinge, Truth, loss};
+    /// let v = loss::value(&SquaredHinge::default(), Truth::Dense(&[1.0, -1.0]), &[0.5, 0.5], 2)?;
+    /// assert!((v - 1.25_f64).abs() < 1e-6, "{v}"); // mean of 0.5² and 1.5²
+    /// # Ok::<(), kiln_train::TrainError>(())
+    /// ```
     SquaredHinge, "squared_hinge", |p, y, binary bin| loss = { let m = (T::one() - pm1(y, bin) * p).max(T::zero()); m * m },
     grad = T::of(-2.0) * pm1(y, bin) * (T::one() - pm1(y, bin) * p).max(T::zero())
 );
 
 /// Huber loss: quadratic within `delta` of the target, linear beyond (Keras `Huber`).
+///
+/// ```
+/// use kiln_train::{Huber, Truth, loss};
+/// let v = loss::value(&Huber::default(), Truth::Dense(&[0.0, 0.0]), &[0.5, 2.0], 2)?;
+/// assert!((v - 0.8125_f64).abs() < 1e-6, "{v}"); // mean of 0.5²/2 and 2 − 1/2 (delta 1)
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Huber {
     /// Where the loss turns from quadratic to linear.
@@ -749,6 +871,13 @@ impl<T: Scalar> Loss<T> for Huber {
 }
 
 /// Kullback–Leibler divergence `Σ y·log(y/p)` with both clipped into [ε, 1].
+///
+/// ```
+/// use kiln_train::{KLDivergence, Truth, loss};
+/// let v = loss::value(&KLDivergence::default(), Truth::Dense(&[0.5, 0.5]), &[0.25, 0.75], 2)?;
+/// assert!((v - 0.14384104_f64).abs() < 1e-6, "{v}"); // ½ ln 2 + ½ ln ⅔
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct KLDivergence {
     /// How per-sample losses combine.
@@ -802,6 +931,13 @@ fn inv_norm<T: Scalar>(x: impl Iterator<Item = T>) -> (T, bool) {
 
 /// Negative cosine similarity along the last axis, `−Σ ŷ·p̂` with each side scaled by
 /// `min(1/‖·‖, 1/ε)` as Keras's `normalize` does (a zero vector gives 0).
+///
+/// ```
+/// use kiln_train::{CosineSimilarity, Truth, loss};
+/// let v = loss::value(&CosineSimilarity::default(), Truth::Dense(&[1.0, 0.0]), &[1.0, 1.0], 2)?;
+/// assert!((v - -0.70710678_f64).abs() < 1e-6, "{v}"); // −cos 45°
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CosineSimilarity {
     /// How per-row losses combine.
@@ -848,6 +984,13 @@ impl<T: Scalar> Loss<T> for CosineSimilarity {
 /// Binary crossentropy weighted down on well-classified elements (Keras
 /// `BinaryFocalCrossentropy`, Lin et al. 2017): `(1 − p_t)^γ · bce`, optionally times
 /// `α` for positives and `1 − α` for negatives; the mean over the last axis.
+///
+/// ```
+/// use kiln_train::{BinaryFocalCrossentropy, Truth, loss};
+/// let v = loss::value(&BinaryFocalCrossentropy::default(), Truth::Dense(&[1.0]), &[0.9], 1)?;
+/// assert!((v - 0.00105361_f64).abs() < 1e-6, "{v}"); // (1 − 0.9)² · −ln 0.9 (gamma 2)
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BinaryFocalCrossentropy {
     /// Weight the classes by `alpha` (Keras's `apply_class_balancing`).
@@ -972,6 +1115,13 @@ impl<T: Scalar> Loss<T> for BinaryFocalCrossentropy {
 /// Categorical crossentropy weighted down on well-classified classes (Keras
 /// `CategoricalFocalCrossentropy`): `Σ α·(1 − q_k)^γ·(−y_k log q_k)` with `q` the
 /// normalised, clipped prediction.
+///
+/// ```
+/// use kiln_train::{CategoricalFocalCrossentropy, Truth, loss};
+/// let v = loss::value(&CategoricalFocalCrossentropy::default(), Truth::Dense(&[0.0, 1.0]), &[0.4, 0.6], 2)?;
+/// assert!((v - 0.02043302_f64).abs() < 1e-6, "{v}"); // 0.25 · 0.4² · −ln 0.6 (alpha 0.25, gamma 2)
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CategoricalFocalCrossentropy {
     /// The weight of every term (Keras's default 0.25).
@@ -1077,6 +1227,13 @@ impl<T: Scalar> Loss<T> for CategoricalFocalCrossentropy {
 }
 
 /// Categorical hinge: `max(max_{k≠y}(p_k) − p_y + 1, 0)` for one-hot targets.
+///
+/// ```
+/// use kiln_train::{CategoricalHinge, Truth, loss};
+/// let v = loss::value(&CategoricalHinge::default(), Truth::Dense(&[0.0, 1.0]), &[0.3, 0.6], 2)?;
+/// assert!((v - 0.7_f64).abs() < 1e-6, "{v}"); // max(0, 0.3 − 0.6 + 1)
+/// # Ok::<(), kiln_train::TrainError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CategoricalHinge {
     /// How per-sample losses combine.

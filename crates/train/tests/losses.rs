@@ -364,3 +364,22 @@ fn every_registered_name_resolves_and_is_suggested_from_the_same_list() {
         }
     }
 }
+
+#[test]
+fn loss_value_reduces_as_keras_and_refuses_labels_that_do_not_match() {
+    let mse = MeanSquaredError::default();
+    let v =
+        loss::value(&mse, Truth::Dense(&[1.0, 2.0, 3.0, 4.0]), &[1.0, 2.0, 3.0, 6.0], 2).unwrap();
+    assert_eq!(v, 1.0); // rows (0, 0) and (0, 4): per-row means 0 and 2, batch mean 1
+    let sparse = SparseCategoricalCrossentropy::default();
+    let v = loss::value(&sparse, Truth::Classes(&[1]), &[0.5f64, 0.5], 2).unwrap();
+    assert!((v - std::f64::consts::LN_2).abs() < 1e-12);
+    for (truth, pred, width) in [
+        (Truth::Dense(&[1.0, 2.0][..]), &[1.0, 2.0, 3.0][..], 1),
+        (Truth::Classes(&[0, 1][..]), &[0.5, 0.5][..], 2),
+        (Truth::Dense(&[1.0][..]), &[1.0][..], 0),
+    ] {
+        let e = loss::value(&mse as &dyn Loss<f64>, truth, pred, width).unwrap_err().to_string();
+        assert!(e.contains("do not split into rows"), "{e}");
+    }
+}

@@ -13,6 +13,14 @@ const PARALLEL_MIN: usize = 1 << 16;
 
 /// A layer that applies one activation (Keras's `Activation` and the dedicated
 /// activation layers).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [3] => [Dense(3), Softmax] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S1<3>>::from_vec(vec![1.0, 2.0, 3.0])?)?;
+/// assert!((y.data().iter().sum::<f32>() - 1.0).abs() < 1e-6); // a distribution
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Activation<T = f32> {
     act: Act,

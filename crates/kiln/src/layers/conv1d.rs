@@ -12,6 +12,14 @@ use kiln_tape::Scalar;
 use kiln_tape::kernels::{Conv1dGeometry, Padding, conv1d_backward, conv1d_forward};
 
 /// A 1-D convolution layer (Keras `Conv1D`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [10, 2] => [Conv1D(3, kernel = 3)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S2<10, 2>>::from_vec(vec![0.5; 20])?)?;
+/// assert_eq!(y.sample_shape(), &[8, 3]); // valid padding: 10 - 3 + 1 steps
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Conv1D<T = f32> {
     cfg: spec::Conv1D,

@@ -24,6 +24,14 @@ use kiln_tape::kernels::{
 };
 
 /// A 2-D convolution layer (Keras `Conv2D`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [8, 8, 1] => [Conv2D(4, kernel = 3, padding = same), Conv2D(2, kernel = 3, strides = 2)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S3<8, 8, 1>>::from_vec(vec![0.5; 64])?)?;
+/// assert_eq!(y.sample_shape(), &[3, 3, 2]); // same keeps 8x8; valid with stride 2 gives 3x3
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Conv2D<T = f32> {
     cfg: spec::Conv2D,

@@ -16,6 +16,15 @@ use kiln_tape::kernels::{Trans, gemm};
 use kiln_train::OutputActivation;
 
 /// A fully connected layer (Keras `Dense`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [4] => [Dense(3, activation = relu)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S1<4>>::from_vec(vec![0.5; 8])?)?;
+/// assert_eq!((y.len(), y.sample_shape()), (2, &[3][..]));
+/// assert!(y.data().iter().all(|&v| v >= 0.0)); // relu
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Dense<T = f32> {
     cfg: spec::Dense,

@@ -16,6 +16,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Randomly drops inputs while training (Keras `Dropout`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [4] => [Dropout(0.5)] }
+/// let x = Inputs::<S1<4>>::from_vec(vec![1.0, 2.0, 3.0, 4.0])?;
+/// let y = Net::new(Seed(1)).predict(&x)?;
+/// assert_eq!(y.data(), x.data()); // inference passes everything through; fit drops
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Dropout<T = f32> {
     cfg: spec::Dropout,

@@ -11,6 +11,16 @@ use kiln_tape::{Scalar, TapeError};
 use kiln_train::ParamKind;
 
 /// A lookup table of `input_dim` vectors of `output_dim` values (Keras `Embedding`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [5] => [Embedding(10, 3)] }
+/// let ids = Inputs::<S1<5>>::from_vec(vec![0.0, 1.0, 9.0, 1.0, 4.0])?; // token ids < 10
+/// let y = Net::new(Seed(1)).predict(&ids)?;
+/// assert_eq!(y.sample_shape(), &[5, 3]);
+/// assert_eq!(y.data()[3..6], y.data()[9..12]); // the same id, the same vector
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Embedding {
     cfg: spec::Embedding,

@@ -84,11 +84,43 @@ macro_rules! global_layer {
 
 global_layer! {
     /// The mean over all steps of each channel (Keras `GlobalAveragePooling1D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [3, 2] => [GlobalAveragePooling1D] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S2<3, 2>>::from_vec(vec![1.0, 0.0, 2.0, 3.0, 3.0, 3.0])?)?;
+    /// assert_eq!(y.data(), &[2.0, 2.0]); // per channel, over the steps
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     GlobalAveragePooling1D, false;
     /// The maximum over all steps of each channel (Keras `GlobalMaxPooling1D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [3, 2] => [GlobalMaxPooling1D] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S2<3, 2>>::from_vec(vec![1.0, 0.0, 2.0, 3.0, 3.0, 1.0])?)?;
+    /// assert_eq!(y.data(), &[3.0, 3.0]); // per channel, over the steps
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     GlobalMaxPooling1D, true;
     /// The mean over all positions of each channel (Keras `GlobalAveragePooling2D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [2, 2, 1] => [GlobalAveragePooling2D] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S3<2, 2, 1>>::from_vec(vec![1.0, 5.0, -2.0, 4.0])?)?;
+    /// assert_eq!(y.data(), &[2.0]); // per channel, over the image
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     GlobalAveragePooling2D, false;
     /// The maximum over all positions of each channel (Keras `GlobalMaxPooling2D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [2, 2, 1] => [GlobalMaxPooling2D] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S3<2, 2, 1>>::from_vec(vec![1.0, 5.0, -2.0, 4.0])?)?;
+    /// assert_eq!(y.data(), &[5.0]); // per channel, over the image
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     GlobalMaxPooling2D, true;
 }

@@ -24,6 +24,16 @@ fn spec(
 }
 
 /// Batch normalization over the last axis (Keras `BatchNormalization`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [3] => [BatchNormalization] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S1<3>>::from_vec(vec![1.0, -2.0, 4.0])?)?;
+/// // At inference it uses the moving statistics (mean 0, variance 1 before training).
+/// let expect = [1.0, -2.0, 4.0].map(|v: f32| v / (1.0f32 + 1e-3).sqrt());
+/// assert!(y.data().iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-6));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct BatchNormalization<T = f32> {
     cfg: cfg::BatchNormalization,
@@ -199,6 +209,15 @@ impl<T: Scalar> Layer<T> for BatchNormalization<T> {
 }
 
 /// Layer normalization over the last axis of each sample (Keras `LayerNormalization`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [4] => [LayerNormalization] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S1<4>>::from_vec(vec![1.0, 2.0, 3.0, 6.0])?)?;
+/// let mean = y.data().iter().sum::<f32>() / 4.0;
+/// assert!(mean.abs() < 1e-6); // each sample normalized over its last axis
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct LayerNormalization<T = f32> {
     cfg: cfg::LayerNormalization,

@@ -216,6 +216,14 @@ macro_rules! pooling_layer {
 
 pooling_layer! {
     /// Max pooling (Keras `MaxPooling2D` / `MaxPool2D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [2, 2, 1] => [MaxPool2D(2)] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S3<2, 2, 1>>::from_vec(vec![1.0, 5.0, -2.0, 3.0])?)?;
+    /// assert_eq!((y.sample_shape(), y.data()), (&[1, 1, 1][..], &[5.0][..]));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     MaxPool2D, MaxPooling2D, 2d, max_forward, |w, x, y, dy, batch, dx| w.max_backward(x, y, dy, batch, dx),
     extra {
         fn epilogue(&self) -> Option<Epilogue> {
@@ -227,16 +235,40 @@ pooling_layer! {
 pooling_layer! {
     /// Average pooling (Keras `AveragePooling2D`); same padding averages only the values
     /// inside the input, as TensorFlow.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [2, 2, 1] => [AveragePooling2D(2)] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S3<2, 2, 1>>::from_vec(vec![1.0, 5.0, -2.0, 4.0])?)?;
+    /// assert_eq!((y.sample_shape(), y.data()), (&[1, 1, 1][..], &[2.0][..]));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     AveragePooling2D, AveragePooling2D, 2d, avg_forward, |w, x, y, dy, batch, dx| w.avg_backward(dy, batch, dx),
     extra {}
 }
 
 pooling_layer! {
     /// Max pooling over steps (Keras `MaxPooling1D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [4, 1] => [MaxPool1D(2)] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S2<4, 1>>::from_vec(vec![1.0, 5.0, -2.0, 3.0])?)?;
+    /// assert_eq!((y.sample_shape(), y.data()), (&[2, 1][..], &[5.0, 3.0][..]));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     MaxPool1D, MaxPooling1D, 1d, max_forward, |w, x, y, dy, batch, dx| w.max_backward(x, y, dy, batch, dx)
 }
 
 pooling_layer! {
     /// Average pooling over steps (Keras `AveragePooling1D`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// model! { struct Net: [4, 1] => [AveragePooling1D(2)] }
+    /// let y = Net::new(Seed(1)).predict(&Inputs::<S2<4, 1>>::from_vec(vec![1.0, 5.0, -2.0, 4.0])?)?;
+    /// assert_eq!((y.sample_shape(), y.data()), (&[2, 1][..], &[3.0, 1.0][..]));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     AveragePooling1D, AveragePooling1D, 1d, avg_forward, |w, x, y, dy, batch, dx| w.avg_backward(dy, batch, dx)
 }

@@ -888,6 +888,14 @@ macro_rules! recurrent_builders {
 }
 
 /// Keras `LSTM`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [6, 2] => [LSTM(8, return_sequences = true), LSTM(5)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S2<6, 2>>::from_vec(vec![0.5; 12])?)?;
+/// assert_eq!(y.sample_shape(), &[5]); // the last step of the second LSTM
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct LSTM<T = f32> {
     cfg: spec::LSTM,
@@ -1462,6 +1470,14 @@ impl<T: Scalar> Layer<T> for LSTM<T> {
 /// Keras `GRU`: `reset_after` (Keras 3's default) applies the reset gate to the
 /// recurrent product `r ⊙ (h·U_h + b_rh)` with a `[2, 3u]` bias (input row, recurrent
 /// row); otherwise `(r ⊙ h)·U_h` with a `[3u]` bias.
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [6, 2] => [GRU(4, return_sequences = true)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S2<6, 2>>::from_vec(vec![0.5; 12])?)?;
+/// assert_eq!(y.sample_shape(), &[6, 4]); // one output per step
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct GRU<T = f32> {
     cfg: spec::GRU,
@@ -1764,6 +1780,15 @@ impl<T: Scalar> Layer<T> for GRU<T> {
 }
 
 /// Keras `SimpleRNN`: `h = act(x·W + b + h·U)`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [6, 2] => [SimpleRNN(3)] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S2<6, 2>>::from_vec(vec![0.5; 12])?)?;
+/// assert_eq!(y.sample_shape(), &[3]);
+/// assert!(y.data().iter().all(|v| v.abs() < 1.0)); // tanh
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct SimpleRNN<T = f32> {
     cfg: spec::SimpleRNN,
@@ -1940,6 +1965,14 @@ const INNER_NAMES: &[&str] = &["kernel", "recurrent_kernel", "bias"];
 /// Keras `Bidirectional`: the wrapped recurrent layer forwards, a copy with its own
 /// weights backwards (its outputs put back in time order when returning sequences,
 /// as Keras), merged by `concat`, `sum`, `mul` or `ave`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [6, 2] => [Bidirectional(LSTM(3))] }
+/// let y = Net::new(Seed(1)).predict(&Inputs::<S2<6, 2>>::from_vec(vec![0.5; 12])?)?;
+/// assert_eq!(y.sample_shape(), &[6]); // forward and backward outputs, concatenated
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Bidirectional<T = f32> {
     cfg: spec::Bidirectional,

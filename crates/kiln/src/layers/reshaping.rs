@@ -12,6 +12,15 @@ fn copy<T: Scalar>(src: &[T], dst: &mut [T]) {
 }
 
 /// Flattens each sample to one axis (Keras `Flatten`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [2, 3, 1] => [Flatten] }
+/// let x = Inputs::<S3<2, 3, 1>>::from_vec((0..6).map(|v| v as f32).collect())?;
+/// let y = Net::new(Seed(1)).predict(&x)?;
+/// assert_eq!((y.sample_shape(), y.data()), (&[6][..], x.data()));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten;
 
@@ -59,6 +68,15 @@ impl<T: Scalar> Layer<T> for Flatten {
 }
 
 /// Gives each sample another shape with the same number of values (Keras `Reshape`).
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [6] => [Reshape([2, 3])] }
+/// let x = Inputs::<S1<6>>::from_vec((0..6).map(|v| v as f32).collect())?;
+/// let y = Net::new(Seed(1)).predict(&x)?;
+/// assert_eq!((y.sample_shape(), y.data()), (&[2, 3][..], x.data()));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Reshape {
     cfg: spec::Reshape,
@@ -112,6 +130,17 @@ impl<T: Scalar> Layer<T> for Reshape {
 
 /// Masks padding steps (Keras `Masking`): a step whose features all equal the mask value
 /// is zeroed, and the recurrent layers after it skip it.
+///
+/// ```
+/// use kiln::prelude::*;
+/// model! { struct Net: [3, 2] => [Masking(0.0), LSTM(4, return_sequences = true)] }
+/// // The last step is padding: the LSTM skips it and repeats step 2's output there.
+/// let x = Inputs::<S2<3, 2>>::from_vec(vec![0.5, 1.0, -1.0, 0.5, 0.0, 0.0])?;
+/// let y = Net::new(Seed(1)).predict(&x)?;
+/// assert_eq!(y.sample_shape(), &[3, 4]);
+/// assert_eq!(y.data()[8..12], y.data()[4..8]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Masking<T = f32> {
     cfg: spec::Masking,

@@ -168,7 +168,8 @@ single_callback!(
     TerminateOnNaN,
     CSVLogger,
     ModelCheckpoint,
-    BackupAndRestore
+    BackupAndRestore,
+    TensorBoard
 );
 impl<'a, T: Scalar, F: FnMut(usize, f64) -> f64 + 'a> IntoCallbacks<'a, T>
     for LearningRateScheduler<F>

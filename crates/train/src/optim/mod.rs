@@ -80,6 +80,19 @@ pub struct CommonOptions {
 macro_rules! optimizer_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? } lr = $lr:expr) => {
         $(#[$doc])*
+        ///
+        /// One update of a two-value weight: each value moves against its gradient.
+        ///
+        #[doc = concat!("```
+use kiln_train::{", stringify!($name), ", IntoOptimizer, Optimizer, ParamEntry, ParamKind};
+let mut opt: Optimizer<f64> = ", stringify!($name), "::new(0.01).into_optimizer()?;
+let w_entry = ParamEntry { name: \"w\".into(), shape: vec![2], offset: 0, trainable: true, kind: ParamKind::Kernel };
+let mut w = [1.0, -1.0];
+opt.apply(&mut w, &mut [0.5, -0.5], &[w_entry])?;
+assert!(w[0] < 1.0 && w[1] > -1.0, \"{w:?}\");
+assert_eq!(opt.iterations(), 1);
+# Ok::<(), kiln_train::TrainError>(())
+```")]
         #[derive(Clone, Debug)]
         pub struct $name {
             /// Learning rate (constant or schedule).
