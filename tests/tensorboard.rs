@@ -4,7 +4,9 @@
 //! against the History of the run that wrote them.
 
 use kiln::prelude::*;
-use kiln::train::callbacks::tensorboard::{parse_scalars, read_scalars};
+use kiln::train::callbacks::tensorboard::{
+    histogram_buckets, parse_scalars, read_histograms, read_scalars,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -95,5 +97,65 @@ fn the_callback_writes_what_keras_writes_and_tensorboard_reads() {
     // 3 batches of 16 per epoch (48 training samples): every second of the 9 batches.
     let steps: Vec<i64> = train["batch_loss"].iter().map(|p| p.0).collect();
     assert_eq!(steps, vec![1, 3, 5, 7]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn histograms_bucket_as_tf_summary_histogram() {
+    // Width (3 - 0) / 3 = 1; the greatest value falls in the last bucket, closed.
+    assert_eq!(
+        histogram_buckets(&[0.0, 1.0, 2.0, 3.0], 3),
+        vec![[0.0, 1.0, 1.0], [1.0, 2.0, 1.0], [2.0, 3.0, 2.0]]
+    );
+    // One value repeated: zero-width buckets at it, the count in the last.
+    assert_eq!(
+        histogram_buckets(&[5.0, 5.0], 3),
+        vec![[5.0, 5.0, 0.0], [5.0, 5.0, 0.0], [5.0, 5.0, 2.0]]
+    );
+    assert!(histogram_buckets(&[], 30).is_empty());
+    // Non-finite values are left out rather than spoiling the edges.
+    assert_eq!(histogram_buckets(&[f64::NAN, 1.0, 2.0], 1), vec![[1.0, 2.0, 2.0]]);
+}
+
+#[test]
+fn histogram_freq_writes_every_weight_every_nth_epoch() {
+    let dir = std::env::temp_dir().join(format!("kiln-tb-hist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let x =
+        Inputs::<S1<4>>::from_vec(Tensor::<f32>::random_uniform(&[64 * 4], 0.0, 1.0, 1).into_vec())
+            .unwrap();
+    let y = ClassLabels::new((0..64).map(|i| i % 3).collect());
+    let mut m = Net::new(Seed(2))
+        .compile(Adam::new(1e-2), SparseCategoricalCrossentropy::default(), [Accuracy])
+        .unwrap();
+    m.fit(&x, &y)
+        .epochs(3)
+        .verbose(0)
+        .callbacks(TensorBoard::new(&dir).histogram_freq(2))
+        .run()
+        .unwrap();
+    let file = std::fs::read_dir(dir.join("train")).unwrap().next().unwrap().unwrap().path();
+    let hists = read_histograms(&file).unwrap();
+    let params = m.model().params();
+    let names: Vec<String> =
+        params.entries().iter().map(|e| format!("{}/histogram", e.name)).collect();
+    assert_eq!(
+        names,
+        ["dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias"]
+            .map(|n| format!("{n}/histogram"))
+    );
+    // Epochs 0 and 2 (Keras: epoch % histogram_freq == 0), every weight each time.
+    let tagged: Vec<(i64, &str)> = hists.iter().map(|h| (h.step, h.tag.as_str())).collect();
+    let expect: Vec<(i64, &str)> =
+        [0, 2].iter().flat_map(|&s| names.iter().map(move |n| (s, n.as_str()))).collect();
+    assert_eq!(tagged, expect);
+    // The last epoch's histograms are of the weights fit ends with.
+    for (h, e) in hists[names.len()..].iter().zip(params.entries()) {
+        let w: Vec<f64> = params.values()[e.range()].iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(h.buckets, histogram_buckets(&w, 30), "{}", h.tag);
+        assert_eq!(h.buckets.iter().map(|b| b[2]).sum::<f64>(), w.len() as f64);
+    }
+    // The scalars are still there, beside the histograms.
+    assert_eq!(read_scalars(&file).unwrap().iter().filter(|s| s.tag == "epoch_loss").count(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }

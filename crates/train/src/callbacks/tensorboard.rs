@@ -12,6 +12,10 @@
 //! Layout as Keras's: `log_dir/train/events.out.tfevents.*` with `epoch_loss`,
 //! `epoch_<metric>` and `epoch_learning_rate`, and `log_dir/validation/…` with the
 //! validation values under the same tags (without `val_`), step = epoch (0-based).
+//! With `histogram_freq(n)`, every n-th epoch also writes a histogram of each weight
+//! to `train/` as `layer/variable/histogram` (Keras's weight paths), in the layout
+//! `tf.summary.histogram` uses (plugin `histograms`, a float64 `[30, 3]` tensor of
+//! left edge, right edge and count).
 
 use super::{Callback, CallbackContext, Logs};
 use crate::error::{Result, TrainError};
@@ -39,9 +43,12 @@ pub enum UpdateFreq {
 pub struct TensorBoard {
     log_dir: PathBuf,
     update_freq: UpdateFreq,
+    histogram_freq: usize,
     train: Option<EventWriter>,
     validation: Option<EventWriter>,
     batches: u64,
+    /// One weight's values as float64, reused across weights.
+    histogram_values: Vec<f64>,
 }
 
 impl TensorBoard {
@@ -50,15 +57,24 @@ impl TensorBoard {
         TensorBoard {
             log_dir: log_dir.into(),
             update_freq: UpdateFreq::Epoch,
+            histogram_freq: 0,
             train: None,
             validation: None,
             batches: 0,
+            histogram_values: Vec::new(),
         }
     }
 
     /// How often training scalars are written (see [`UpdateFreq`]).
     pub fn update_freq(mut self, f: UpdateFreq) -> Self {
         self.update_freq = f;
+        self
+    }
+
+    /// Writes a histogram of every weight after epochs 0, n, 2n, … (Keras's
+    /// `histogram_freq`; 0, the default, writes none).
+    pub fn histogram_freq(mut self, n: usize) -> Self {
+        self.histogram_freq = n;
         self
     }
 }
@@ -119,6 +135,14 @@ impl<T: Scalar> Callback<T> for TensorBoard {
                 w.scalar(&format!("epoch_{k}"), step, v)?;
             }
             w.scalar("epoch_learning_rate", step, ctx.optimizer.learning_rate())?;
+            if self.histogram_freq > 0 && epoch.is_multiple_of(self.histogram_freq) {
+                let values = ctx.params.values();
+                for e in ctx.params.entries() {
+                    self.histogram_values.clear();
+                    self.histogram_values.extend(values[e.range()].iter().map(|v| v.as_f64()));
+                    w.histogram(&format!("{}/histogram", e.name), step, &self.histogram_values)?;
+                }
+            }
             w.flush()?;
         }
         if let Some(w) = &mut self.validation {
@@ -194,13 +218,44 @@ impl EventWriter {
         put_varint_field(&mut tensor, 1, 1);
         put_bytes(&mut tensor, 2, &[]);
         put_bytes(&mut tensor, 4, &(value as f32).to_le_bytes());
+        self.summary(tag, step, &tensor, b"scalars")
+    }
+
+    /// Appends a histogram of `values` under `tag` at `step`, as `tf.summary.histogram`
+    /// writes one (TensorBoard's histogram and distribution views): 30 buckets of equal
+    /// width from the least to the greatest value, the last closed, as a float64
+    /// `[buckets, 3]` tensor of (left edge, right edge, count); all values equal give
+    /// 30 zero-width buckets at that value, the last holding the count.
+    pub fn histogram(&mut self, tag: &str, step: i64, values: &[f64]) -> Result<()> {
+        let rows = histogram_buckets(values, HISTOGRAM_BUCKETS);
+        let mut content = Vec::with_capacity(rows.len() * 24);
+        for v in rows.iter().flatten() {
+            content.extend_from_slice(&v.to_le_bytes());
+        }
+        // TensorProto { dtype: DT_DOUBLE, tensor_shape: [rows, 3], tensor_content }
+        let mut shape = Vec::new();
+        for n in [rows.len() as u64, 3] {
+            let mut dim = Vec::new();
+            put_varint_field(&mut dim, 1, n);
+            put_bytes(&mut shape, 2, &dim);
+        }
+        let mut tensor = Vec::new();
+        put_varint_field(&mut tensor, 1, 2);
+        put_bytes(&mut tensor, 2, &shape);
+        put_bytes(&mut tensor, 4, &content);
+        self.summary(tag, step, &tensor, b"histograms")
+    }
+
+    /// Appends one `Summary.Value { tag, tensor, metadata { plugin_data { plugin_name } } }`
+    /// event at `step`.
+    fn summary(&mut self, tag: &str, step: i64, tensor: &[u8], plugin_name: &[u8]) -> Result<()> {
         let mut plugin = Vec::new();
-        put_bytes(&mut plugin, 1, b"scalars");
+        put_bytes(&mut plugin, 1, plugin_name);
         let mut meta = Vec::new();
         put_bytes(&mut meta, 1, &plugin);
         let mut val = Vec::new();
         put_bytes(&mut val, 1, tag.as_bytes());
-        put_bytes(&mut val, 8, &tensor);
+        put_bytes(&mut val, 8, tensor);
         put_bytes(&mut val, 9, &meta);
         let mut summary = Vec::new();
         put_bytes(&mut summary, 1, &val);
@@ -227,6 +282,41 @@ impl EventWriter {
             .write_all(&self.record)
             .map_err(|source| TrainError::Io { path: self.path.clone(), source })
     }
+}
+
+/// Buckets per histogram (`tf.summary.histogram`'s default).
+const HISTOGRAM_BUCKETS: usize = 30;
+
+/// `tf.summary.histogram`'s buckets of the finite `values`: `k` buckets of width
+/// `(max − min) / k` from the least value, a value's bucket `floor((v − min) / width)`
+/// clamped to the last, the last right edge exactly the greatest value; one value
+/// repeated gives `k` zero-width buckets at it with the count in the last; no value
+/// gives none. Rows are (left edge, right edge, count).
+pub fn histogram_buckets(values: &[f64], k: usize) -> Vec<[f64; 3]> {
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
+    let (Some(min), Some(max)) = (finite().reduce(f64::min), finite().reduce(f64::max)) else {
+        return Vec::new();
+    };
+    let n = finite().count() as f64;
+    if min == max || k == 0 {
+        let mut rows = vec![[min, min, 0.0]; k.max(1)];
+        if let Some(last) = rows.last_mut() {
+            last[2] = n;
+        }
+        return rows;
+    }
+    let width = (max - min) / k as f64;
+    let mut rows: Vec<[f64; 3]> = (0..k)
+        .map(|i| {
+            let right = if i + 1 == k { max } else { min + (i + 1) as f64 * width };
+            [min + i as f64 * width, right, 0.0]
+        })
+        .collect();
+    for v in finite() {
+        let i = (((v - min) / width).floor() as usize).min(k - 1);
+        rows[i][2] += 1.0;
+    }
+    rows
 }
 
 fn wall_time() -> f64 {
@@ -296,6 +386,91 @@ fn read_scalars_at(path: &Path) -> Result<Vec<ScalarEvent>> {
 /// [`read_scalars`] on bytes.
 pub fn parse_scalars(bytes: &[u8]) -> std::result::Result<Vec<ScalarEvent>, String> {
     let mut out = Vec::new();
+    for (step, value) in summary_values(bytes)? {
+        let vf = fields(value)?;
+        let tag = vf.iter().find(|f| f.0 == 1).and_then(|f| f.2).unwrap_or_default();
+        let tag = String::from_utf8(tag.to_vec()).map_err(|_| "a tag is not UTF-8")?;
+        let simple = vf.iter().find(|f| f.0 == 2).map(|f| f32::from_bits(f.1 as u32));
+        let tensor = vf.iter().find(|f| f.0 == 8).and_then(|f| f.2);
+        let v = match (simple, tensor) {
+            (Some(v), _) => Some(v),
+            (None, Some(t)) => tensor_scalar(t)?,
+            _ => None,
+        };
+        if let Some(value) = v {
+            out.push(ScalarEvent { tag, step, value });
+        }
+    }
+    Ok(out)
+}
+
+/// One histogram read back from an event file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramEvent {
+    /// The tag (`dense/kernel/histogram`).
+    pub tag: String,
+    /// The step (the epoch).
+    pub step: i64,
+    /// The buckets: (left edge, right edge, count).
+    pub buckets: Vec<[f64; 3]>,
+}
+
+/// Reads every histogram of an event file (float64 `[k, 3]` tensors, as
+/// `tf.summary.histogram` writes them), verifying every record's CRCs.
+pub fn read_histograms(path: impl AsRef<Path>) -> Result<Vec<HistogramEvent>> {
+    read_histograms_at(path.as_ref())
+}
+
+fn read_histograms_at(path: &Path) -> Result<Vec<HistogramEvent>> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
+    parse_histograms(&bytes).map_err(|message| TrainError::InvalidArgument {
+        name: "event file",
+        message: format!("{}: {message}", path.display()),
+    })
+}
+
+fn parse_histograms(bytes: &[u8]) -> std::result::Result<Vec<HistogramEvent>, String> {
+    let mut out = Vec::new();
+    for (step, value) in summary_values(bytes)? {
+        let vf = fields(value)?;
+        let tag = vf.iter().find(|f| f.0 == 1).and_then(|f| f.2).unwrap_or_default();
+        let Some(t) = vf.iter().find(|f| f.0 == 8).and_then(|f| f.2) else { continue };
+        let tf = fields(t)?;
+        let content = tf.iter().find(|f| f.0 == 4).and_then(|f| f.2);
+        let (Some(2), Some(content)) = (tf.iter().find(|f| f.0 == 1).map(|f| f.1), content) else {
+            continue; // not a float64 tensor with its content
+        };
+        let dims: Vec<u64> = match tf.iter().find(|f| f.0 == 2).and_then(|f| f.2) {
+            Some(shape) => fields(shape)?
+                .iter()
+                .filter(|f| f.0 == 2)
+                .filter_map(|f| f.2)
+                .map(|d| Ok(fields(d)?.iter().find(|f| f.0 == 1).map_or(0, |f| f.1)))
+                .collect::<std::result::Result<_, String>>()?,
+            None => Vec::new(),
+        };
+        if dims.len() != 2 || dims[1] != 3 || content.len() as u64 != dims[0] * 24 {
+            continue; // not a histogram
+        }
+        let v: Vec<f64> = content
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let tag = String::from_utf8(tag.to_vec()).map_err(|_| "a tag is not UTF-8")?;
+        out.push(HistogramEvent {
+            tag,
+            step,
+            buckets: v.chunks_exact(3).map(|r| [r[0], r[1], r[2]]).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every `Summary.Value` of an event stream with its event's step, after checking
+/// each record's two CRCs and the file-version header.
+fn summary_values(bytes: &[u8]) -> std::result::Result<Vec<(i64, &[u8])>, String> {
+    let mut out = Vec::new();
     let mut at = 0;
     let mut first = true;
     while at < bytes.len() {
@@ -324,19 +499,7 @@ pub fn parse_scalars(bytes: &[u8]) -> std::result::Result<Vec<ScalarEvent>, Stri
         let step = ev.iter().find(|f| f.0 == 2).map_or(0, |f| f.1 as i64);
         for summary in ev.iter().filter(|f| f.0 == 5).filter_map(|f| f.2) {
             for value in fields(summary)?.iter().filter(|f| f.0 == 1).filter_map(|f| f.2) {
-                let vf = fields(value)?;
-                let tag = vf.iter().find(|f| f.0 == 1).and_then(|f| f.2).unwrap_or_default();
-                let tag = String::from_utf8(tag.to_vec()).map_err(|_| "a tag is not UTF-8")?;
-                let simple = vf.iter().find(|f| f.0 == 2).map(|f| f32::from_bits(f.1 as u32));
-                let tensor = vf.iter().find(|f| f.0 == 8).and_then(|f| f.2);
-                let v = match (simple, tensor) {
-                    (Some(v), _) => Some(v),
-                    (None, Some(t)) => tensor_scalar(t)?,
-                    _ => None,
-                };
-                if let Some(value) = v {
-                    out.push(ScalarEvent { tag, step, value });
-                }
+                out.push((step, value));
             }
         }
         at = end;
