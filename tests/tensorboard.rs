@@ -61,17 +61,23 @@ model! {
     ]
 }
 
-#[test]
-fn the_callback_writes_what_keras_writes_and_tensorboard_reads() {
-    let dir = std::env::temp_dir().join(format!("kiln-tb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// 64 random samples of 4 features in 3 classes, and the compiled `Net`.
+fn data_and_model() -> (Inputs<S1<4>>, ClassLabels, Compiled<Net, SparseCategoricalCrossentropy>) {
     let x =
         Inputs::<S1<4>>::from_vec(Tensor::<f32>::random_uniform(&[64 * 4], 0.0, 1.0, 1).into_vec())
             .unwrap();
     let y = ClassLabels::new((0..64).map(|i| i % 3).collect());
-    let mut m = Net::new(Seed(2))
+    let m = Net::new(Seed(2))
         .compile(Adam::new(1e-2), SparseCategoricalCrossentropy::default(), [Accuracy])
         .unwrap();
+    (x, y, m)
+}
+
+#[test]
+fn the_callback_writes_what_keras_writes_and_tensorboard_reads() {
+    let dir = std::env::temp_dir().join(format!("kiln-tb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (x, y, mut m) = data_and_model();
     let h = m
         .fit(&x, &y)
         .epochs(3)
@@ -121,13 +127,7 @@ fn histograms_bucket_as_tf_summary_histogram() {
 fn histogram_freq_writes_every_weight_every_nth_epoch() {
     let dir = std::env::temp_dir().join(format!("kiln-tb-hist-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let x =
-        Inputs::<S1<4>>::from_vec(Tensor::<f32>::random_uniform(&[64 * 4], 0.0, 1.0, 1).into_vec())
-            .unwrap();
-    let y = ClassLabels::new((0..64).map(|i| i % 3).collect());
-    let mut m = Net::new(Seed(2))
-        .compile(Adam::new(1e-2), SparseCategoricalCrossentropy::default(), [Accuracy])
-        .unwrap();
+    let (x, y, mut m) = data_and_model();
     m.fit(&x, &y)
         .epochs(3)
         .verbose(0)

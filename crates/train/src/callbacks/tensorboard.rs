@@ -375,9 +375,17 @@ pub fn read_scalars(path: impl AsRef<Path>) -> Result<Vec<ScalarEvent>> {
 }
 
 fn read_scalars_at(path: &Path) -> Result<Vec<ScalarEvent>> {
+    read_events(path, parse_scalars)
+}
+
+/// Reads the event file at `path` and parses it with `parse`, an error naming the file.
+fn read_events<E>(
+    path: &Path,
+    parse: fn(&[u8]) -> std::result::Result<Vec<E>, String>,
+) -> Result<Vec<E>> {
     let bytes = std::fs::read(path)
         .map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
-    parse_scalars(&bytes).map_err(|message| TrainError::InvalidArgument {
+    parse(&bytes).map_err(|message| TrainError::InvalidArgument {
         name: "event file",
         message: format!("{}: {message}", path.display()),
     })
@@ -422,12 +430,7 @@ pub fn read_histograms(path: impl AsRef<Path>) -> Result<Vec<HistogramEvent>> {
 }
 
 fn read_histograms_at(path: &Path) -> Result<Vec<HistogramEvent>> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
-    parse_histograms(&bytes).map_err(|message| TrainError::InvalidArgument {
-        name: "event file",
-        message: format!("{}: {message}", path.display()),
-    })
+    read_events(path, parse_histograms)
 }
 
 fn parse_histograms(bytes: &[u8]) -> std::result::Result<Vec<HistogramEvent>, String> {
