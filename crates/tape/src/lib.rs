@@ -7,7 +7,7 @@
 //!   reductions, convolution, pooling, layout). The tape and kiln's fused layer passes
 //!   call the same functions.
 //! * [`Tape`] records operations on [`Var`]s and [`Tape::backward`] returns every
-//!   gradient; [`gradcheck`] verifies any differentiable function against central
+//!   gradient; [`gradcheck()`] verifies any differentiable function against central
 //!   differences.
 //!
 //! ```

@@ -3,7 +3,7 @@
 //! A loss writes each sample's loss and the gradient of that loss with respect to the
 //! model's outputs, or to its logits when the model ends in softmax/sigmoid and the
 //! loss is the matching crossentropy: then the stable fused form (`p − y`, log-sum-exp)
-//! is used, as Keras's TensorFlow backend does. [`reduce`] applies the reduction and
+//! is used, as Keras's TensorFlow backend does. [`reduce_with`] applies the reduction and
 //! sample weights, so no loss repeats that logic.
 
 use crate::data::{ClassLabels, Targets, Truth};

@@ -266,7 +266,7 @@ unsafe fn row_3x3_avx512(
 /// (as [`conv2d_maxpool2_forward`] computes it directly), from the pooled gradient
 /// `dpool` (already through the activation) and each pooled value's winner, without
 /// forming the convolution's output gradient. Returns `Ok(false)`, touching nothing,
-/// when the geometry or CPU does not allow it (then use [`conv2d_backward`]). Sums run
+/// when the geometry or CPU does not allow it (then use [`conv2d_backward`](super::conv::conv2d_backward)). Sums run
 /// in another order than the GEMM path's, so results differ from it by rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool2_kernel_grad<T: Scalar>(

@@ -109,7 +109,7 @@ pub fn concat<T: Scalar>(
     Ok(out_shape)
 }
 
-/// Splits a gradient of a concatenation back into the parts' shapes (the inverse of [`concat`]).
+/// Splits a gradient of a concatenation back into the parts' shapes (the inverse of [`concat()`]).
 pub fn split<T: Scalar>(
     x: &[T],
     shapes: &[&[usize]],
